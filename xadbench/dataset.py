@@ -1,0 +1,39 @@
+"""The data set contract: a named collection of classes, each loadable as a one-class `Task`."""
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from xadbench.errors import XadError
+from xadbench.types import Sample, Task
+
+
+class Dataset(abc.ABC):
+    """A data set plugin.
+
+    profile: the paper setup it follows (see `xadbench.profiles`); an instance may set it from
+        the data it finds (a folder of 32 px images follows "cifar10").
+    has_masks: whether test anomalies carry pixel ground truth (pixel AUC is computed then).
+    """
+
+    profile: str = "imagenet"
+    has_masks: ClassVar[bool] = False
+
+    def __init__(self, root: str | Path | None = None, download: bool = False):
+        self.root = Path(root) if root is not None else None
+        self.download = download
+
+    @abc.abstractmethod
+    def classes(self) -> list[str]:
+        """The class names found (or known) for this data set."""
+
+    @abc.abstractmethod
+    def load(self, class_name: str, image_size: int) -> Task:
+        """The nominal training images of `class_name` and the scored test split, images
+        resized to `image_size`, masks at their own resolution."""
+
+    def outlier_exposure(self, image_size: int, exclude: Sequence[str] = ()) -> Sequence[Sample]:
+        """All training images of all classes except `exclude`, as Outlier Exposure (label 1)."""
+        raise XadError(f"data set {type(self).__name__} cannot serve as Outlier Exposure")

@@ -1,0 +1,103 @@
+"""The method contract, after scikit-learn's estimators.
+
+Hyperparameters are keyword arguments of `__init__`, stored unchanged under their own names;
+`fit` learns from a `TrainData` and returns self; `predict` maps images to a `Prediction`.
+Everything learned ends in an underscore. `xadbench.testing` checks the contract.
+"""
+from __future__ import annotations
+
+import abc
+import inspect
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+
+from xadbench.errors import NotFittedError
+from xadbench.types import Prediction, TrainData
+
+#: Called once per finished epoch with (epoch, epochs, loss).
+EpochCallback = Callable[[int, int, float], None]
+
+SUPERVISION_LEVELS = ("none", "labels", "masks")
+
+
+class Method(abc.ABC):
+    """An anomaly detector that explains itself with a heatmap.
+
+    Class attributes a subclass sets:
+    supervision: what it can learn from beyond nominal images: "none" (nominal only), "labels"
+        (known anomalies with image labels: confetti, Outlier Exposure, real defects), "masks"
+        (also pixel masks of known anomalies). The runner gives it no more than that.
+    receptive_field_maps: True when its maps are already smoothed by construction (FCDD's Gaussian
+        upsampling), so the evaluator's shared baseline blur does not apply to them.
+    """
+
+    supervision: ClassVar[str] = "none"
+    receptive_field_maps: ClassVar[bool] = False
+
+    @classmethod
+    def preset(cls, preset: str, profile: str) -> dict[str, Any]:
+        """Hyperparameters of the named preset ("cpu" or "paper") for a data set profile."""
+        return {}
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [
+            name
+            for name, p in signature.parameters.items()
+            if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+
+    def get_params(self) -> dict[str, Any]:
+        """The `__init__` keywords as given (scikit-learn's `get_params`, without nesting)."""
+        return {name: getattr(self, name) for name in self.param_names()}
+
+    @abc.abstractmethod
+    def fit(self, train: TrainData, on_epoch: EpochCallback | None = None) -> "Method":
+        """Learn from `train`; return self."""
+
+    @abc.abstractmethod
+    def predict(self, images: torch.Tensor) -> Prediction:
+        """Score images (N, C, H, W) in [0, 1]; maps at the input's resolution."""
+
+    def _check_fitted(self, attribute: str) -> None:
+        if not hasattr(self, attribute):
+            raise NotFittedError(f"{type(self).__name__}: call fit before predict")
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+
+class Variant:
+    """A registered name for a Method class with some hyperparameters fixed, e.g. `grad-ig` is
+    the gradient method with `attribution="integrated_gradients"`. Behaves like the class."""
+
+    def __init__(self, method_class: type[Method], **fixed: Any):
+        self.method_class = method_class
+        self.fixed = fixed
+        self.supervision = method_class.supervision
+        self.receptive_field_maps = method_class.receptive_field_maps
+        self.__doc__ = method_class.__doc__
+
+    def preset(self, preset: str, profile: str) -> dict[str, Any]:
+        return {**self.method_class.preset(preset, profile), **self.fixed}
+
+    def param_names(self) -> list[str]:
+        return self.method_class.param_names()
+
+    def __call__(self, **params: Any) -> Method:
+        return self.method_class(**{**params, **self.fixed})
+
+    def __repr__(self) -> str:
+        fixed = ", ".join(f"{k}={v!r}" for k, v in self.fixed.items())
+        return f"Variant({self.method_class.__name__}, {fixed})"
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' picks CUDA where one exists, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

@@ -1,0 +1,83 @@
+"""Plugin registries for methods and data sets, fed by entry points.
+
+Built-ins are declared in our own pyproject.toml exactly like third-party plugins, so both are
+found the same way. Listing names imports nothing; a plugin is imported when first used.
+"""
+from __future__ import annotations
+
+import difflib
+from collections import defaultdict
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from xadbench.errors import PluginError
+
+METHODS_GROUP = "xadbench.methods"
+DATASETS_GROUP = "xadbench.datasets"
+
+
+def _distribution_name(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"] if dist is not None else "unknown distribution"
+
+
+class Registry:
+    """Named plugins of one kind ("method" or "dataset") from one entry-point group."""
+
+    def __init__(self, group: str, kind: str):
+        self.group = group
+        self.kind = kind
+        self._loaded: dict[str, Any] = {}
+
+    def _entry_points(self) -> dict[str, list[EntryPoint]]:
+        found: dict[str, list[EntryPoint]] = defaultdict(list)
+        for ep in entry_points(group=self.group):
+            # The same distribution seen twice on sys.path (e.g. an editable install next to its
+            # build folder) is one plugin, not a duplicate.
+            if all(ep.value != other.value for other in found[ep.name]):
+                found[ep.name].append(ep)
+        return dict(found)
+
+    def names(self) -> list[str]:
+        """Registered names, sorted. Imports no plugin."""
+        return sorted(self._entry_points())
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(name, target, distribution) per registered entry, duplicates included."""
+        return [
+            (name, ep.value, _distribution_name(ep))
+            for name, eps in sorted(self._entry_points().items())
+            for ep in eps
+        ]
+
+    def get(self, name: str) -> Any:
+        """The plugin object (a class or a Variant) registered as `name`."""
+        if name in self._loaded:
+            return self._loaded[name]
+        found = self._entry_points()
+        if name not in found:
+            close = difflib.get_close_matches(name, found, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            known = ", ".join(sorted(found)) or "none"
+            raise PluginError(f"unknown {self.kind} {name!r}{hint}; known: {known}")
+        eps = found[name]
+        if len(eps) > 1:
+            where = "; ".join(f"{ep.value} from {_distribution_name(ep)}" for ep in eps)
+            raise PluginError(f"{self.kind} {name!r} is registered more than once: {where}")
+        ep = eps[0]
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # a plugin may fail in any way; report it, don't crash
+            raise PluginError(
+                f"{self.kind} plugin {name!r} ({ep.value}) from distribution "
+                f"{_distribution_name(ep)!r} failed to load: {type(exc).__name__}: {exc}"
+            ) from exc
+        self._loaded[name] = plugin
+        return plugin
+
+    def create(self, name: str, **params: Any) -> Any:
+        return self.get(name)(**params)
+
+
+methods = Registry(METHODS_GROUP, "method")
+datasets = Registry(DATASETS_GROUP, "dataset")
