@@ -62,7 +62,7 @@ class Registry:
             raise PluginError(f"unknown {self.kind} {name!r}{hint}; known: {known}")
         eps = found[name]
         if len(eps) > 1:
-            where = "; ".join(f"{ep.value} from {_distribution_name(ep)}" for ep in eps)
+            where = "; ".join(sorted(f"{ep.value} from {_distribution_name(ep)}" for ep in eps))
             raise PluginError(f"{self.kind} {name!r} is registered more than once: {where}")
         ep = eps[0]
         try:

@@ -1,0 +1,1 @@
+"""An example xadbench plugin."""

@@ -1,0 +1,133 @@
+"""The runner: job identity, protocols, evaluation rows, atomic results and resume."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from xadbench import protocols, runner
+from xadbench.errors import XadError
+from xadbench.runner import JobSpec, Progress, run_grid
+from xadbench.types import Sample, Task, TrainData
+
+
+def spec(**kw):
+    return JobSpec(**{"dataset": "synthetic", "class_name": "fabric", "method": "pixelstats", **kw})
+
+
+def test_job_id_depends_on_the_config_but_not_the_device():
+    assert spec().job_id == spec(device="cuda").job_id
+    assert spec().job_id != spec(seed=1).job_id
+    assert spec().job_id != spec(params=(("eps", 0.1),)).job_id
+
+
+def _sample(label, category, key):
+    return Sample(torch.zeros(3, 4, 4), label, torch.zeros(4, 4, dtype=torch.bool), key=key, category=category)
+
+
+def test_semi_supervised_takes_k_per_category_and_removes_them_from_the_test_set():
+    test = [_sample(0, "good", f"g{i}") for i in range(3)]
+    test += [_sample(1, cat, f"{cat}{i}") for cat in ("hole", "stain") for i in range(3)]
+    task = Task(train=[_sample(0, "good", "t0")], test=test)
+    train, scored = protocols.prepare(task, "semi-supervised", seed=0, k=1)
+    picked = {s.key for s in train.anomalies}
+    assert len(picked) == 2 and {k[:-1] for k in picked} == {"hole", "stain"}
+    assert picked.isdisjoint({s.key for s in scored}) and len(scored) == len(test) - 2
+    again, _ = protocols.prepare(task, "semi-supervised", seed=0, k=1)
+    assert [s.key for s in again.anomalies] == [s.key for s in train.anomalies]
+
+
+def test_semi_supervised_refuses_to_take_a_whole_category():
+    task = Task(train=[], test=[_sample(1, "hole", "h0"), _sample(0, "good", "g0")])
+    with pytest.raises(XadError, match="category 'hole' has 1 anomalous test images"):
+        protocols.prepare(task, "semi-supervised", seed=0, k=1)
+
+
+def test_methods_get_only_the_supervision_they_declare():
+    masked = _sample(1, "hole", "h0")
+    full = TrainData([masked], anomalies=[masked], confetti=True, confetti_masks=True)
+    assert protocols.restrict(full, "none") == TrainData([masked])
+    labels = protocols.restrict(full, "labels")
+    assert labels.anomalies[0].mask is None and labels.confetti and not labels.confetti_masks
+    assert protocols.restrict(full, "masks") is full
+
+
+def test_unsupervised_uses_confetti_unless_outlier_exposure_is_given():
+    task = Task(train=[_sample(0, "good", "t")], test=[])
+    assert protocols.prepare(task, "unsupervised", seed=0)[0].confetti
+    oe = [_sample(1, "oe", "o")]
+    with_oe = protocols.prepare(task, "unsupervised", seed=0, outlier_exposure=oe)[0]
+    assert not with_oe.confetti and list(with_oe.anomalies) == oe
+
+
+def test_blur_policy_applies_to_baselines_only():
+    maps = np.zeros((1, 20, 20), np.float32)
+    maps[0, 10, 10] = 1
+    blurred = runner.postprocess(maps, "gaussian", method_smooth=False, size=7, sigma=1.5)
+    assert blurred[0, 10, 10] < 1 and blurred.sum() == pytest.approx(1, rel=1e-5)
+    assert runner.postprocess(maps, "gaussian", method_smooth=True, size=7, sigma=1.5) is maps
+    assert runner.postprocess(maps, "none", method_smooth=False, size=7, sigma=1.5) is maps
+
+
+def test_run_job_rows_match_an_independent_evaluation():
+    from sklearn.metrics import roc_auc_score
+
+    result = runner.run_job(spec(blur=("none",)))
+    rows = {r["metric"]: r["value"] for r in result.rows}
+    p = result.predictions
+    assert rows["image_auc"] == pytest.approx(roc_auc_score(p["label"], p["score"]), abs=1e-9)
+    assert set(rows) == {"image_auc", "pixel_auc", "per_image_pixel_auc"}
+    assert result.rows[0]["n_test"] == len(p["score"]) and p["anomaly_map"].dtype == np.float16
+
+
+class KillAfter(Progress):
+    """Simulates Ctrl-C when the n-th job starts."""
+
+    def __init__(self, n):
+        self.n, self.started = n, 0
+
+    def job_started(self, index, total, spec):
+        self.started += 1
+        if self.started == self.n:
+            raise KeyboardInterrupt
+
+
+def test_a_killed_run_resumes_without_redoing_or_duplicating_jobs(tmp_path):
+    specs = [spec(class_name=c) for c in ("fabric", "wood", "cap")]
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(specs, tmp_path, KillAfter(2))
+    first = pd.read_csv(tmp_path / "results.csv")
+    assert set(first["job_id"]) == {specs[0].job_id}
+    assert not list(tmp_path.glob(".*.tmp")), "a temporary file was left behind"
+
+    finished = []
+
+    class Record(Progress):
+        def job_finished(self, spec, rows, skipped):
+            finished.append((spec.class_name, skipped))
+
+    table = run_grid(specs, tmp_path, Record())
+    assert finished == [("fabric", True), ("wood", False), ("cap", False)]
+    assert len(table) == 3 * 3 and not table.duplicated(["job_id", "blur", "metric"]).any()
+    assert table[table.job_id == specs[0].job_id]["value"].tolist() == first["value"].tolist()
+    assert {p.stem for p in (tmp_path / "predictions").glob("*.npz")} == {s.job_id for s in specs}
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_text("old\n")
+    with pytest.raises(RuntimeError):
+        with runner.atomic_write(path) as handle:
+            handle.write("half")
+            raise RuntimeError("killed")
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+
+
+def test_unreadable_results_file_is_one_line_error(tmp_path):
+    (tmp_path / "results.csv").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(XadError, match="results.csv: not a readable results file"):
+        run_grid([spec()], tmp_path)
+
+
+def test_unknown_method_parameter_is_named(tmp_path):
+    with pytest.raises(XadError, match="method 'pixelstats' has no parameter 'epochs'; it has: eps"):
+        runner.run_job(spec(params=(("epochs", 3),)))

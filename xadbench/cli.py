@@ -1,0 +1,184 @@
+"""The `xadbench` command line: thin Typer commands over library functions.
+
+Every domain error (XadError) and every usage error becomes one line on stderr and exit code 1,
+in one place: `OneLineErrors.main`.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from xadbench.errors import XadError
+
+
+class OneLineErrors(TyperGroup):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        except (typer.TyperException, XadError) as exc:
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            typer.echo(f"error: {message}", err=True)
+            sys.exit(1)
+        if standalone_mode:
+            sys.exit(result if isinstance(result, int) else 0)
+        return result
+
+
+app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False,
+                  help="Explainability benchmark for deep anomaly detection on images (FCDD and baselines).")
+methods_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Registered anomaly detection methods.")
+datasets_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Registered data sets.")
+data_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Built-in data.")
+app.add_typer(methods_app, name="methods")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(data_app, name="data")
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()] if value else []
+
+
+def _parse_set(assignments: list[str]) -> tuple[tuple[str, Any], ...]:
+    """--set key=value; values parsed as JSON where possible (numbers, true/false), else text."""
+    import json
+
+    parsed = []
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise XadError(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=5")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        parsed.append((key, value))
+    return tuple(parsed)
+
+
+@app.command(epilog="Example: xadbench run --methods fcdd,grad,ae --dataset mvtec --root ~/data/mvtec_ad --classes bottle --weights vgg11_bn.pt")
+def run(
+    methods: Annotated[str, typer.Option(help="Comma-separated method names (see `xadbench methods list`).")] = "fcdd,grad,ae",
+    dataset: Annotated[str, typer.Option(help="Registered data set name, or a folder-per-class path.")] = "synthetic",
+    root: Annotated[str | None, typer.Option(help="Where the data set lives (synthetic: a cache folder by default).")] = None,
+    classes: Annotated[str, typer.Option(help="Comma-separated class names, or 'all'.")] = "all",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
+    preset: Annotated[str, typer.Option(help="cpu (small, minutes on a laptop) or paper (the paper's setup).")] = "cpu",
+    protocol: Annotated[str, typer.Option(help="unsupervised | semi-supervised | synthetic-gt.")] = "unsupervised",
+    device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda | cuda:N.")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<dataset>-<protocol>-<preset>).")] = None,
+    blur: Annotated[str, typer.Option(help="Baseline blur policy: gaussian (FCDD's kernel) | none | both.")] = "gaussian",
+    weights: Annotated[str | None, typer.Option(help="Pretrained VGG11-BN features state dict, for every method with a VGG backbone.")] = None,
+    pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start VGG backbones from ImageNet weights.")] = True,
+    oe: Annotated[str | None, typer.Option(help="Outlier Exposure: a registered data set name or a folder path.")] = None,
+    oe_limit: Annotated[str, typer.Option(help="How many OE images: a number (2, 8, 128, 2048) or 'all'.")] = "all",
+    oe_exclude: Annotated[str | None, typer.Option(help="Comma-separated OE classes to leave out.")] = None,
+    k: Annotated[int, typer.Option(help="Real labelled anomalies per category (semi-supervised).")] = 1,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Method hyperparameter KEY=VALUE (repeatable).")] = None,
+    download: Annotated[bool, typer.Option(help="Let torchvision download a data set that supports it.")] = False,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write tables and figures at the end.")] = True,
+) -> None:
+    """Train and score every (class × method × seed) job; resumes where a killed run stopped."""
+    from xadbench import protocols, runner
+    from xadbench.profiles import check_preset
+    from xadbench.registry import methods as method_registry
+
+    check_preset(preset)
+    protocols.check_protocol(protocol)
+    method_names = _split(methods)
+    if not method_names:
+        raise XadError("--methods is empty; e.g. --methods fcdd,grad,ae")
+    for name in method_names:
+        method_registry.get(name)
+    blur_policies = {"both": runner.BLUR_POLICIES}.get(blur, (blur,))
+    if any(b not in runner.BLUR_POLICIES for b in blur_policies):
+        raise XadError(f"--blur {blur!r}: use gaussian, none or both")
+    try:
+        seed_list = [int(s) for s in _split(seeds)]
+        limit = None if oe_limit == "all" else int(oe_limit)
+    except ValueError as exc:
+        raise XadError(f"--seeds/--oe-limit must be integers ('all' for --oe-limit): {exc}") from None
+    if weights is not None and not Path(weights).is_file():
+        raise XadError(f"--weights {weights}: no such file")
+    data = runner.open_dataset(dataset, root, download)
+    found = data.classes()
+    class_list = found if classes == "all" else _split(classes)
+    if not class_list:
+        raise XadError(f"no classes found for data set {dataset!r} under {root or 'its default location'}")
+    out = out or Path("runs") / f"{Path(dataset).name}-{protocol}-{preset}"
+    specs = [
+        runner.JobSpec(dataset=dataset, class_name=c, method=m, seed=s, preset=preset, protocol=protocol,
+                       root=root, blur=tuple(blur_policies), weights=weights, pretrained=pretrained, oe=oe,
+                       oe_limit=limit, oe_exclude=tuple(_split(oe_exclude)), k=k, params=_parse_set(set_ or []),
+                       device=device, download=download)
+        for c in class_list for m in method_names for s in seed_list
+    ]
+    from xadbench.console import RichProgress, print_summary
+
+    runner.write_config(out, {"command": "run", "argv": sys.argv[1:], "jobs": [s.job_id for s in specs]})
+    with RichProgress() as progress:
+        results = runner.run_grid(specs, out, progress)
+    print_summary(results[results["job_id"].isin([s.job_id for s in specs])])
+    typer.echo(f"results: {out / 'results.csv'}")
+    if report:
+        from xadbench.reports.figures import write_figures
+        from xadbench.reports.tables import write_report
+
+        tables = write_report(out)
+        figures = write_figures(out)
+        typer.echo(f"tables:  {out / 'tables'} ({len(tables)} files)")
+        typer.echo(f"figures: {out / 'figures'} ({len(figures)} files)")
+
+
+@methods_app.command("list", epilog="Example: xadbench methods list")
+def methods_list() -> None:
+    """List registered methods (imports each to show what supervision it uses)."""
+    from xadbench.registry import methods as registry
+
+    for name, target, dist in registry.describe():
+        try:
+            supervision = registry.get(name).supervision
+        except XadError as exc:
+            supervision = f"BROKEN: {exc}"
+        typer.echo(f"{name:<14} {supervision:<8} {target}  [{dist}]")
+
+
+@datasets_app.command("list", epilog="Example: xadbench datasets list")
+def datasets_list() -> None:
+    """List registered data sets."""
+    from xadbench.registry import datasets as registry
+
+    for name, target, dist in registry.describe():
+        typer.echo(f"{name:<14} {target}  [{dist}]")
+
+
+@data_app.command("synth", epilog="Example: xadbench data synth --out data/synthetic")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="Folder to write the MVTec-AD-style classes into.")],
+    seed: Annotated[int, typer.Option(help="Generator seed (same seed, same bytes).")] = 0,
+) -> None:
+    """Generate the built-in MVTec-AD-style data set in the exact MVTec-AD folder layout."""
+    from xadbench.datasets.synthetic import generate
+
+    path = generate(out, seed=seed)
+    typer.echo(f"wrote {path}")
+
+
+def _register_reports() -> None:
+    from xadbench.reports.cli import figures, report
+
+    app.command("report")(report)
+    app.command("figures")(figures)
+
+
+_register_reports()
+
+
+def main() -> None:
+    app()

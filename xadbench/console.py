@@ -1,0 +1,58 @@
+"""Terminal output of a run: rich progress bars (jobs and epochs) and a summary table."""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBar, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from xadbench.runner import JobSpec, Progress
+
+console = Console(stderr=True)
+
+
+class RichProgress(Progress):
+    """One bar for the grid of jobs, one for the epochs of the running job."""
+
+    def __enter__(self) -> "RichProgress":
+        self.bar = RichBar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+        self.bar.__enter__()
+        self.jobs = self.bar.add_task("jobs", total=None, info="")
+        self.epochs = self.bar.add_task("epochs", total=None, info="", visible=False)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def job_started(self, index: int, total: int, spec: JobSpec) -> None:
+        self.bar.update(self.jobs, total=total, completed=index,
+                        info=f"{spec.dataset}/{spec.class_name} {spec.method} seed {spec.seed}")
+        self.bar.reset(self.epochs, total=None, visible=True, info="")
+
+    def epoch(self, epoch: int, epochs: int, loss: float) -> None:
+        self.bar.update(self.epochs, total=epochs, completed=epoch, info=f"loss {loss:.4f}")
+
+    def job_finished(self, spec: JobSpec, rows: list[dict[str, Any]], skipped: bool) -> None:
+        self.bar.advance(self.jobs)
+        if skipped:
+            console.print(f"skip  {spec.dataset}/{spec.class_name} {spec.method} seed {spec.seed}: already in results")
+        else:
+            values = ", ".join(f"{r['metric']}[{r['blur']}]={r['value']:.3f}" for r in rows)
+            fit = rows[0]["fit_s"] if rows else float("nan")
+            console.print(f"done  {spec.dataset}/{spec.class_name} {spec.method} seed {spec.seed} ({fit:.0f}s fit): {values}")
+
+
+def print_summary(results: pd.DataFrame) -> None:
+    """Mean over classes and seeds per method × metric × blur."""
+    if results.empty:
+        return
+    summary = results.groupby(["method", "protocol", "blur", "metric"], sort=True)["value"].mean().unstack("metric")
+    table = Table(title="mean over classes and seeds")
+    for column in [*summary.index.names, *summary.columns]:
+        table.add_column(str(column))
+    for index, row in summary.iterrows():
+        table.add_row(*map(str, index), *(f"{v:.3f}" if pd.notna(v) else "" for v in row))
+    Console().print(table)

@@ -1,0 +1,270 @@
+"""Jobs and the grid runner.
+
+A job is (dataset, class, method, seed, preset, protocol, ...): self-contained and idempotent.
+`run_job` takes its spec and returns its result rows and predictions without touching the run
+folder, so a distributed engine can run the same job list across machines; `run_grid` runs a
+grid here, writes each finished job's predictions and rows atomically, and skips finished jobs
+on a second invocation.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from xadbench import evaluator, heatmaps, protocols
+from xadbench.anomalies import limit_outlier_exposure
+from xadbench.dataset import Dataset
+from xadbench.errors import XadError
+from xadbench.method import Method
+from xadbench.profiles import check_preset, get_profile
+from xadbench.registry import datasets, methods
+from xadbench.types import Prediction, Sample, stack_images
+
+BLUR_POLICIES = ("gaussian", "none")
+#: Options of a run that reach a method only when its __init__ has a keyword of that name.
+ROUTED_OPTIONS = ("device", "weights", "pretrained")
+
+RESULT_COLUMNS = [
+    "job_id", "dataset", "class", "method", "seed", "preset", "protocol", "blur", "metric", "value",
+    "oe", "oe_limit", "k", "weights", "n_train", "n_test", "fit_s", "predict_s", "params",
+]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything that determines a job's result. `job_id` hashes it (the device excluded: a job
+    finished on one device counts as finished on another)."""
+
+    dataset: str
+    class_name: str
+    method: str
+    seed: int = 0
+    preset: str = "cpu"
+    protocol: str = "unsupervised"
+    root: str | None = None
+    blur: tuple[str, ...] = ("gaussian",)
+    weights: str | None = None
+    pretrained: bool = True
+    oe: str | None = None
+    oe_limit: int | None = None
+    oe_exclude: tuple[str, ...] = ()
+    k: int = 1
+    params: tuple[tuple[str, Any], ...] = ()
+    device: str = field(default="auto", compare=False)
+    download: bool = field(default=False, compare=False)
+
+    @property
+    def job_id(self) -> str:
+        key = {k: v for k, v in asdict(self).items() if k not in ("device", "download")}
+        return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class JobResult:
+    rows: list[dict[str, Any]]
+    predictions: dict[str, np.ndarray]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def open_dataset(name: str, root: str | None, download: bool = False) -> Dataset:
+    """A registered data set by name, or any folder-per-class tree given as a path."""
+    if name not in datasets.names() and Path(name).is_dir():
+        return datasets.create("folder", root=name, download=False)
+    return datasets.create(name, root=root, download=download)
+
+
+def build_method(spec: JobSpec, profile: str) -> Method:
+    plugin = methods.get(spec.method)
+    params = dict(plugin.preset(spec.preset, profile))
+    accepted = set(plugin.param_names())
+    routed = {"device": spec.device, "weights": spec.weights, "pretrained": spec.pretrained}
+    params.update({k: v for k, v in routed.items() if k in accepted})
+    for key, value in spec.params:
+        if key not in accepted:
+            raise XadError(f"method {spec.method!r} has no parameter {key!r}; it has: {', '.join(sorted(accepted))}")
+        params[key] = value
+    return plugin(**params)
+
+
+def outlier_exposure(spec: JobSpec, image_size: int) -> Sequence[Sample]:
+    if spec.oe is None:
+        return ()
+    # A registered name shares the run's root (torchvision keeps its data sets side by side).
+    source = open_dataset(spec.oe, spec.root)
+    samples = source.outlier_exposure(image_size, exclude=spec.oe_exclude)
+    if len(samples) == 0:
+        raise XadError(f"Outlier Exposure source {spec.oe!r} has no images left after exclusions")
+    return limit_outlier_exposure(samples, spec.oe_limit, spec.seed)
+
+
+def postprocess(maps: np.ndarray, blur: str, method_smooth: bool, size: int, sigma: float) -> np.ndarray:
+    """The one post-processing policy: "gaussian" blurs every baseline's maps with FCDD's kernel
+    (paper section 4: size = receptive field, σ of the upsampling); FCDD's own maps are already
+    smoothed by its Gaussian upsampling and stay as they are. "none" leaves all maps raw."""
+    if blur == "gaussian" and not method_smooth:
+        return heatmaps.blur(maps, size, sigma)
+    return maps
+
+
+def evaluate(prediction: Prediction, test: Sequence[Sample]) -> dict[str, float]:
+    labels = np.array([s.label for s in test])
+    metrics = {evaluator.IMAGE_AUC: evaluator.image_auc(prediction.score, labels)}
+    if all(s.mask is not None for s in test):
+        maps = [heatmaps.resize_map(m, tuple(s.mask.shape)) for m, s in zip(prediction.anomaly_map, test)]
+        masks = [s.mask.numpy() for s in test]
+        metrics[evaluator.PIXEL_AUC] = evaluator.pixel_auc(maps, masks)
+        metrics[evaluator.PER_IMAGE_PIXEL_AUC] = evaluator.per_image_pixel_auc(maps, masks)
+    return metrics
+
+
+def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = None) -> JobResult:
+    """Train and score one job; pure apart from reading data (no writes)."""
+    check_preset(spec.preset)
+    protocols.check_protocol(spec.protocol)
+    dataset = open_dataset(spec.dataset, spec.root, spec.download)
+    profile = get_profile(dataset.profile)
+    image_size = profile.image_size[spec.preset]
+    task = dataset.load(spec.class_name, image_size)
+    train, test = protocols.prepare(task, spec.protocol, seed=spec.seed, k=spec.k,
+                                    outlier_exposure=outlier_exposure(spec, image_size))
+    seed_everything(spec.seed)
+    method = build_method(spec, dataset.profile)
+    start = time.perf_counter()
+    method.fit(protocols.restrict(train, method.supervision), on_epoch=on_epoch)
+    fit_s = time.perf_counter() - start
+    images = stack_images(test)
+    start = time.perf_counter()
+    prediction = method.predict(images)
+    predict_s = time.perf_counter() - start
+    if not (np.isfinite(prediction.score).all() and np.isfinite(prediction.anomaly_map).all()):
+        raise XadError(f"method {spec.method!r} produced non-finite scores or maps on {spec.dataset}/{spec.class_name}")
+
+    common = {
+        "job_id": spec.job_id, "dataset": spec.dataset, "class": spec.class_name, "method": spec.method,
+        "seed": spec.seed, "preset": spec.preset, "protocol": spec.protocol,
+        "oe": spec.oe or "", "oe_limit": spec.oe_limit if spec.oe_limit is not None else ("all" if spec.oe else ""),
+        "k": spec.k if spec.protocol == "semi-supervised" else "",
+        "weights": getattr(method, "weights_used_", "none"),
+        "n_train": len(train.nominal), "n_test": len(test), "fit_s": round(fit_s, 3), "predict_s": round(predict_s, 3),
+        "params": json.dumps(method.get_params(), sort_keys=True, default=str),
+    }
+    rows = []
+    for blur in spec.blur:
+        maps = postprocess(prediction.anomaly_map, blur, method.receptive_field_maps,
+                           profile.receptive_field, profile.sigma)
+        scored = Prediction(prediction.score, maps)
+        for metric, value in evaluate(scored, test).items():
+            rows.append({**common, "blur": blur, "metric": metric, "value": value})
+
+    predictions = {
+        "score": prediction.score.astype(np.float32),
+        "anomaly_map": prediction.anomaly_map.astype(np.float16),
+        "label": np.array([s.label for s in test], dtype=np.int8),
+        "key": np.array([s.key for s in test]),
+        "category": np.array([s.category for s in test]),
+        "image": (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy(),
+        "method_smooth": np.array(method.receptive_field_maps),
+        "blur_size": np.array(profile.receptive_field),
+        "blur_sigma": np.array(profile.sigma),
+    }
+    if all(s.mask is not None for s in test):
+        predictions["mask"] = np.stack([
+            torch.nn.functional.interpolate(s.mask[None, None].float(), size=images.shape[-2:], mode="nearest")[0, 0].bool().numpy()
+            for s in test
+        ])
+    return JobResult(rows, predictions)
+
+
+@contextmanager
+def atomic_write(path: Path, mode: str = "w") -> Iterator[Any]:
+    """Write to a temporary file beside `path`, then rename: readers see the old or the new
+    file, never a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_config(out: Path, config: dict[str, Any]) -> None:
+    with atomic_write(out / "config.json") as handle:
+        json.dump(config, handle, indent=2, default=str)
+
+
+def read_results(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        return pd.DataFrame(columns=RESULT_COLUMNS)
+    try:
+        return pd.read_csv(path, dtype={"oe_limit": str, "k": str, "oe": str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise XadError(f"{path}: not a readable results file ({type(exc).__name__}: {exc})") from None
+
+
+def append_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Add a finished job's rows to results.csv atomically (old text + new rows, then rename)."""
+    old = path.read_text() if path.exists() else ""
+    new = pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False, header=not old)
+    with atomic_write(path) as handle:
+        handle.write(old + new)
+
+
+def save_predictions(path: Path, predictions: dict[str, np.ndarray]) -> None:
+    with atomic_write(path, "wb") as handle:
+        np.savez_compressed(handle, **predictions)
+
+
+def load_predictions(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+class Progress:
+    """What run_grid reports; the CLI implements it with rich, tests with nothing."""
+
+    def job_started(self, index: int, total: int, spec: JobSpec) -> None: ...
+    def epoch(self, epoch: int, epochs: int, loss: float) -> None: ...
+    def job_finished(self, spec: JobSpec, rows: list[dict[str, Any]], skipped: bool) -> None: ...
+
+
+def run_grid(specs: Sequence[JobSpec], out: Path, progress: Progress | None = None) -> pd.DataFrame:
+    """Run every job whose id is not yet in out/results.csv; returns the whole results table."""
+    progress = progress or Progress()
+    results_path = out / "results.csv"
+    done = set(read_results(results_path)["job_id"].astype(str))
+    for index, spec in enumerate(specs):
+        if spec.job_id in done:
+            progress.job_finished(spec, [], skipped=True)
+            continue
+        progress.job_started(index, len(specs), spec)
+        result = run_job(spec, on_epoch=progress.epoch)
+        save_predictions(out / "predictions" / f"{spec.job_id}.npz", result.predictions)
+        append_results(results_path, result.rows)
+        done.add(spec.job_id)
+        progress.job_finished(spec, result.rows, skipped=False)
+    return read_results(results_path)

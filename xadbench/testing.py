@@ -1,0 +1,191 @@
+"""The method contract as executable checks, after scikit-learn's `check_estimator`.
+
+Every registered method, ours and third-party, must pass `check_method`:
+
+    from xadbench.testing import check_method
+    check_method(MyMethod, params={"epochs": 2})
+
+Each check is also available by name (`CHECKS`) so a test suite can report them one by one.
+The toy split: 32×32 RGB images of smooth, varying gradients (nominal) and the same with a
+small square stain of random colour (anomalous), with exact masks.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+
+from xadbench import evaluator, protocols
+from xadbench.errors import NotFittedError
+from xadbench.method import SUPERVISION_LEVELS, Method
+from xadbench.runner import seed_everything
+from xadbench.types import Prediction, Sample, TrainData, stack_images
+
+TOY_SIZE = 32
+TOY_PROFILE = "cifar10"
+#: "Better than chance" on the toy split: both AUCs must exceed this.
+TOY_MIN_AUC = 0.6
+
+
+def toy_split(seed: int = 0, n_train: int = 64, n_test: int = 32) -> tuple[TrainData, list[Sample]]:
+    """Nominal training data (confetti allowed) and a half-anomalous test set with masks."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:TOY_SIZE, 0:TOY_SIZE] / TOY_SIZE
+
+    def nominal() -> np.ndarray:
+        angle = rng.uniform(0, 2 * np.pi)
+        base = 0.5 + 0.2 * (np.cos(angle) * xx + np.sin(angle) * yy - 0.5)
+        tint = rng.uniform(-0.1, 0.1, size=(3, 1, 1))
+        return np.clip(base[None] + tint + rng.normal(0, 0.02, (3, TOY_SIZE, TOY_SIZE)), 0, 1)
+
+    def sample(index: int, split: str, anomalous: bool) -> Sample:
+        image = nominal()
+        mask = np.zeros((TOY_SIZE, TOY_SIZE), dtype=bool)
+        if anomalous:
+            side = rng.integers(5, 9)
+            top, left = rng.integers(2, TOY_SIZE - side - 2, size=2)
+            mask[top : top + side, left : left + side] = True
+            image[:, mask] = rng.choice([0.05, 0.95], size=(3, 1))
+        return Sample(torch.from_numpy(image).float(), int(anomalous), torch.from_numpy(mask),
+                      key=f"toy/{split}/{index:03d}.png", category="stain" if anomalous else "good")
+
+    train = [sample(i, "train", False) for i in range(n_train)]
+    test = [sample(i, "test", i % 2 == 1) for i in range(n_test)]
+    return TrainData(train, confetti=True), test
+
+
+@dataclass
+class Contract:
+    """A method plugin (class or Variant) with the hyperparameters to check it with."""
+
+    plugin: Any
+    params: dict[str, Any]
+
+    def new(self) -> Method:
+        params = {**self.plugin.preset("cpu", TOY_PROFILE), **self.params}
+        if "device" in self.plugin.param_names():
+            params["device"] = "cpu"
+        return self.plugin(**params)
+
+    @cached_property
+    def data(self) -> tuple[TrainData, list[Sample]]:
+        train, test = toy_split()
+        return protocols.restrict(train, self.plugin.supervision), test
+
+    def fit_predict(self, seed: int = 0) -> tuple[Method, Prediction]:
+        seed_everything(seed)
+        method = self.new()
+        method.fit(self.data[0])
+        return method, method.predict(stack_images(self.data[1]))
+
+    @cached_property
+    def fitted(self) -> tuple[Method, Prediction]:
+        return self.fit_predict()
+
+
+def check_params_as_given(c: Contract) -> None:
+    method = c.new()
+    params = method.get_params()
+    expected = {**c.plugin.preset("cpu", TOY_PROFILE), **c.params}
+    for name, value in expected.items():
+        assert name in params, f"preset parameter {name!r} is not an __init__ keyword"
+        assert params[name] == value, f"__init__ changed {name!r}: given {value!r}, stored {params[name]!r}"
+
+
+def check_supervision_declared(c: Contract) -> None:
+    assert c.plugin.supervision in SUPERVISION_LEVELS, (
+        f"supervision must be one of {SUPERVISION_LEVELS}, got {c.plugin.supervision!r}")
+
+
+def check_predict_before_fit_raises(c: Contract) -> None:
+    images = stack_images(c.data[1][:2])
+    try:
+        c.new().predict(images)
+    except NotFittedError:
+        return
+    raise AssertionError("predict before fit must raise xadbench.errors.NotFittedError")
+
+
+def check_fit_returns_self(c: Contract) -> None:
+    method = c.new()
+    assert method.fit(c.data[0]) is method, "fit must return self"
+
+
+def check_prediction_shapes(c: Contract) -> None:
+    _, prediction = c.fitted
+    n = len(c.data[1])
+    assert isinstance(prediction, Prediction), "predict must return a Prediction"
+    assert prediction.score.shape == (n,), f"score shape {prediction.score.shape}, want ({n},)"
+    assert prediction.anomaly_map.shape == (n, TOY_SIZE, TOY_SIZE), (
+        f"anomaly_map shape {prediction.anomaly_map.shape}, want ({n}, {TOY_SIZE}, {TOY_SIZE}): maps at input resolution")
+    assert prediction.score.dtype == np.float32 and prediction.anomaly_map.dtype == np.float32, "float32 arrays expected"
+    assert np.isfinite(prediction.score).all() and np.isfinite(prediction.anomaly_map).all(), "non-finite output"
+
+
+def check_batch_is_per_image(c: Contract) -> None:
+    method, prediction = c.fitted
+    images = stack_images(c.data[1])
+    for i in (0, 1, len(images) - 1):
+        single = method.predict(images[i : i + 1])
+        np.testing.assert_allclose(single.score, prediction.score[i : i + 1], rtol=1e-3, atol=1e-5,
+                                   err_msg="an image's score depends on the rest of its batch")
+        np.testing.assert_allclose(single.anomaly_map, prediction.anomaly_map[i : i + 1], rtol=1e-3, atol=1e-5,
+                                   err_msg="an image's map depends on the rest of its batch")
+
+
+def check_inputs_not_modified(c: Contract) -> None:
+    method, _ = c.fitted
+    images = stack_images(c.data[1])
+    before = images.clone()
+    method.predict(images)
+    assert torch.equal(images, before), "predict modified its input images"
+    train_before = [s.image.clone() for s in c.data[0].nominal]
+    c.new().fit(c.data[0])
+    assert all(torch.equal(s.image, b) for s, b in zip(c.data[0].nominal, train_before)), "fit modified the training images"
+
+
+def check_same_seed_same_output(c: Contract) -> None:
+    _, first = c.fitted
+    _, second = c.fit_predict(seed=0)
+    np.testing.assert_allclose(second.score, first.score, rtol=1e-4, atol=1e-6,
+                               err_msg="the same seed gave different scores")
+    np.testing.assert_allclose(second.anomaly_map, first.anomaly_map, rtol=1e-4, atol=1e-6,
+                               err_msg="the same seed gave different maps")
+
+
+def check_better_than_chance(c: Contract) -> None:
+    _, prediction = c.fitted
+    test = c.data[1]
+    labels = np.array([s.label for s in test])
+    image = evaluator.image_auc(prediction.score, labels)
+    pixel = evaluator.pixel_auc(list(prediction.anomaly_map), [s.mask.numpy() for s in test])
+    assert image > TOY_MIN_AUC, f"image AUC {image:.3f} on the toy split is not better than chance"
+    assert pixel > TOY_MIN_AUC, f"pixel AUC {pixel:.3f} on the toy split is not better than chance"
+
+
+CHECKS: dict[str, Callable[[Contract], None]] = {
+    "params_as_given": check_params_as_given,
+    "supervision_declared": check_supervision_declared,
+    "predict_before_fit_raises": check_predict_before_fit_raises,
+    "fit_returns_self": check_fit_returns_self,
+    "prediction_shapes": check_prediction_shapes,
+    "batch_is_per_image": check_batch_is_per_image,
+    "inputs_not_modified": check_inputs_not_modified,
+    "same_seed_same_output": check_same_seed_same_output,
+    "better_than_chance": check_better_than_chance,
+}
+
+
+def check_method(plugin: Any, params: dict[str, Any] | None = None) -> None:
+    """Run every contract check on a method class (or Variant); raises AssertionError naming
+    the first check that fails. `params` override the method's cpu preset (e.g. fewer epochs)."""
+    contract = Contract(plugin, params or {})
+    for name, check in CHECKS.items():
+        try:
+            check(contract)
+        except AssertionError as exc:
+            raise AssertionError(f"{getattr(plugin, '__name__', plugin)}: contract check {name!r} failed: {exc}") from exc
