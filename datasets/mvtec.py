@@ -1,0 +1,293 @@
+"""MVTec-AD (Bergmann et al., CVPR 2019), and any data set kept in its folder layout.
+
+Layout under `root`, one folder per class (product)::
+
+    <class>/train/good/*.png                    nominal training images
+    <class>/test/<defect>/*.png                 test images; <defect> is "good" for nominal ones
+    <class>/ground_truth/<defect>/<name>_mask.png   one binary mask per defective test image
+
+Any folder in this layout counts as a class, so users can point the loader at their own products.
+Every file of a class is decoded and checked when the class is loaded, so a bad file stops the run
+before training rather than in the middle of it.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from xadbench.dataset import Dataset
+from xadbench.errors import DataError, XadError
+from xadbench.types import Sample, Task
+
+KNOWN_CLASSES = (
+    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill",
+    "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
+)
+URL = "https://www.mvtec.com/company/research/datasets/mvtec-ad"
+LAYOUT = (
+    "<root>/<class>/train/good/*.png, <root>/<class>/test/<defect>/*.png (nominal ones in "
+    "test/good), <root>/<class>/ground_truth/<defect>/<name>_mask.png"
+)
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+NOMINAL = "good"
+MASK_SUFFIX = "_mask"
+# Files that operating systems drop into folders; skipped without a warning.
+SYSTEM_FILES = frozenset({"Thumbs.db", "desktop.ini"})
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _key(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _is_hidden(path: Path) -> bool:
+    return path.name.startswith(".") or path.name in SYSTEM_FILES
+
+
+def _decode(path: Path, mode: str) -> Image.Image:
+    """Fully decode an image file (so truncated files fail here) and convert it to `mode`."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert(mode)
+    except Exception as exc:  # PIL raises many types for bad files; all mean the same here
+        raise DataError(
+            f"cannot decode image {path} ({type(exc).__name__}: {_one_line(exc)}); the file is "
+            "corrupt or truncated: replace it or delete it"
+        ) from None
+
+
+def _read_image(path: Path, image_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The image as float32 (3, image_size, image_size) in [0, 1], and its original (W, H)."""
+    rgb = _decode(path, "RGB")  # greyscale, palette and alpha images all become 3 channels
+    resized = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    array = np.asarray(resized, dtype=np.float32) / 255.0
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), rgb.size
+
+
+def _read_mask(mask: Path, image: Path, size: tuple[int, int]) -> tuple[torch.Tensor, bool]:
+    """The mask as a bool tensor (H, W), and whether it had to be thresholded."""
+    grey = _decode(mask, "L")
+    if grey.size != size:
+        raise DataError(
+            f"mask {mask} is {grey.size[0]}x{grey.size[1]} but its image {image} is "
+            f"{size[0]}x{size[1]}; a mask must have its image's size (resize it with "
+            "nearest-neighbour)"
+        )
+    values = np.asarray(grey)
+    present = set(np.unique(values).tolist())
+    # {0, 1} is binary too (a bool array saved without scaling); thresholding it would empty it.
+    if present <= {0, 255} or present <= {0, 1}:
+        return torch.from_numpy(values > 0), False
+    return torch.from_numpy(values >= 128), True
+
+
+class MVTecAD(Dataset):
+    """MVTec-AD, or any folder in its layout (see the module docstring).
+
+    root: the folder holding the class folders. MVTec-AD cannot be downloaded automatically (its
+        licence is accepted on a web form), so `download=True` raises unless the data is there.
+    """
+
+    profile = "mvtec"
+    has_masks = True
+    #: Names offered as suggestions when a requested class is not found.
+    known_classes: tuple[str, ...] = KNOWN_CLASSES
+
+    def __init__(self, root: str | Path | None = None, download: bool = False):
+        super().__init__(root, download)
+        if download and not self._has_data():
+            raise XadError(
+                "MVTec-AD cannot be downloaded automatically (its licence is accepted on a web "
+                f"form): download it from {URL}, unpack it and pass root=<the unpacked folder>, "
+                f"laid out as {LAYOUT}"
+            )
+
+    def _has_data(self) -> bool:
+        return self.root is not None and self.root.is_dir() and bool(self._class_folders(self.root))
+
+    def _data_root(self) -> Path:
+        """The root folder, checked to exist."""
+        if self.root is None:
+            raise DataError(
+                f"{type(self).__name__} needs root=<folder holding the class folders> "
+                f"({LAYOUT}); get MVTec-AD from {URL}"
+            )
+        if not self.root.is_dir():
+            raise DataError(
+                f"data set root {self.root} does not exist or is not a folder; pass root=<folder "
+                f"holding the class folders> ({LAYOUT}); get MVTec-AD from {URL}"
+            )
+        return self.root
+
+    @staticmethod
+    def _class_folders(root: Path) -> list[str]:
+        return sorted(
+            p.name
+            for p in root.iterdir()
+            if p.is_dir() and not _is_hidden(p)
+            and ((p / "train").is_dir() or (p / "test").is_dir())
+        )
+
+    def classes(self) -> list[str]:
+        """The class folders under root that follow the layout (have `train/` or `test/`)."""
+        return self._class_folders(self._data_root())
+
+    def load(self, class_name: str, image_size: int) -> Task:
+        """Load one class eagerly, validating every file.
+
+        Images become float32 (3, image_size, image_size) in [0, 1]; masks stay bool at their
+        image's original size, all False for nominal test images.
+        """
+        if not isinstance(image_size, (int, np.integer)) or image_size < 1:
+            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        image_size = int(image_size)
+        root = self._data_root()
+        folder = self._class_folder(root, class_name)
+        skipped: list[Path] = []
+
+        train_dir = folder / "train" / NOMINAL
+        if not train_dir.is_dir():
+            raise DataError(
+                f"{train_dir} is missing: a class keeps its nominal training images in "
+                f"<class>/train/good (layout: {LAYOUT})"
+            )
+        train_files = self._images_in(train_dir, skipped)
+        if not train_files:
+            raise DataError(
+                f"class {class_name!r} has no training images: {train_dir} holds no "
+                f"{'/'.join(sorted(IMAGE_EXTENSIONS))} files; put its nominal images there"
+            )
+        test_files = self._test_files(folder, skipped)
+        masks = self._mask_files(folder, test_files, skipped)
+        if skipped:
+            shown = ", ".join(p.relative_to(folder).as_posix() for p in skipped[:3])
+            more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+            warnings.warn(
+                f"class {class_name!r}: skipped {len(skipped)} non-image entries in {folder}: "
+                f"{shown}{more} (only {'/'.join(sorted(IMAGE_EXTENSIONS))} files are read)",
+                stacklevel=2,
+            )
+
+        def read_test(item: tuple[str, Path]) -> tuple[Sample, bool]:
+            defect, path = item
+            image, size = _read_image(path, image_size)
+            repaired = False
+            if path in masks:
+                mask, repaired = _read_mask(masks[path], path, size)
+            else:
+                mask = torch.zeros((size[1], size[0]), dtype=torch.bool)
+            return Sample(image, int(defect != NOMINAL), mask, _key(path, root), defect), repaired
+
+        # Threads overlap PIL's decoding, which releases the GIL; map keeps the sorted order.
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            train = [
+                Sample(image, 0, None, _key(path, root), NOMINAL)
+                for path, (image, _) in zip(
+                    train_files, pool.map(lambda p: _read_image(p, image_size), train_files)
+                )
+            ]
+            read = list(pool.map(read_test, test_files))
+        test = [sample for sample, _ in read]
+        repaired = [masks[path] for (_, path), (_, fixed) in zip(test_files, read) if fixed]
+        if repaired:
+            warnings.warn(
+                f"class {class_name!r}: {len(repaired)} mask(s) are not binary (values other than "
+                f"0 and 255), e.g. {repaired[0]}; thresholded them at 128",
+                stacklevel=2,
+            )
+        return Task(train=train, test=test)
+
+    def _class_folder(self, root: Path, class_name: str) -> Path:
+        folder = root / class_name
+        if class_name and folder.is_dir():
+            return folder
+        found = self._class_folders(root)
+        candidates = list(dict.fromkeys([*found, *self.known_classes]))
+        close = difflib.get_close_matches(class_name, candidates, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close and close[0] != class_name else ""
+        raise DataError(
+            f"class {class_name!r} not found: {folder} is not a folder{hint}; classes found "
+            f"under {root}: {', '.join(found) or 'none'}"
+        )
+
+    @staticmethod
+    def _entries(folder: Path, skipped: list[Path]) -> tuple[list[Path], list[Path]]:
+        """(sub-folders, image files) of `folder`, sorted; other visible files go to `skipped`."""
+        folders, images = [], []
+        for path in sorted(folder.iterdir()):
+            if _is_hidden(path):
+                continue
+            if path.is_dir():
+                folders.append(path)
+            elif path.suffix.lower() in IMAGE_EXTENSIONS:
+                images.append(path)
+            else:
+                skipped.append(path)
+        return folders, images
+
+    def _images_in(self, folder: Path, skipped: list[Path]) -> list[Path]:
+        subfolders, images = self._entries(folder, skipped)
+        skipped.extend(subfolders)
+        return images
+
+    def _test_files(self, folder: Path, skipped: list[Path]) -> list[tuple[str, Path]]:
+        test_dir = folder / "test"
+        if not test_dir.is_dir():
+            raise DataError(
+                f"{test_dir} is missing: a class keeps its test images in <class>/test/<defect> "
+                f"(layout: {LAYOUT})"
+            )
+        defect_dirs, loose = self._entries(test_dir, skipped)
+        skipped.extend(loose)
+        files = [(d.name, p) for d in defect_dirs for p in self._images_in(d, skipped)]
+        if not files:
+            raise DataError(
+                f"{test_dir} holds no test images: put them in test/<defect>/ (nominal ones in "
+                "test/good/)"
+            )
+        return files
+
+    def _mask_files(
+        self, folder: Path, test_files: list[tuple[str, Path]], skipped: list[Path]
+    ) -> dict[Path, Path]:
+        """Map each test image to its mask file, checking that masks and images pair up."""
+        by_stem = {(defect, path.stem): path for defect, path in test_files}
+        masks: dict[Path, Path] = {}
+        gt_dir = folder / "ground_truth"
+        if gt_dir.is_dir():
+            defect_dirs, loose = self._entries(gt_dir, skipped)
+            skipped.extend(loose)
+            for d in defect_dirs:
+                for mask in self._images_in(d, skipped):
+                    if not mask.stem.endswith(MASK_SUFFIX):
+                        raise DataError(
+                            f"ground-truth file {mask} is not named <image name>{MASK_SUFFIX}.png;"
+                            " rename it after the test image it annotates"
+                        )
+                    stem = mask.stem[: -len(MASK_SUFFIX)]
+                    image = by_stem.get((d.name, stem))
+                    if image is None:
+                        raise DataError(
+                            f"mask {mask} has no image: expected {folder / 'test' / d.name}/"
+                            f"{stem}.png; add the image or delete the mask"
+                        )
+                    masks[image] = mask
+        for defect, path in test_files:
+            if defect != NOMINAL and path not in masks:
+                raise DataError(
+                    f"defective test image {path} has no mask: expected "
+                    f"{gt_dir / defect / (path.stem + MASK_SUFFIX)}.png; add the mask (white = "
+                    "defect) or move the image out of the test set"
+                )
+        return masks
