@@ -172,9 +172,11 @@ def data_synth(
 
 def _register_reports() -> None:
     from xadbench.reports.cli import figures, report
+    from xadbench.reports.studies import study_app
 
     app.command("report")(report)
     app.command("figures")(figures)
+    app.add_typer(study_app, name="study")
 
 
 _register_reports()

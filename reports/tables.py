@@ -1,0 +1,340 @@
+"""Result tables of a run, computed from its `results.csv` only.
+
+One table per (data set, protocol, preset, blur policy, metric) found in the results: rows are the
+classes, then "Mean" (over classes) and "σ" (standard deviation over classes), as in the paper's
+Table 2; columns are the methods of the run. A class cell is the mean ± sample standard deviation
+(ddof=1) over seeds of that class; a single seed shows no ±. The Mean and σ rows are taken over the
+classes' seed means (σ also with ddof=1) and are left empty for a column that lacks a class, so
+every Mean compares the same classes. The best value of a row is bold: the highest AUC, and on the
+σ row the lowest spread.
+
+`compare="paper"` adds the published numbers of the FCDD paper (`paper_results.csv`) as extra
+columns "<paper method> (paper)" wherever our data set, class, method, protocol and metric have a
+published counterpart: MVTec-AD pixel-wise AUC (Table 2) against our `pixel_auc`, and detection
+AUC for Fashion-MNIST, CIFAR-10 and ImageNet-30 (Tables 6, 7, 8) against our `image_auc`. Their
+Mean and σ rows are over the same classes as ours (the paper's all-class means are in the data
+file), and they never compete for bold.
+
+Each table is written as CSV (numbers at full precision: "<method>" holds the mean, "<method>
+std" the std) and as LaTeX (booktabs) to RUN_DIR/tables/.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.table import Table as RichTable
+
+from xadbench.errors import XadError
+from xadbench.runner import RESULT_COLUMNS, atomic_write, read_results
+
+PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
+COMPARE_CHOICES = ("paper",)
+TABLE_KEYS = ("dataset", "protocol", "preset", "blur", "metric")
+DISPLAY_NAMES = {"fcdd": "FCDD", "grad": "Grad", "ae": "AE"}
+METRIC_NAMES = {
+    "image_auc": "Detection AUC",
+    "pixel_auc": "Pixel-wise AUC (pooled)",
+    "per_image_pixel_auc": "Per-image pixel AUC",
+}
+MEAN, SIGMA = "Mean", "σ"
+DIGITS = 3
+PAPER_DIGITS = 2
+#: Settings that tell two runs of one method apart ("weights": the weights actually used, so a
+#: fallback to random init is not pooled with pretrained runs). The device is left out of `params`:
+#: like the job id, a result does not depend on where it was computed.
+VARIANT_FIELDS = ("oe", "oe_limit", "k", "weights", "params")
+IGNORED_PARAMS = ("device",)
+# Our data set names (normalised, see `_norm`) → the paper's.
+PAPER_DATASETS = {
+    "mvtec": "MVTec-AD", "mvtecad": "MVTec-AD",
+    "cifar10": "CIFAR-10",
+    "fmnist": "Fashion-MNIST", "fashionmnist": "Fashion-MNIST",
+    "imagenet": "ImageNet-30", "imagenet30": "ImageNet-30",
+}
+# Class names (normalised) that common loaders spell differently from the paper.
+CLASS_ALIASES = {"tshirt": "tshirttop", "dialtelephone": "rotarydialtelephone"}
+
+
+@dataclass
+class ResultTable:
+    """One class × method table. `mean`/`std` hold our columns, `paper` the published ones; all
+    three share the index: the classes, then MEAN and SIGMA."""
+
+    key: dict[str, str]
+    mean: pd.DataFrame
+    std: pd.DataFrame
+    seeds: list[int]
+    paper: pd.DataFrame
+    paper_tables: list[str]
+
+    @property
+    def slug(self) -> str:
+        """File name stem: the key parts, safe on every file system."""
+        parts = [Path(self.key["dataset"]).name] + [self.key[k] for k in TABLE_KEYS[1:]]
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts))
+
+    def best(self) -> pd.DataFrame:
+        """Boolean frame like `mean`: True where a value is the best of its row (as displayed)."""
+        shown = self.mean.round(DIGITS)
+        target = shown.max(axis=1)
+        target[SIGMA] = shown.loc[SIGMA].min()
+        return shown.eq(target, axis=0) & shown.notna()
+
+
+def load_results(run_dir: Path) -> pd.DataFrame:
+    """The rows of RUN_DIR/results.csv; XadError when the folder, the file or its rows are missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise XadError(f"run folder {run_dir} does not exist; pass the folder `xadbench run` wrote (its --out)")
+    path = run_dir / "results.csv"
+    if not path.is_file():
+        raise XadError(f"{path} not found; run `xadbench run --out {run_dir}` first, or pass another run folder")
+    results = read_results(path)
+    missing = [c for c in ("job_id", "class", "method", "seed", *TABLE_KEYS, "value", *VARIANT_FIELDS)
+               if c not in results.columns]
+    if missing:
+        raise XadError(f"{path} lacks column(s) {', '.join(dict.fromkeys(missing))}; expected {', '.join(RESULT_COLUMNS)}")
+    if results.empty:
+        raise XadError(f"{path} has no results yet; let `xadbench run --out {run_dir}` finish a job first")
+    for column in ("job_id", "class", "method", *TABLE_KEYS, *VARIANT_FIELDS):
+        results[column] = results[column].astype(str)
+    results["value"] = pd.to_numeric(results["value"], errors="coerce")
+    results["column"] = method_labels(results)
+    return results
+
+
+def _settings(row: pd.Series) -> dict[str, str]:
+    settings = {f: str(row[f]) for f in VARIANT_FIELDS if f != "params"}
+    try:
+        params = json.loads(row["params"])
+    except (json.JSONDecodeError, TypeError):
+        params = {"params": row["params"]}
+    if isinstance(params, dict):
+        settings.update({k: json.dumps(v, default=str) for k, v in params.items() if k not in IGNORED_PARAMS})
+    return settings
+
+
+def method_labels(results: pd.DataFrame) -> pd.Series:
+    """A column label per row: the method's display name ("FCDD" for fcdd), followed by the
+    settings that differ when one method ran with several settings on one data set, protocol and
+    preset, e.g. "FCDD (oe_limit=8)"; otherwise their results would be pooled as one method."""
+    labels = results["method"].map(lambda m: DISPLAY_NAMES.get(m, m))
+    variant = results[list(VARIANT_FIELDS)].astype(str).agg("\x1f".join, axis=1)
+    for _, group in results.groupby(["dataset", "protocol", "preset", "method"], sort=False):
+        keys = variant[group.index]
+        if keys.nunique() < 2:
+            continue
+        settings = {key: _settings(group.loc[keys.index[keys == key][0]]) for key in keys.unique()}
+        names = list(dict.fromkeys(name for s in settings.values() for name in s))
+        differing = [n for n in names if len({s.get(n) for s in settings.values()}) > 1]
+        for key, setting in settings.items():
+            suffix = ", ".join(f"{n}={setting.get(n, '')}" for n in differing)
+            index = keys.index[keys == key]
+            labels[index] = labels[index] + f" ({suffix})"
+    return labels
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+
+
+def paper_method(method: str, paper_dataset: str, protocol: str) -> str | None:
+    """The paper's column for one of our methods: fcdd ↔ FCDD (unsupervised) or FCDD
+    (semi-supervised); ae ↔ AE-L2 on MVTec-AD, AE elsewhere. None when there is none."""
+    if method == "fcdd":
+        return {"unsupervised": "FCDD", "semi-supervised": "FCDD (semi-supervised)"}.get(protocol)
+    if method == "ae":
+        return "AE-L2" if paper_dataset == "MVTec-AD" else "AE"
+    return None
+
+
+def read_paper_results() -> pd.DataFrame:
+    """The published per-class numbers (Tables 2, 6, 7, 8), with a normalised class key."""
+    paper = pd.read_csv(PAPER_RESULTS, comment="#", dtype={"class": str})
+    paper = paper[(paper["table"] != "Table 1") & ~paper["class"].isin([MEAN, SIGMA])].copy()
+    paper["class_key"] = paper["class"].map(_norm)
+    return paper
+
+
+def _paper_columns(group: pd.DataFrame, classes: list[str], paper: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    key = group.iloc[0]
+    dataset = PAPER_DATASETS.get(_norm(Path(key["dataset"]).name))
+    columns, tables = {}, []
+    if dataset is None:
+        return pd.DataFrame(index=classes), tables
+    for method in group["method"].unique():
+        name = paper_method(method, dataset, key["protocol"])
+        rows = paper[(paper["dataset"] == dataset) & (paper["method"] == name) & (paper["metric"] == key["metric"])]
+        label = f"{name} (paper)"
+        if rows.empty or label in columns:
+            continue
+        published = dict(zip(rows["class_key"], rows["value"]))
+        columns[label] = [published.get(CLASS_ALIASES.get(_norm(c), _norm(c)), np.nan) for c in classes]
+        tables += [t for t in rows["table"].unique() if t not in tables]
+    return pd.DataFrame(columns, index=classes, dtype=float), tables
+
+
+def _with_summary_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    complete = frame.notna().all()
+    mean = frame.mean().where(complete)
+    sigma = frame.std(ddof=1).where(complete)
+    return pd.concat([frame, pd.DataFrame([mean, sigma], index=[MEAN, SIGMA])])
+
+
+def build_tables(results: pd.DataFrame, compare: str | None = None) -> list[ResultTable]:
+    """The tables of a run's results (as returned by `load_results`)."""
+    check_compare(compare)
+    paper = read_paper_results() if compare == "paper" else None
+    tables = []
+    for _, group in results.groupby(list(TABLE_KEYS), sort=False):
+        group = group.dropna(subset=["value"])
+        if group.empty:
+            continue
+        classes = list(dict.fromkeys(group["class"]))
+        columns = list(dict.fromkeys(group["column"]))
+        cells = group.groupby(["class", "column"])["value"]
+        mean = cells.mean().unstack("column").reindex(index=classes, columns=columns)
+        std = cells.std(ddof=1).unstack("column").reindex(index=classes, columns=columns)
+        std = std.reindex(index=[*classes, MEAN, SIGMA])
+        published, sources = (pd.DataFrame(index=classes), []) if paper is None else _paper_columns(group, classes, paper)
+        tables.append(ResultTable(
+            key={k: str(group.iloc[0][k]) for k in TABLE_KEYS},
+            mean=_with_summary_rows(mean), std=std,
+            seeds=sorted(int(s) for s in group["seed"].unique()),
+            paper=_with_summary_rows(published), paper_tables=sources,
+        ))
+    return tables
+
+
+def check_compare(compare: str | None) -> None:
+    if compare is not None and compare not in COMPARE_CHOICES:
+        raise XadError(f"--compare {compare!r} is unknown; use --compare {' or '.join(COMPARE_CHOICES)} (or leave it out)")
+
+
+def report_tables(run_dir: Path, compare: str | None = None) -> list[ResultTable]:
+    """The tables of RUN_DIR/results.csv, without writing them."""
+    check_compare(compare)
+    return build_tables(load_results(run_dir), compare)
+
+
+def write_report(run_dir: Path, compare: str | None = None) -> list[Path]:
+    """Write every table of RUN_DIR/results.csv as CSV and LaTeX to RUN_DIR/tables/; returns the
+    paths written. compare="paper" adds the FCDD paper's published numbers as extra columns."""
+    out = Path(run_dir) / "tables"
+    paths = []
+    for table in report_tables(run_dir, compare):
+        for suffix, text in ((".csv", to_csv(table)), (".tex", to_latex(table))):
+            path = out / f"{table.slug}{suffix}"
+            with atomic_write(path) as handle:
+                handle.write(text)
+            paths.append(path)
+    return paths
+
+
+def to_csv(table: ResultTable) -> str:
+    """Class rows plus Mean and σ; per method its mean and "<method> std" (ddof=1; empty for a
+    single seed and on the summary rows), then the published "(paper)" columns."""
+    frame = pd.DataFrame(index=table.mean.index)
+    for column in table.mean.columns:
+        frame[column] = table.mean[column]
+        frame[f"{column} std"] = table.std[column]
+    frame = pd.concat([frame, table.paper], axis=1)
+    return frame.rename_axis("class").reset_index().to_csv(index=False)
+
+
+def format_cell(mean: float, std: float = np.nan, *, bold: bool = False, pm: str = " ± ",
+                strong: str = "%s", missing: str = "–", digits: int = DIGITS) -> str:
+    """"0.912 ± 0.013", or "0.912" without a std; `strong` wraps bold text, e.g. "\\textbf{%s}"."""
+    if pd.isna(mean):
+        return missing
+    text = f"{mean:.{digits}f}" + ("" if pd.isna(std) else f"{pm}{std:.{digits}f}")
+    return strong % text if bold else text
+
+
+_TEX_SPECIALS = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+}
+
+
+def tex_escape(text: str) -> str:
+    """Text safe to typeset: LaTeX's special characters escaped."""
+    return "".join(_TEX_SPECIALS.get(c, c) for c in str(text))
+
+
+def _caption(table: ResultTable) -> str:
+    key = table.key
+    seeds = len(table.seeds)
+    text = (
+        f"{METRIC_NAMES.get(key['metric'], key['metric'])} on {Path(key['dataset']).name}, protocol "
+        f"{key['protocol']}, preset {key['preset']}, blur {key['blur']}: mean $\\pm$ sample std "
+        f"(ddof=1) over {seeds} seed{'s' if seeds != 1 else ''}; Mean and $\\sigma$ over classes."
+    )
+    if table.paper_tables:
+        text += (f" Columns marked (paper): published in Liznerski et al., ICLR 2021, "
+                 f"{', '.join(table.paper_tables)}; their Mean and $\\sigma$ are over the classes shown.")
+    # Escape everything but the few math snippets written above.
+    parts = re.split(r"(\$\\pm\$|\$\\sigma\$)", text)
+    return "".join(p if p in ("$\\pm$", "$\\sigma$") else tex_escape(p) for p in parts)
+
+
+def to_latex(table: ResultTable) -> str:
+    """A booktabs table float that compiles inside a paper (needs \\usepackage{booktabs})."""
+    best = table.best()
+    ours, published = list(table.mean.columns), list(table.paper.columns)
+    header = ["Class", *(tex_escape(c) for c in ours + published)]
+    lines = [
+        "% Written by xadbench from results.csv. Needs \\usepackage{booktabs}.",
+        "\\begin{table}[htbp]",
+        "\\centering",
+        f"\\caption{{{_caption(table)}}}",
+        f"\\label{{tab:xadbench-{re.sub(r'[^A-Za-z0-9]+', '-', table.slug)}}}",
+        f"\\begin{{tabular}}{{l{'c' * (len(ours) + len(published))}}}",
+        "\\toprule",
+        " & ".join(header) + " \\\\",
+        "\\midrule",
+    ]
+    for row in table.mean.index:
+        if row == MEAN:
+            lines.append("\\midrule")
+        name = "$\\sigma$" if row == SIGMA else tex_escape(row)
+        cells = [format_cell(table.mean.at[row, c], table.std.at[row, c], bold=best.at[row, c], pm=" $\\pm$ ",
+                             strong="\\textbf{%s}", missing="--") for c in ours]
+        # Published class values keep the paper's two decimals; our Mean and σ over them do not.
+        digits = DIGITS if row in (MEAN, SIGMA) else PAPER_DIGITS
+        cells += [format_cell(table.paper.at[row, c], missing="--", digits=digits) for c in published]
+        lines.append(" & ".join([name, *cells]) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    return "\n".join(lines)
+
+
+def summary_table(tables: list[ResultTable]) -> RichTable:
+    """A compact terminal view: one line per table with the Mean row of every column; key parts
+    shared by all tables go into the title."""
+    def shown(key: str, table: ResultTable) -> str:
+        return Path(table.key[key]).name if key == "dataset" else table.key[key]
+
+    shared = [k for k in TABLE_KEYS[:-1] if len({shown(k, t) for t in tables}) == 1]
+    keys = [k for k in TABLE_KEYS if k not in shared]
+    columns = list(dict.fromkeys(c for t in tables for c in [*t.mean.columns, *t.paper.columns]))
+    context = ", ".join(f"{k} {shown(k, tables[0])}" for k in shared) if tables else ""
+    summary = RichTable(title=f"Mean over classes{': ' + context if context else ''} (bold: best of the run)")
+    for name in [*keys, *columns]:
+        summary.add_column(name, justify="right" if name in columns else "left")
+    for table in tables:
+        best = table.best().loc[MEAN]
+        cells = []
+        for column in columns:
+            if column in table.mean.columns:
+                cells.append(format_cell(table.mean.at[MEAN, column], bold=best[column], strong="[bold]%s[/bold]"))
+            elif column in table.paper.columns:
+                cells.append(format_cell(table.paper.at[MEAN, column]))
+            else:
+                cells.append("")
+        summary.add_row(*(shown(k, table) for k in keys), *cells)
+    return summary

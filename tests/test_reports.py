@@ -1,0 +1,371 @@
+"""Tables, LaTeX, the paper comparison and figures of `xadbench report` / `xadbench figures`.
+
+Everything is built by hand here: a results.csv with known values and a small folder of fake
+predictions, so no model is trained. Standard deviations are sample std (ddof=1).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from xadbench.errors import XadError
+from xadbench.reports import figures as figs
+from xadbench.reports import tables as tab
+from xadbench.reports.cli import figures, report
+from xadbench.runner import RESULT_COLUMNS, load_predictions, save_predictions
+
+CLASSES = ("bottle", "metal_nut")
+METHODS = ("fcdd", "grad", "ae")
+SEEDS = (0, 1, 2)
+
+
+def value(class_name: str, method: str, seed: int, metric: str) -> float:
+    """Known, distinct values: fcdd best on pixel AUC, grad best on bottle's image AUC."""
+    base = {"fcdd": 0.90, "grad": 0.70, "ae": 0.80}[method] + (0.03 if class_name == "bottle" else 0.0)
+    if metric == "image_auc" and method == "grad" and class_name == "bottle":
+        base = 0.96
+    return round(base + 0.01 * seed * (1 + METHODS.index(method)), 6)
+
+
+def row(job_id: str, dataset: str, class_name: str, method: str, seed: int, metric: str, val: float,
+        protocol: str = "unsupervised", **extra) -> dict:
+    return {"job_id": job_id, "dataset": dataset, "class": class_name, "method": method, "seed": seed,
+            "preset": "cpu", "protocol": protocol, "blur": "gaussian", "metric": metric, "value": val,
+            "oe": "", "oe_limit": "", "k": "", "weights": "none", "n_train": 10, "n_test": 12, "fit_s": 1.0,
+            "predict_s": 0.1, "params": "{}", **extra}
+
+
+def write_results(run_dir: Path, rows: list[dict]) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(run_dir / "results.csv", index=False)
+    return run_dir
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    rows = [row(f"{c}-{m}-{s}", "mvtec", c, m, s, metric, value(c, m, s, metric))
+            for c in CLASSES for m in METHODS for s in SEEDS for metric in ("image_auc", "pixel_auc")]
+    return write_results(tmp_path / "run", rows)
+
+
+def read_table(run_dir: Path, metric: str, protocol: str = "unsupervised", dataset: str = "mvtec") -> pd.DataFrame:
+    return pd.read_csv(run_dir / "tables" / f"{dataset}_{protocol}_cpu_gaussian_{metric}.csv", index_col="class")
+
+
+def tex_rows(text: str) -> dict[str, list[str]]:
+    """First cell → the other cells, for every tabular row."""
+    body = text[text.index("\\toprule"):text.index("\\bottomrule")]
+    rows = {}
+    for line in body.splitlines():
+        if line.endswith("\\\\"):
+            cells = [c.strip() for c in re.split(r"(?<!\\)&", line[:-2])]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+# ---------------------------------------------------------------- tables
+
+
+def test_cells_are_mean_and_sample_std_over_seeds(run_dir):
+    tab.write_report(run_dir)
+    table = read_table(run_dir, "pixel_auc")
+    for c in CLASSES:
+        for m in METHODS:
+            seeds = np.array([value(c, m, s, "pixel_auc") for s in SEEDS])
+            label = tab.DISPLAY_NAMES[m]
+            assert table.at[c, label] == pytest.approx(seeds.mean())
+            assert table.at[c, f"{label} std"] == pytest.approx(seeds.std(ddof=1))
+
+
+def test_mean_and_sigma_rows_are_over_class_means(run_dir):
+    tab.write_report(run_dir)
+    table = read_table(run_dir, "image_auc")
+    for m in METHODS:
+        means = [np.mean([value(c, m, s, "image_auc") for s in SEEDS]) for c in CLASSES]
+        assert table.at["Mean", tab.DISPLAY_NAMES[m]] == pytest.approx(np.mean(means))
+        assert table.at["σ", tab.DISPLAY_NAMES[m]] == pytest.approx(np.std(means, ddof=1))
+    assert list(table.index) == [*CLASSES, "Mean", "σ"]
+
+
+def test_best_of_each_row_is_bold(run_dir):
+    tab.write_report(run_dir)
+    rows = tex_rows((run_dir / "tables" / "mvtec_unsupervised_cpu_gaussian_image_auc.tex").read_text())
+    bold = {name: [i for i, cell in enumerate(cells) if cell.startswith("\\textbf{")] for name, cells in rows.items()}
+    assert bold["Class"] == []
+    assert bold["bottle"] == [METHODS.index("grad")]            # 0.98 beats fcdd's 0.94
+    assert bold["metal\\_nut"] == [METHODS.index("fcdd")]
+    assert bold["Mean"] == [METHODS.index("fcdd")]
+    # On the σ row the smallest spread over classes wins; fcdd and ae tie (class means 0.03 apart).
+    assert bold["$\\sigma$"] == [METHODS.index("fcdd"), METHODS.index("ae")]
+
+
+def test_single_seed_shows_no_plus_minus(tmp_path):
+    rows = [row(f"{c}-{m}", "mvtec", c, m, 0, "pixel_auc", value(c, m, 0, "pixel_auc"))
+            for c in CLASSES for m in METHODS]
+    run = write_results(tmp_path / "one-seed", rows)
+    tab.write_report(run)
+    text = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex").read_text()
+    assert "\\pm$ 0" not in text
+    assert tex_rows(text)["bottle"][0] == "\\textbf{0.930}"
+    assert "over 1 seed;" in text
+    assert read_table(run, "pixel_auc")["FCDD std"].isna().all()
+
+
+def test_latex_is_well_formed_and_escaped(run_dir):
+    paths = tab.write_report(run_dir, compare="paper")
+    assert {p.suffix for p in paths} == {".csv", ".tex"}
+    for path in (p for p in paths if p.suffix == ".tex"):
+        text = path.read_text()
+        envs = re.findall(r"\\(begin|end)\{(\w+)\}", text)
+        stack = []
+        for kind, name in envs:
+            if kind == "begin":
+                stack.append(name)
+            else:
+                assert stack.pop() == name
+        assert stack == [] and [n for k, n in envs if k == "begin"] == ["table", "tabular"]
+        unescaped = re.sub(r"\\[{}]", "", text)
+        depth = 0
+        for char in unescaped:
+            depth += {"{": 1, "}": -1}.get(char, 0)
+            assert depth >= 0
+        assert depth == 0
+        assert "\\toprule" in text and "\\midrule" in text and "\\bottomrule" in text
+        columns = len(re.search(r"\\begin\{tabular\}\{([lc]+)\}", text).group(1))
+        for cells in tex_rows(text).values():
+            assert len(cells) + 1 == columns
+        assert "metal\\_nut" in text and "metal_nut" not in text.replace("metal\\_nut", "")
+        body = "\n".join(line for line in text.splitlines() if not line.startswith("%"))
+        assert not re.search(r"[%#_]", re.sub(r"\\[%#_&$]", "", body)), "unescaped special character"
+
+
+def test_tex_escape_covers_specials():
+    assert tab.tex_escape("metal_nut 50% A&B #1 $x {y} ~^\\") == (
+        "metal\\_nut 50\\% A\\&B \\#1 \\$x \\{y\\} \\textasciitilde{}\\textasciicircum{}\\textbackslash{}")
+
+
+@pytest.mark.skipif(not (shutil.which("pdflatex") or shutil.which("latexmk")), reason="no LaTeX installed")
+def test_latex_compiles(run_dir, tmp_path):
+    tab.write_report(run_dir, compare="paper")
+    tex = run_dir / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex"
+    doc = tmp_path / "doc.tex"
+    doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n"
+                   f"\\input{{{tex.as_posix()}}}\n\\end{{document}}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout[-2000:]
+
+
+def test_compare_paper_adds_published_numbers(run_dir):
+    rows = pd.read_csv(run_dir / "results.csv").to_dict("records")
+    rows += [row(f"semi-{c}-{s}", "mvtec", c, "fcdd", s, "pixel_auc", 0.9, protocol="semi-supervised")
+             for c in CLASSES for s in SEEDS]
+    rows += [row(f"cifar-{m}", "cifar10", "airplane", m, 0, "image_auc", 0.8) for m in METHODS]
+    write_results(run_dir, rows)
+    tab.write_report(run_dir, compare="paper")
+
+    pixel = read_table(run_dir, "pixel_auc")
+    assert pixel.at["bottle", "AE-L2 (paper)"] == 0.86
+    assert pixel.at["bottle", "FCDD (paper)"] == 0.97
+    assert pixel.at["metal_nut", "FCDD (paper)"] == 0.94
+    assert pixel.at["Mean", "FCDD (paper)"] == pytest.approx((0.97 + 0.94) / 2)
+    assert not any("paper" in c for c in read_table(run_dir, "image_auc").columns)  # no MVTec detection AUC
+    semi = read_table(run_dir, "pixel_auc", protocol="semi-supervised")
+    assert semi.at["bottle", "FCDD (semi-supervised) (paper)"] == 0.96
+    cifar = read_table(run_dir, "image_auc", dataset="cifar10")
+    assert cifar.at["airplane", "FCDD (paper)"] == 0.95
+    assert cifar.at["airplane", "AE (paper)"] == 0.59
+    assert "Grad (paper)" not in pixel.columns
+
+    tex = (run_dir / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex").read_text()
+    assert "FCDD (paper) & AE-L2 (paper)" in tex and "Table 2" in tex
+    assert tex_rows(tex)["bottle"][-2:] == ["0.97", "0.86"]
+    # Without --compare the published columns stay out.
+    tab.write_report(run_dir)
+    assert not any("paper" in c for c in read_table(run_dir, "pixel_auc").columns)
+
+
+def test_paper_results_file_is_consistent():
+    paper = pd.read_csv(tab.PAPER_RESULTS, comment="#")
+    assert list(paper.columns) == ["table", "dataset", "class", "method", "metric", "value"]
+    per_table = paper[~paper["class"].isin(["Mean", "σ"])].groupby("table")["class"].nunique()
+    assert per_table.to_dict() == {"Table 2": 15, "Table 6": 10, "Table 7": 10, "Table 8": 30}
+    assert paper["value"].between(0, 1).all()
+    # Each published mean agrees with the mean of its (rounded) class values: a transcription check.
+    for (table, method), group in paper[paper["table"] != "Table 1"].groupby(["table", "method"]):
+        classes = group[~group["class"].isin(["Mean", "σ"])]["value"]
+        if len(classes):
+            assert abs(classes.mean() - group[group["class"] == "Mean"]["value"].item()) <= 0.01, (table, method)
+    table1 = paper[paper["table"] == "Table 1"].set_index(["dataset", "method"])["value"]
+    assert table1[("CIFAR-10", "FCDD")] == 0.95 and table1[("ImageNet-30", "FCDD")] == 0.94
+    assert table1[("Fashion-MNIST", "FCDD")] == 0.89
+
+
+def test_class_and_dataset_names_map_to_the_paper(tmp_path):
+    rows = [row("a", "/data/mvtec_ad", "metal_nut", "fcdd", 0, "pixel_auc", 0.9),
+            row("b", "fmnist", "t-shirt_top", "fcdd", 0, "image_auc", 0.9),
+            row("c", "imagenet", "rotary_dial_telephone", "ae", 0, "image_auc", 0.9)]
+    run = write_results(tmp_path / "names", rows)
+    tables = {t.key["dataset"]: t.paper for t in tab.report_tables(run, "paper")}
+    assert tables["/data/mvtec_ad"].at["metal_nut", "FCDD (paper)"] == 0.94
+    assert tables["fmnist"].at["t-shirt_top", "FCDD (paper)"] == 0.82
+    assert tables["imagenet"].at["rotary_dial_telephone", "AE (paper)"] == 0.58
+
+
+def test_method_variants_get_their_own_columns(tmp_path):
+    rows = [row(f"{limit}-{s}", "cifar10", "airplane", "fcdd", s, "image_auc", 0.8 + 0.01 * s, oe="cifar100",
+                oe_limit=limit, params='{"device": "%s", "epochs": 3}' % ("cpu" if s else "cuda"))
+            for limit in ("8", "all") for s in SEEDS]
+    run = write_results(tmp_path / "variants", rows)
+    (table,) = tab.report_tables(run)
+    assert list(table.mean.columns) == ["FCDD (oe_limit=8)", "FCDD (oe_limit=all)"]
+
+
+def test_report_errors_name_the_problem(tmp_path, run_dir):
+    with pytest.raises(XadError, match="does not exist"):
+        tab.write_report(tmp_path / "nowhere")
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(XadError, match="results.csv not found"):
+        tab.write_report(tmp_path / "bare")
+    write_results(tmp_path / "empty", [])
+    with pytest.raises(XadError, match="no results yet"):
+        tab.write_report(tmp_path / "empty")
+    with pytest.raises(XadError, match="--compare 'arxiv'"):
+        tab.write_report(run_dir, compare="arxiv")
+
+
+# ---------------------------------------------------------------- figures
+
+
+def fake_predictions(run_dir: Path, n: int = 12, size: int = 32, masks: bool = True) -> Path:
+    """One MVTec-like class, one seed, three methods; grey inputs with a bright square defect."""
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * (n // 2) + [1] * (n - n // 2), dtype=np.int8)
+    truth = np.zeros((n, size, size), bool)
+    for i in np.flatnonzero(labels):
+        y, x = rng.integers(4, size - 10, 2)
+        truth[i, y:y + 6, x:x + 6] = True
+    images = (rng.normal(110, 10, (n, 1, size, size)) + 120 * truth[:, None]).clip(0, 255).astype(np.uint8)
+    rows = []
+    for m, strength in (("fcdd", 3.0), ("grad", 1.0), ("ae", 2.0)):
+        maps = rng.normal(0, 1, (n, size, size)) + strength * truth
+        preds = {"score": maps.mean(axis=(1, 2)).astype(np.float32), "anomaly_map": maps.astype(np.float16),
+                 "label": labels, "key": np.array([f"test/{i:02d}.png" for i in range(n)]),
+                 "category": np.where(labels == 1, "defect", "good"), "image": images,
+                 "method_smooth": np.array(m == "fcdd"), "blur_size": np.array(62), "blur_sigma": np.array(12.0)}
+        if masks:
+            preds["mask"] = truth
+        save_predictions(run_dir / "predictions" / f"job-{m}.npz", preds)
+        rows += [row(f"job-{m}", "mvtec", "metal_nut", m, 0, "image_auc", 0.9)]
+    return write_results(run_dir, rows)
+
+
+def test_figures_are_drawn_from_saved_predictions(tmp_path, monkeypatch):
+    monkeypatch.setattr(figs, "MAX_ROC_PIXELS", 5000)  # exercise the pixel subsample of the ROC
+    run = fake_predictions(tmp_path / "run")
+    paths = figs.write_figures(run)
+    names = sorted(p.name for p in paths)
+    assert names == ["grid_mvtec_metal_nut_unsupervised_cpu_seed0.pdf", "grid_mvtec_metal_nut_unsupervised_cpu_seed0.png",
+                     "roc_image_mvtec_metal_nut_unsupervised_cpu.png", "roc_pixel_mvtec_metal_nut_unsupervised_cpu.png"]
+    assert all(p.parent == run / "figures" and p.stat().st_size > 1000 for p in paths)
+    assert (run / "figures" / names[0]).read_bytes().startswith(b"%PDF")
+
+    grid = np.asarray(Image.open(run / "figures" / names[1]).convert("RGB")).astype(int)
+    height, width, _ = grid.shape
+    assert 800 < width < 4000 and 300 < height < 2000 and width > height  # 12 columns × 5 rows
+    # Inputs and masks are grey, so strongly coloured pixels left of the colour bar are heatmap cells;
+    # they must vary (a constant or blank heatmap row would show one colour).
+    heat = grid[:, : int(width * 0.85)]
+    coloured = heat[(heat.max(axis=-1) - heat.min(axis=-1)) > 100]
+    assert len(coloured) > 5000
+    assert len(np.unique(coloured, axis=0)) > 100
+    assert coloured.std(axis=0).min() > 30
+
+
+def test_grid_heatmaps_are_normalised_and_vary(tmp_path):
+    run = fake_predictions(tmp_path / "run")
+    preds = load_predictions(run / "predictions" / "job-ae.npz")
+    columns = figs.pick_columns(preds["score"], preds["label"], 1, 4)
+    for norm in ("local", "global"):
+        maps = figs.grid_heatmaps(preds, columns, norm, 0.97, "gaussian")
+        assert maps.shape == (4, 32, 32) and maps.min() >= 0 and maps.max() <= 1
+        assert maps.std() > 0.05
+
+
+def test_pick_columns_spreads_evenly_over_the_score_order():
+    scores = np.arange(20, dtype=float)[::-1]
+    labels = np.array([0, 1] * 10)
+    picked = figs.pick_columns(scores, labels, 1, 4)
+    assert list(scores[picked]) == [0.0, 6.0, 12.0, 18.0]
+    assert len(figs.pick_columns(scores, labels, 0, 50)) == 10
+
+
+def test_display_defaults_follow_appendix_c():
+    assert figs.display_defaults("mvtec", 62, 12.0) == ("local", 0.97)
+    assert figs.display_defaults("cifar10", 22, 1.2) == ("local", 0.85)
+    assert figs.display_defaults("fmnist", 16, 1.2) == ("global", 0.85)
+    assert figs.display_defaults("imagenet", 62, 8.0) == ("global", 0.97)
+    assert figs.display_defaults("voc", 62, 8.0) == ("global", 0.99)
+
+
+def test_figures_without_masks_draw_no_pixel_roc(tmp_path):
+    run = fake_predictions(tmp_path / "run", masks=False)
+    names = {p.name for p in figs.write_figures(run, norm="global", eta=0.9, blur="none", samples=3)}
+    assert "roc_image_mvtec_metal_nut_unsupervised_cpu.png" in names
+    assert not any(n.startswith("roc_pixel") for n in names)
+
+
+def test_figure_errors_name_the_problem(tmp_path, run_dir):
+    with pytest.raises(XadError, match="--norm 'minmax'"):
+        figs.write_figures(run_dir, norm="minmax")
+    with pytest.raises(XadError, match="--eta 1.5"):
+        figs.write_figures(run_dir, eta=1.5)
+    with pytest.raises(XadError, match="--blur 'box'"):
+        figs.write_figures(run_dir, blur="box")
+    with pytest.raises(XadError, match="holds none of the predictions"):
+        figs.write_figures(run_dir)
+    with pytest.raises(XadError, match="does not exist"):
+        figs.write_figures(tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------- command line
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command("report")(report)
+    app.command("figures")(figures)
+    return app
+
+
+def test_cli_report_and_figures(cli, tmp_path):
+    run = fake_predictions(tmp_path / "run")
+    runner = CliRunner()
+    done = runner.invoke(cli, ["report", str(run), "--compare", "paper"])
+    assert done.exit_code == 0, done.output
+    assert "tables:" in done.output and "Mean over classes" in done.output
+    assert (run / "tables" / "mvtec_unsupervised_cpu_gaussian_image_auc.tex").is_file()
+    done = runner.invoke(cli, ["figures", str(run), "--norm", "local", "--eta", "0.9", "--samples", "2"])
+    assert done.exit_code == 0, done.output
+    assert (run / "figures" / "grid_mvtec_metal_nut_unsupervised_cpu_seed0.png").is_file()
+
+
+def test_cli_help_has_examples_and_errors_are_xad_errors(cli, tmp_path):
+    runner = CliRunner()
+    for command in ("report", "figures"):
+        done = runner.invoke(cli, [command, "--help"])
+        assert done.exit_code == 0 and f"xadbench {command} runs/" in done.output
+    done = runner.invoke(cli, ["report", str(tmp_path / "missing")])
+    assert done.exit_code == 1 and isinstance(done.exception, XadError)
+    done = runner.invoke(cli, ["figures", str(tmp_path), "--norm", "max"])
+    assert isinstance(done.exception, XadError) and "--norm" in str(done.exception)
