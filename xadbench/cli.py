@@ -77,6 +77,7 @@ def run(
     weights: Annotated[str | None, typer.Option(help="Pretrained VGG11-BN features state dict, for every method with a VGG backbone.")] = None,
     pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start VGG backbones from ImageNet weights.")] = True,
     oe: Annotated[str | None, typer.Option(help="Outlier Exposure: a registered data set name or a folder path.")] = None,
+    oe_root: Annotated[str | None, typer.Option(help="Where a registered OE data set lives (default: --root).")] = None,
     oe_limit: Annotated[str, typer.Option(help="How many OE images: a number (2, 8, 128, 2048) or 'all'.")] = "all",
     oe_exclude: Annotated[str | None, typer.Option(help="Comma-separated OE classes to leave out.")] = None,
     k: Annotated[int, typer.Option(help="Real labelled anomalies per category (semi-supervised).")] = 1,
@@ -114,7 +115,7 @@ def run(
     out = out or Path("runs") / f"{Path(dataset).name}-{protocol}-{preset}"
     specs = [
         runner.JobSpec(dataset=dataset, class_name=c, method=m, seed=s, preset=preset, protocol=protocol,
-                       root=root, blur=tuple(blur_policies), weights=weights, pretrained=pretrained, oe=oe,
+                       root=root, blur=tuple(blur_policies), weights=weights, pretrained=pretrained, oe=oe, oe_root=oe_root,
                        oe_limit=limit, oe_exclude=tuple(_split(oe_exclude)), k=k, params=_parse_set(set_ or []),
                        device=device, download=download)
         for c in class_list for m in method_names for s in seed_list

@@ -35,7 +35,7 @@ from xadbench.types import Prediction, Sample, stack_images
 
 BLUR_POLICIES = ("gaussian", "none")
 #: Options of a run that reach a method only when its __init__ has a keyword of that name.
-ROUTED_OPTIONS = ("device", "weights", "pretrained")
+ROUTED_OPTIONS = ("device", "weights", "pretrained", "seed")
 
 RESULT_COLUMNS = [
     "job_id", "dataset", "class", "method", "seed", "preset", "protocol", "blur", "metric", "value",
@@ -59,6 +59,7 @@ class JobSpec:
     weights: str | None = None
     pretrained: bool = True
     oe: str | None = None
+    oe_root: str | None = None
     oe_limit: int | None = None
     oe_exclude: tuple[str, ...] = ()
     k: int = 1
@@ -97,7 +98,7 @@ def build_method(spec: JobSpec, profile: str) -> Method:
     plugin = methods.get(spec.method)
     params = dict(plugin.preset(spec.preset, profile))
     accepted = set(plugin.param_names())
-    routed = {"device": spec.device, "weights": spec.weights, "pretrained": spec.pretrained}
+    routed = {name: getattr(spec, name) for name in ROUTED_OPTIONS}
     params.update({k: v for k, v in routed.items() if k in accepted})
     for key, value in spec.params:
         if key not in accepted:
@@ -109,8 +110,8 @@ def build_method(spec: JobSpec, profile: str) -> Method:
 def outlier_exposure(spec: JobSpec, image_size: int) -> Sequence[Sample]:
     if spec.oe is None:
         return ()
-    # A registered name shares the run's root (torchvision keeps its data sets side by side).
-    source = open_dataset(spec.oe, spec.root)
+    # By default a registered name shares the run's root (torchvision keeps its sets side by side).
+    source = open_dataset(spec.oe, spec.oe_root or spec.root, spec.download)
     samples = source.outlier_exposure(image_size, exclude=spec.oe_exclude)
     if len(samples) == 0:
         raise XadError(f"Outlier Exposure source {spec.oe!r} has no images left after exclusions")

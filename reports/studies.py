@@ -1,0 +1,178 @@
+"""`xadbench study ...`: the paper's studies as commands (thin Typer wrappers over
+`xadbench.reports.clever_hans` and `xadbench.reports.oe_study`).
+
+The lead wires `app.add_typer(study_app, name="study")` into the main CLI, whose
+`OneLineErrors` turns every XadError raised here into one line and exit code 1.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from xadbench.errors import XadError
+
+study_app = typer.Typer(
+    no_args_is_help=True, add_completion=False,
+    help="The paper's studies: the Clever Hans effect (sec. 4.3, Figure 8) and the Outlier Exposure size (Figure 6).",
+    epilog="Example: xadbench study clever-hans --root ../shared/data/imagenette --max-nominal 300",
+)
+
+CLEVER_HANS_EXAMPLE = (
+    "Example: xadbench study clever-hans --root ../shared/data/imagenette --anomalous-class n03888257 "
+    "--methods fcdd,grad,ae --weights ../shared/weights/vgg11_bn_features_imagenette.pt --max-nominal 300 "
+    "--out runs/clever-hans  (paper form: --voc-root ~/data/voc --imagenet-root ~/data/imagenet --max-nominal 20000)"
+)
+OE_SIZE_EXAMPLE = (
+    "Example: xadbench study oe-size --dataset ../shared/data/cifar10_jpg --oe ../shared/data/cifar10_jpg "
+    "--class airplane --limits 2,8,128,2048,all --methods fcdd,grad,ae --out runs/oe-size"
+)
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()] if value else []
+
+
+def _seeds(value: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in _split(value))
+    except ValueError:
+        raise XadError(f"--seeds {value!r}: use comma-separated integers, e.g. --seeds 0,1,2") from None
+    if not seeds:
+        raise XadError("--seeds is empty; use e.g. --seeds 0,1,2")
+    return tuple(dict.fromkeys(seeds))
+
+
+def _progress():
+    """Rich progress bars that also name the study condition of a job."""
+    from xadbench.console import RichProgress, console
+
+    class StudyProgress(RichProgress):
+        def job_started(self, index: int, total: int, spec: Any) -> None:
+            super().job_started(index, total, spec)
+            self.bar.update(self.jobs, info=_describe(spec))
+
+        def job_finished(self, spec: Any, rows: list[dict[str, Any]], skipped: bool) -> None:
+            self.bar.advance(self.jobs)
+            if skipped:
+                console.print(f"skip  {_describe(spec)}: already in results")
+            else:
+                values = ", ".join(f"{r['metric']}={r['value']:.3f}" for r in rows)
+                fit = rows[0]["fit_s"] if rows else float("nan")
+                console.print(f"done  {_describe(spec)} ({fit:.0f}s fit): {values}")
+
+    return StudyProgress()
+
+
+def _describe(spec: Any) -> str:
+    condition = getattr(spec, "condition", None)
+    if condition is not None:
+        return f"{spec.class_name} {spec.method} ({condition}) seed {spec.seed}"
+    oe = f" OE {spec.oe_limit if spec.oe_limit is not None else 'all'}" if getattr(spec, "oe", None) else " no OE"
+    return f"{Path(spec.dataset).name}/{spec.class_name} {spec.method}{oe} seed {spec.seed}"
+
+
+@study_app.command("clever-hans", epilog=CLEVER_HANS_EXAMPLE)
+def clever_hans(
+    root: Annotated[str | None, typer.Option(help="Controlled form: the folder-per-class data set (train/<class>/, val|test/<class>/).")] = None,
+    dataset: Annotated[str, typer.Option(help="Controlled form: 'folder' (the --root tree) or a registered one-vs-rest data set.")] = "folder",
+    anomalous_class: Annotated[str, typer.Option(help="Controlled form: the class that is anomalous (known in training, watermarked). Default: Imagenette's parachute.")] = "n03888257",
+    fraction: Annotated[float, typer.Option(help="Controlled form: share of the anomalous class's training images that get the watermark.")] = 0.2,
+    voc_root: Annotated[str | None, typer.Option(help="Paper form: Pascal VOC 2007 (holds VOCdevkit/VOC2007).")] = None,
+    imagenet_root: Annotated[str | None, typer.Option(help="Paper form: ImageNet-1k tree (train/<wnid>/, val/<wnid>/), the nominal set.")] = None,
+    form: Annotated[str, typer.Option(help="auto (paper when --voc-root/--imagenet-root is given) | controlled | paper.")] = "auto",
+    methods: Annotated[str, typer.Option(help="Comma-separated methods; those that cannot use anomalies (ae) run once, as a reference.")] = "fcdd,grad,ae",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds (the table shows mean ± std over them).")] = "0",
+    preset: Annotated[str, typer.Option(help="cpu (small, minutes) or paper (the paper's setup).")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda | cuda:N.")] = "auto",
+    image_size: Annotated[int | None, typer.Option(help="Input size in pixels (default: the preset's, 64 px for ImageNet-like images on cpu); the watermark scales with it.")] = None,
+    weights: Annotated[str | None, typer.Option(help="Pretrained VGG11-BN features state dict for methods with a VGG backbone.")] = None,
+    pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start VGG backbones from ImageNet weights.")] = True,
+    max_nominal: Annotated[int | None, typer.Option(help="Use at most N nominal training images (a seeded random subset), for CPU budgets.")] = None,
+    columns: Annotated[int, typer.Option(help="Images in the figure.")] = 8,
+    out: Annotated[Path, typer.Option(help="Study folder: clever_hans.csv, predictions/, tables/, figures/.")] = Path("runs/clever-hans"),
+) -> None:
+    """The Clever Hans study (paper sec. 4.3): train with the anomalous class known and a spurious
+    watermark on some of its images, and measure whether the heatmaps point at the watermark.
+    A rerun skips finished jobs."""
+    from xadbench.reports import clever_hans as ch
+
+    if form == "auto":
+        form = "paper" if (voc_root or imagenet_root) else "controlled"
+    if form == "controlled" and root is None and dataset == "folder":
+        raise XadError("--root is missing: pass a folder-per-class data set, e.g. --root ../shared/data/imagenette "
+                       "(or the paper form: --voc-root DIR --imagenet-root DIR)")
+    if columns < 1:
+        raise XadError(f"--columns {columns}: need at least 1 image in the figure")
+    config = ch.StudyConfig(
+        form=form, methods=tuple(dict.fromkeys(_split(methods))), seeds=_seeds(seeds), root=root, dataset=dataset,
+        anomalous_class=anomalous_class, fraction=fraction, voc_root=voc_root, imagenet_root=imagenet_root,
+        preset=preset, image_size=image_size, max_nominal=max_nominal, weights=weights, pretrained=pretrained,
+        device=device,
+    )
+    study = ch.open_study(config)
+    typer.echo(f"clever-hans ({form}): anomalous class {study.class_name}, {study.image_size} px, profile "
+               f"{study.profile}, {len(ch.plan_jobs(study))} jobs -> {out}", err=True)
+    with _progress() as progress:
+        results = ch.run_study(study, out, progress)
+    tables = ch.write_table(results, out)
+    figures = ch.write_figure(results, out, columns=columns)
+    summary = ch.summarise(results)
+    shown = [c for c in ("auc_watermarked", "auc_clean", "auc_all", "mass_watermarked", "mass_clean",
+                         "mass_anomalous", "mass_nominal") if c in summary.columns]
+    typer.echo(summary[["method", "condition", "seeds", *shown]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    typer.echo(f"box area share: {summary['box_share'].iloc[0]:.3f}")
+    typer.echo(f"results: {out / ch.RESULTS_FILE}")
+    typer.echo(f"tables:  {', '.join(str(p) for p in tables)}")
+    typer.echo(f"figures: {', '.join(str(p) for p in figures)}")
+
+
+@study_app.command("oe-size", epilog=OE_SIZE_EXAMPLE)
+def oe_size(
+    dataset: Annotated[str, typer.Option(help="Registered data set name, or a folder-per-class path.")],
+    oe: Annotated[str, typer.Option(help="Outlier Exposure source: a registered data set name or a folder path.")],
+    class_: Annotated[str, typer.Option("--class", help="The nominal class.")],
+    root: Annotated[str | None, typer.Option(help="Where the data set (and a registered OE source) lives.")] = None,
+    limits: Annotated[str, typer.Option(help="OE sizes, comma-separated numbers or 'all' (the paper: 2,8,128,2048,all).")] = "2,8,128,2048,all",
+    methods: Annotated[str, typer.Option(help="Comma-separated methods; those that cannot use OE (ae) run once.")] = "fcdd,grad,ae",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds (the figure shows the first).")] = "0",
+    preset: Annotated[str, typer.Option(help="cpu (small, minutes) or paper (the paper's setup).")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda | cuda:N.")] = "auto",
+    weights: Annotated[str | None, typer.Option(help="Pretrained VGG11-BN features state dict for methods with a VGG backbone.")] = None,
+    pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start VGG backbones from ImageNet weights.")] = True,
+    oe_exclude: Annotated[str, typer.Option(help="OE classes to leave out: 'auto' (the nominal class when the OE source is the data set itself), 'none', or names.")] = "auto",
+    eta: Annotated[float, typer.Option(help="Quantile of the heatmap normalisation (appendix C; CIFAR-10's Figure 6: 0.85).")] = 0.85,
+    norm: Annotated[str, typer.Option(help="local (each heatmap against itself, as Figure 6) | global (the label-balanced test set).")] = "local",
+    samples: Annotated[int, typer.Option(help="Anomalous test samples in the figure.")] = 3,
+    out: Annotated[Path, typer.Option(help="Run folder: results.csv, predictions/, tables/oe_size.csv, figures/oe_size.*.")] = Path("runs/oe-size"),
+) -> None:
+    """The Outlier Exposure size study (paper Figure 6): heatmaps of models trained with 2, 8, ...
+    OE images, next to a method that cannot use OE. A rerun skips finished jobs."""
+    from xadbench.reports import oe_study
+
+    method_names = list(dict.fromkeys(_split(methods)))
+    limit_values = oe_study.parse_limits(limits)
+    seed_values = _seeds(seeds)
+    if weights is not None and not Path(weights).is_file():
+        raise XadError(f"--weights {weights}: no such file; pass a VGG11-BN features state dict or --no-pretrained")
+    if samples < 1:
+        raise XadError(f"--samples {samples}: need at least 1 sample in the figure")
+    if not 0 < eta <= 1:
+        raise XadError(f"--eta {eta} is out of range; use a quantile in (0, 1], e.g. --eta 0.85")
+    class_name = oe_study.check_inputs(dataset, class_, oe, root, method_names, preset)
+    exclude: Any = {"auto": oe_study.AUTO, "none": ()}.get(oe_exclude, tuple(_split(oe_exclude)))
+    specs = oe_study.plan_jobs(dataset, class_name, oe, methods=method_names, limits=limit_values, seeds=seed_values,
+                               root=root, preset=preset, oe_exclude=exclude, weights=weights, pretrained=pretrained,
+                               device=device)
+    typer.echo(f"oe-size: {len(specs)} jobs -> {out}", err=True)
+    from xadbench import runner
+
+    runner.write_config(out, {"command": "study oe-size", "jobs": [s.job_id for s in specs]})
+    with _progress() as progress:
+        results = oe_study.run_oe_study(specs, out, progress)
+    table = oe_study.write_table(specs, results, out)
+    figures = oe_study.write_figure(specs, out, eta=eta, norm=norm, samples=samples)
+    typer.echo(f"results: {out / 'results.csv'}")
+    typer.echo(f"table:   {table}")
+    typer.echo(f"figures: {', '.join(str(p) for p in figures)}")
