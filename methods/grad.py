@@ -1,0 +1,332 @@
+"""Gradient baseline: a hypersphere classifier (HSC) with fully connected layers, explained by the
+gradient of its anomaly score w.r.t. the input.
+
+The FCDD paper (Liznerski et al., ICLR 2021, sec. 4) compares FCDD with "gradient-based methods
+(Simonyan et al., 2013) applied to hypersphere classifier (HSC) models (Ruff et al., 2020a) with
+unrestricted network architectures (i.e. networks that also have fully connected layers)", and
+reports in sec. 4.1 ("Baseline Explanations") that these heatmaps are mostly centred blobs. The
+model is trained with the HSC objective, paper eq. (1), on the same anomalies as FCDD (confetti,
+Outlier Exposure or a few real defects, mixed in online by `xadbench.training.fit_loop`).
+
+All attributions are computed with Captum (Kokhlikyan et al., 2020): `Saliency` (Simonyan et al.,
+2013), `IntegratedGradients` (Sundararajan et al., 2017) and `NoiseTunnel` smoothing of Saliency
+(SmoothGrad, Smilkov et al., 2017), over a forward function that returns the per-image HSC
+anomaly score. One class, `GradSaliency`, serves all three through its `attribution` keyword;
+`GRAD_IG` and `GRAD_SMOOTH` register the other two under their own names.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from xadbench.errors import XadError
+from xadbench.method import EpochCallback, Method, Variant, resolve_device
+from xadbench.profiles import check_preset, get_profile
+from xadbench.training import fit_loop, predict_in_batches
+from xadbench.types import Prediction, TrainData, stack_images
+
+ATTRIBUTIONS = ("saliency", "integrated_gradients", "smoothgrad")
+#: Inside −log(1 − exp(−h) + ε): keeps the anomalous HSC term finite at h = 0 (reference: 1e-9).
+HSC_EPS = 1e-9
+SMALL_NETS = ("fmnist", "cifar10")  # 28 and 32 px networks; every other profile uses VGG11-BN
+LEAK = 0.01
+
+
+# -- the HSC objective -------------------------------------------------------------------------
+def pseudo_huber(features: torch.Tensor) -> torch.Tensor:
+    """h(a) = sqrt(‖a‖² + 1) − 1 per row of (B, d) `features` (paper eq. 1), computed as
+    ‖a‖² / (sqrt(‖a‖² + 1) + 1), which is the same value without cancellation for small ‖a‖."""
+    squared = features.pow(2).sum(dim=1)
+    return squared / (torch.sqrt(squared + 1) + 1)
+
+
+def hsc_loss(h: torch.Tensor, labels: torch.Tensor, eps: float = HSC_EPS) -> torch.Tensor:
+    """Mean HSC loss (paper eq. 1) of anomaly scores h (B,) ≥ 0 with labels (B,) in {0, 1}:
+    nominal h, anomalous −log(1 − exp(−h)), the latter as −log(−expm1(−h) + eps) so that it stays
+    accurate for small h and finite (at most −log eps) with a finite gradient at h = 0."""
+    anomalous = -torch.log(-torch.expm1(-h) + eps)
+    return ((1 - labels) * h + labels * anomalous).mean()
+
+
+# -- networks ----------------------------------------------------------------------------------
+class Standardise(nn.Module):
+    """(x − mean) / std per channel as buffers; repeats a 1-channel input to as many channels as
+    the statistics have (grey images into the RGB VGG). Keeps the model's inputs in [0, 1]."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1).clone())
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1 and self.mean.shape[1] != 1:
+            x = x.expand(-1, self.mean.shape[1], -1, -1)
+        return (x - self.mean) / self.std
+
+
+def _conv_block(cin: int, cout: int, kernel: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, kernel, padding=kernel // 2), nn.BatchNorm2d(cout), nn.LeakyReLU(LEAK)]
+
+
+def small_features(profile: str, channels: int) -> nn.Sequential:
+    """The convolutional part of the paper's 28 and 32 px nets (appendix D) without FCDD's final
+    1×1 convolution, and with the last pool the FCDD net leaves out (the fully connected head
+    replaces it, as in the classic LeNet-type counterparts).
+
+    fmnist: conv5 128, BN, LReLU, pool; conv5 128, BN, LReLU, pool            (28 → 7)
+    cifar10: conv3 128 ·pool, conv3 256, conv3 256 ·pool, conv3 128 ·pool    (32 → 4)
+    """
+    pool = nn.MaxPool2d(2)
+    if profile == "fmnist":
+        return nn.Sequential(*_conv_block(channels, 128, 5), pool, *_conv_block(128, 128, 5), nn.MaxPool2d(2))
+    return nn.Sequential(*_conv_block(channels, 128, 3), pool, *_conv_block(128, 256, 3),
+                         *_conv_block(256, 256, 3), nn.MaxPool2d(2), *_conv_block(256, 128, 3), nn.MaxPool2d(2))
+
+
+class HSCNet(nn.Module):
+    """φ: standardise → convolutional features → flatten → Linear → LeakyReLU → Linear(rep_dim).
+
+    The hypersphere centre c of eq. (1) is the bias of the last Linear layer (paper sec. 3: "the
+    center c corresponds to the bias term in the last layer of our networks"), so φ(x) is the
+    offset from the centre and h(φ(x)) the anomaly score."""
+
+    def __init__(self, standardise: nn.Module, features: nn.Module, flat: int, hidden: int, rep_dim: int,
+                 pool: nn.Module | None = None):
+        super().__init__()
+        self.standardise = standardise
+        self.features = features
+        self.pool = pool if pool is not None else nn.Identity()
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden), nn.LeakyReLU(LEAK), nn.Linear(hidden, rep_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(self.standardise(x))))
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """The HSC anomaly score h(φ(x)) per image, shape (B,)."""
+        return pseudo_huber(self(x))
+
+
+#: VGG head: adaptive average pooling to 7×7 as torchvision's VGG does before its classifier.
+VGG_POOL = 7
+
+
+def build_network(profile: str, images: torch.Tensor, hidden: int, rep_dim: int, pretrained: bool,
+                  weights: str | None) -> tuple[HSCNet, str]:
+    """The network for a profile, sized on the training images; returns it and the weights id."""
+    channels = images.shape[1]
+    if profile in SMALL_NETS:
+        mean = images.mean(dim=(0, 2, 3))
+        std = images.std(dim=(0, 2, 3)).clamp_min(1e-3)
+        features = small_features(profile, channels)
+        with torch.no_grad():
+            flat = features.eval()(torch.zeros(1, *images.shape[1:])).numel()
+        return HSCNet(Standardise(mean, std), features, flat, hidden, rep_dim), "none"
+    from xadbench import backbones
+
+    vgg, weights_id = backbones.vgg11_bn_features(pretrained=pretrained, weights=weights)
+    frozen = backbones.FROZEN_LAYERS
+    features = nn.Sequential(backbones.freeze(vgg[:frozen]), vgg[frozen:])
+    standardise = Standardise(backbones.IMAGENET_MEAN, backbones.IMAGENET_STD)
+    net = HSCNet(standardise, features, 512 * VGG_POOL * VGG_POOL, hidden, rep_dim,
+                 pool=nn.AdaptiveAvgPool2d(VGG_POOL))
+    return net, weights_id
+
+
+# -- the method --------------------------------------------------------------------------------
+class GradSaliency(Method):
+    """HSC with fully connected layers, explained by input gradients (FCDD paper, sec. 4: the
+    "Grad" baseline; HSC of Ruff et al., 2020a; gradients after Simonyan et al., 2013).
+
+    Network per profile: "fmnist" (28 px) and "cifar10" (32 px) use the convolutional stacks of
+    the paper's nets (appendix D) followed by two fully connected layers; every other profile
+    ("imagenet", "voc", "mvtec") uses torchvision's full VGG11-BN `features` (from
+    `xadbench.backbones`, the first FROZEN_LAYERS modules frozen with their BatchNorm statistics,
+    as for FCDD), 7×7 adaptive average pooling and two fully connected layers. The last layer's
+    bias is the hypersphere centre c (paper sec. 3). Inputs stay in [0, 1]: the model
+    standardises them (ImageNet statistics for VGG, the nominal training set's per-channel
+    statistics for the small nets).
+
+    Training: HSC loss, paper eq. (1) (`hsc_loss`), with the paper's augmentation for the profile
+    and online anomaly mixing (each nominal sample replaced by an anomaly with probability 0.5).
+    Without any anomalies (no confetti, no OE, no defects) the objective has the trivial solution
+    φ ≡ c, so `fit` warns.
+
+    Score: h(φ(x)). Heatmap (raw; the runner applies the shared Gaussian blur, paper sec. 4):
+    the attribution of the score to the input pixels, computed with Captum, made absolute and
+    reduced over colour channels by the MAXIMUM, as Simonyan et al. (2013) do for saliency maps:
+    - "saliency": captum.attr.Saliency(abs=True): |∂h/∂x|.
+    - "integrated_gradients": captum.attr.IntegratedGradients with a black image (all zeros in
+      [0, 1] input space) as baseline, `ig_steps` Gauss-Legendre steps, batched internally by
+      `batch_size`; the absolute attribution is reduced.
+    - "smoothgrad": captum.attr.NoiseTunnel(Saliency) with nt_type="smoothgrad": the mean of
+      |∂h/∂x| over `smooth_samples` copies with Gaussian noise of std `smooth_sigma` (in [0, 1]
+      units; SmoothGrad suggests 10–20 % of the input range). The noise is drawn per image from a
+      generator seeded with `noise_seed` (the global RNG is left as it was), so a map depends
+      only on its image and predict is repeatable.
+
+    Hyperparameters: profile; attribution; hidden and rep_dim (fully connected widths: hidden
+    layer and the output vector φ(x)); epochs, batch_size, optimizer, lr, weight_decay, schedule,
+    passes_per_epoch (training loop); ig_steps, smooth_samples, smooth_sigma, noise_seed
+    (attributions); pretrained and weights (VGG backbone, as for FCDD; unused by the small nets);
+    device.
+    """
+
+    supervision = "labels"
+    receptive_field_maps = False
+
+    def __init__(
+        self,
+        profile: str = "mvtec",
+        attribution: str = "saliency",
+        hidden: int = 256,
+        rep_dim: int = 64,
+        epochs: int = 20,
+        batch_size: int = 32,
+        optimizer: str = "sgd",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        schedule: str = "exponential:0.985",
+        passes_per_epoch: int = 1,
+        ig_steps: int = 16,
+        smooth_samples: int = 8,
+        smooth_sigma: float = 0.15,
+        noise_seed: int = 0,
+        pretrained: bool = True,
+        weights: str | None = None,
+        device: str = "auto",
+    ):
+        self.profile = profile
+        self.attribution = attribution
+        self.hidden = hidden
+        self.rep_dim = rep_dim
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.schedule = schedule
+        self.passes_per_epoch = passes_per_epoch
+        self.ig_steps = ig_steps
+        self.smooth_samples = smooth_samples
+        self.smooth_sigma = smooth_sigma
+        self.noise_seed = noise_seed
+        self.pretrained = pretrained
+        self.weights = weights
+        self.device = device
+
+    @classmethod
+    def preset(cls, preset: str, profile: str) -> dict[str, Any]:
+        """"paper": FCDD's training setup for the data set (paper appendix E, FCDD_NOTES.md),
+        32 IG steps, 50 SmoothGrad samples (Smilkov et al.'s suggestion). "cpu": a few CPU
+        minutes for a MVTec-AD class of ~200 images at 128 px; 16 IG steps, 8 SmoothGrad samples."""
+        check_preset(preset)
+        get_profile(profile)
+        params: dict[str, Any] = {"profile": profile, "attribution": "saliency"}
+        if preset == "paper":
+            params.update(hidden=512, rep_dim=128, passes_per_epoch=1, ig_steps=32, smooth_samples=50,
+                          smooth_sigma=0.15)
+            params.update({
+                "fmnist": dict(epochs=400, batch_size=128, optimizer="sgd", lr=1e-2, weight_decay=1e-6,
+                               schedule="exponential:0.98"),
+                "cifar10": dict(epochs=600, batch_size=200, optimizer="adam", lr=1e-3, weight_decay=1e-6,
+                                schedule="milestones:400,500"),
+                "imagenet": dict(epochs=600, batch_size=200, optimizer="adam", lr=1e-3, weight_decay=1e-6,
+                                 schedule="milestones:400,500"),
+                "voc": dict(epochs=600, batch_size=200, optimizer="adam", lr=1e-3, weight_decay=1e-6,
+                            schedule="milestones:400,500"),
+                "mvtec": dict(epochs=200, passes_per_epoch=10, batch_size=128, optimizer="sgd", lr=1e-3,
+                              weight_decay=1e-4, schedule="exponential:0.985"),
+            }[profile])
+        else:
+            params.update(hidden=256, rep_dim=64, passes_per_epoch=1, ig_steps=16, smooth_samples=8,
+                          smooth_sigma=0.15)
+            if profile == "mvtec":
+                params.update(epochs=20, batch_size=32, optimizer="sgd", lr=1e-3, weight_decay=1e-4,
+                              schedule="exponential:0.985")
+            else:
+                params.update(epochs=20, batch_size=64, optimizer="adam", lr=1e-3, weight_decay=1e-6,
+                              schedule="none")
+        return params
+
+    # -- training -----------------------------------------------------------------------------
+    def _check_attribution(self) -> None:
+        if self.attribution not in ATTRIBUTIONS:
+            raise XadError(f"unknown attribution {self.attribution!r}; known: {', '.join(ATTRIBUTIONS)}")
+
+    def fit(self, train: TrainData, on_epoch: EpochCallback | None = None) -> "GradSaliency":
+        self._check_attribution()
+        get_profile(self.profile)
+        device = resolve_device(self.device)
+        if not (train.confetti or len(train.anomalies)):
+            warnings.warn("GradSaliency (HSC) got no anomalies to train with (no confetti, OE or defects): "
+                          "the HSC objective then collapses towards the centre", UserWarning, stacklevel=2)
+        images = stack_images(train.nominal)
+        model, weights_id = build_network(self.profile, images, self.hidden, self.rep_dim,
+                                          self.pretrained, self.weights)
+        model = model.to(device).to(memory_format=torch.channels_last)
+
+        def loss_fn(x: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+            return hsc_loss(model.score(x), labels)
+
+        self.losses_ = fit_loop(
+            model.parameters(), loss_fn, train,
+            epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr,
+            weight_decay=self.weight_decay, schedule=self.schedule, device=device, profile=self.profile,
+            passes_per_epoch=self.passes_per_epoch, on_epoch=on_epoch, train_mode=model.train,
+        )
+        model.eval()
+        for p in model.parameters():  # attributions need input gradients only
+            p.requires_grad_(False)
+        self.input_shape_ = tuple(int(s) for s in images.shape[1:])
+        self.weights_used_ = weights_id
+        self.model_ = model
+        return self
+
+    # -- inference ----------------------------------------------------------------------------
+    def _attribute(self, x: torch.Tensor) -> torch.Tensor:
+        """Channel-reduced absolute attribution (B, H, W) of the score for a batch, via Captum."""
+        from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
+
+        forward = self.model_.score
+        x = x.detach().requires_grad_()  # Captum wants it; the caller's tensor is left untouched
+        if self.attribution == "saliency":
+            attr = Saliency(forward).attribute(x, abs=True)
+        elif self.attribution == "integrated_gradients":
+            attr = IntegratedGradients(forward).attribute(
+                x, baselines=torch.zeros_like(x), n_steps=self.ig_steps,
+                internal_batch_size=max(self.batch_size, 1)).abs()
+        else:
+            tunnel = NoiseTunnel(Saliency(forward))
+            parts = []
+            for i in range(len(x)):  # per image, same noise seed: a map depends on its image only
+                with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+                    torch.manual_seed(self.noise_seed)
+                    parts.append(tunnel.attribute(
+                        x[i : i + 1], nt_type="smoothgrad", nt_samples=self.smooth_samples,
+                        nt_samples_batch_size=max(self.batch_size, 1), stdevs=self.smooth_sigma, abs=True))
+            attr = torch.cat(parts)
+        return attr.amax(dim=1)
+
+    def _score_and_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            score = self.model_.score(x)
+        return score, self._attribute(x)
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        self._check_fitted("model_")
+        self._check_attribution()
+        if tuple(images.shape[1:]) != self.input_shape_:
+            raise XadError(f"GradSaliency was fitted on images {self.input_shape_}, got {tuple(images.shape[1:])}")
+        device = next(self.model_.buffers()).device
+        score, amap = predict_in_batches(self._score_and_map, images, max(self.batch_size, 1), device)
+        return Prediction(score=score.numpy().astype(np.float32), anomaly_map=amap.numpy().astype(np.float32))
+
+
+#: `grad-ig`: the same model explained by Integrated Gradients.
+GRAD_IG = Variant(GradSaliency, attribution="integrated_gradients")
+#: `grad-smooth`: the same model explained by SmoothGrad (NoiseTunnel over Saliency).
+GRAD_SMOOTH = Variant(GradSaliency, attribution="smoothgrad")
