@@ -239,7 +239,7 @@ def fcdd_pixel_loss(heatmap_up: torch.Tensor, masks: torch.Tensor) -> torch.Tens
     (1/m)·Σⱼ (1 − Yⱼ)·A′ⱼ − log(1 − exp(−(1/m)·Σⱼ Yⱼ·A′ⱼ)),   m = H·W,
     i.e. nominal pixels' A′ summed and divided by all m pixels, and the anomalous term on the
     anomalous pixels' A′, also divided by m. Eq. 3 as printed is infinite for an image without
-    anomalous pixels (−log(1 − e⁰)); such images get no anomalous term, as in the reference.
+    anomalous pixels (−log(1 − e⁰)); such images get no anomalous term.
 
     heatmap_up: A′ (B, H, W) ≥ 0; masks: Y (B, H, W) in [0, 1] (1 = anomalous pixel).
     """
@@ -282,7 +282,8 @@ class FCDD(Method):
         or "none".
     passes_per_epoch: passes over the nominal set per epoch (the paper: 10 for MVTec-AD).
     sigma: σ of Algorithm 1's Gaussian (the paper: 1.2 F-MNIST and CIFAR-10, 8 ImageNet and VOC,
-        12 MVTec-AD; appendix C).
+        12 MVTec-AD; appendix C), in input pixels. Used in training only by eq. 3; `predict`
+        reads it when called, so maps for another σ need no refit.
     profile: the data set setup (xadbench.profiles): picks the network and the augmentation.
     pretrained: start the VGG net from ImageNet weights (torchvision's cache, or `weights`);
         False: random init with a warning. No effect on the 28/32 nets (trained from scratch).
@@ -300,7 +301,7 @@ class FCDD(Method):
     weights_used_ ("file:<name> sha256:<12 hex>", "torchvision:IMAGENET1K_V1" or "none"),
     pixel_loss_ (whether eq. 3 was used), losses_ (mean loss per epoch), device_.
 
-    Deliberate differences from the reference implementation:
+    Deliberate choices, and differences from the reference implementation:
     - runs are seeded and reproducible (the reference never seeds);
     - the frozen layers' batch-norm statistics stay frozen (the reference lets them update in
       train mode);
@@ -308,6 +309,10 @@ class FCDD(Method):
       inside the log (no NaN/inf, finite gradients);
     - the 28/32 nets normalise inputs by the per-channel mean/std of the nominal training images
       (the reference uses its own per-class pre-processing);
+    - eq. 3's anomalous term is left out for images without anomalous pixels (as printed it is
+      infinite there), which is the only finite reading of it;
+    - with pretrained=False the VGG net's first ten layers stay frozen (at random values), so
+      that the initialisation is the only difference to the pretrained setup;
     - removing semi-supervised defects from the scored test set (the reference leaks them) is
       the runner's job, not this class's.
     """
