@@ -140,6 +140,12 @@ class AutoEncoder(Method):
     (`bottleneck_plan`), then one convolution over the remaining map makes the latent code.
     Inputs are standardised inside the model with the nominal training set's per-channel mean
     and std; reconstructions and the error are in [0, 1] image space.
+
+    Measured on real MVTec-AD bottle at 128 px with the cpu preset (40 epochs, ~3 CPU-minutes on
+    one thread): image AUC 0.76, pooled pixel AUC 0.79 raw and 0.84 with the shared blur (paper,
+    AE-L2 at 256 px: 0.86). Context: a fixed centred blob scores 0.80 on bottle. FCDD's crop and
+    jitter augmentation (`augment=True`) broke the AE there (training loss 6x higher, pixel AUC
+    0.56 raw), so the cpu presets and the MVTec-AD paper preset train without it.
     """
 
     supervision = "none"
@@ -150,14 +156,14 @@ class AutoEncoder(Method):
         profile: str = "mvtec",
         width: int = 32,
         latent: int = 100,
-        epochs: int = 30,
-        batch_size: int = 32,
+        epochs: int = 40,
+        batch_size: int = 16,
         optimizer: str = "adam",
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
-        schedule: str = "none",
+        schedule: str = "exponential:0.95",
         passes_per_epoch: int = 1,
-        augment: bool = True,
+        augment: bool = False,
         device: str = "auto",
     ):
         self.profile = profile
@@ -195,7 +201,10 @@ class AutoEncoder(Method):
                 "mvtec": dict(epochs=200, passes_per_epoch=10, batch_size=128, optimizer="adam", lr=2e-4,
                               weight_decay=1e-5, schedule="none"),
             }[profile])
-            params["augment"] = True
+            # FCDD's own pipeline (appendix E) for the data sets where the paper trained the AE
+            # itself; its MVTec-AD numbers are AE-L2's (Bergmann et al.), trained without FCDD's
+            # crop/jitter, which also breaks the 1x1-bottleneck AE in our runs (see class doc).
+            params["augment"] = profile != "mvtec"
         else:
             params.update(epochs=40, batch_size=16, optimizer="adam", lr=1e-3, weight_decay=1e-5,
                           schedule="exponential:0.95", passes_per_epoch=1, augment=False)

@@ -164,9 +164,15 @@ class GradSaliency(Method):
       `batch_size`; the absolute attribution is reduced.
     - "smoothgrad": captum.attr.NoiseTunnel(Saliency) with nt_type="smoothgrad": the mean of
       |∂h/∂x| over `smooth_samples` copies with Gaussian noise of std `smooth_sigma` (in [0, 1]
-      units; SmoothGrad suggests 10–20 % of the input range). The noise is drawn per image from a
-      generator seeded with `noise_seed` (the global RNG is left as it was), so a map depends
-      only on its image and predict is repeatable.
+      units; SmoothGrad suggests 10–20 % of the input range). Each image's noise is drawn with torch's RNG
+      reseeded to `noise_seed` inside `torch.random.fork_rng` (the caller's RNG state is
+      restored), so a map depends only on its image and predict is repeatable.
+
+    Measured on real MVTec-AD bottle at 128 px, cpu preset, confetti, stand-in VGG weights
+    (~4 CPU-minutes to fit on one thread): image AUC 0.98; pooled pixel AUC raw / shared blur:
+    saliency 0.90 / 0.91, integrated gradients 0.57 / 0.62, SmoothGrad 0.78 / 0.80. Context: the
+    same net untrained gives saliency 0.74 / 0.83 and a fixed centred blob 0.80 (bottle's
+    defects sit on a centred object), so pooled pixel AUC there rewards a centre prior.
 
     Hyperparameters: profile; attribution; hidden and rep_dim (fully connected widths: hidden
     layer and the output vector φ(x)); epochs, batch_size, optimizer, lr, weight_decay, schedule,
@@ -184,10 +190,10 @@ class GradSaliency(Method):
         attribution: str = "saliency",
         hidden: int = 256,
         rep_dim: int = 64,
-        epochs: int = 20,
+        epochs: int = 10,
         batch_size: int = 32,
         optimizer: str = "sgd",
-        lr: float = 1e-3,
+        lr: float = 1e-2,
         weight_decay: float = 1e-4,
         schedule: str = "exponential:0.985",
         passes_per_epoch: int = 1,
@@ -245,7 +251,9 @@ class GradSaliency(Method):
             params.update(hidden=256, rep_dim=64, passes_per_epoch=1, ig_steps=16, smooth_samples=8,
                           smooth_sigma=0.15)
             if profile == "mvtec":
-                params.update(epochs=20, batch_size=32, optimizer="sgd", lr=1e-3, weight_decay=1e-4,
+                # FCDD's optimiser with a 10x larger lr: 10 epochs (~4 CPU-minutes on bottle, 209
+                # images at 128 px) beat 20 epochs at lr 1e-3 (pixel AUC 0.90 vs 0.85, raw).
+                params.update(epochs=10, batch_size=32, optimizer="sgd", lr=1e-2, weight_decay=1e-4,
                               schedule="exponential:0.985")
             else:
                 params.update(epochs=20, batch_size=64, optimizer="adam", lr=1e-3, weight_decay=1e-6,

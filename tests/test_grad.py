@@ -106,7 +106,7 @@ def test_variants_give_the_same_scores_but_different_maps(cifar_model):
         assert not np.allclose(prediction.anomaly_map, saliency.anomaly_map, rtol=1e-3, atol=1e-6), name
 
 
-def test_smoothgrad_is_repeatable_per_image_and_leaves_the_global_rng_alone(cifar_model):
+def test_smoothgrad_is_repeatable_per_image_and_leaves_the_global_rng_alone():
     model = fitted("grad-smooth")
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     torch.manual_seed(123)
