@@ -8,7 +8,6 @@ STAMP := $(VENV)/.xadbench-installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned to the build this project is tested with (on the dev machines it comes
 	# from local disk); pyproject.toml only sets lower bounds, so nothing pulls another torch.
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
