@@ -24,6 +24,7 @@ from PIL import Image
 
 from xadbench.dataset import Dataset
 from xadbench.errors import DataError, XadError
+from xadbench.datasets.onevsrest import IMAGE_EXTENSIONS, decode, is_hidden
 from xadbench.types import Sample, Task
 
 KNOWN_CLASSES = (
@@ -35,41 +36,17 @@ LAYOUT = (
     "<root>/<class>/train/good/*.png, <root>/<class>/test/<defect>/*.png (nominal ones in "
     "test/good), <root>/<class>/ground_truth/<defect>/<name>_mask.png"
 )
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 NOMINAL = "good"
 MASK_SUFFIX = "_mask"
-# Files that operating systems drop into folders; skipped without a warning.
-SYSTEM_FILES = frozenset({"Thumbs.db", "desktop.ini"})
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def _key(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def _is_hidden(path: Path) -> bool:
-    return path.name.startswith(".") or path.name in SYSTEM_FILES
-
-
-def _decode(path: Path, mode: str) -> Image.Image:
-    """Fully decode an image file (so truncated files fail here) and convert it to `mode`."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert(mode)
-    except Exception as exc:  # PIL raises many types for bad files; all mean the same here
-        raise DataError(
-            f"cannot decode image {path} ({type(exc).__name__}: {_one_line(exc)}); the file is "
-            "corrupt or truncated: replace it or delete it"
-        ) from None
-
-
 def _read_image(path: Path, image_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """The image as float32 (3, image_size, image_size) in [0, 1], and its original (W, H)."""
-    rgb = _decode(path, "RGB")  # greyscale, palette and alpha images all become 3 channels
+    rgb = decode(path, "RGB")  # greyscale, palette and alpha images all become 3 channels
     resized = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
     array = np.asarray(resized, dtype=np.float32) / 255.0
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), rgb.size
@@ -77,7 +54,7 @@ def _read_image(path: Path, image_size: int) -> tuple[torch.Tensor, tuple[int, i
 
 def _read_mask(mask: Path, image: Path, size: tuple[int, int]) -> tuple[torch.Tensor, bool]:
     """The mask as a bool tensor (H, W), and whether it had to be thresholded."""
-    grey = _decode(mask, "L")
+    grey = decode(mask, "L")
     if grey.size != size:
         raise DataError(
             f"mask {mask} is {grey.size[0]}x{grey.size[1]} but its image {image} is "
@@ -135,7 +112,7 @@ class MVTecAD(Dataset):
         return sorted(
             p.name
             for p in root.iterdir()
-            if p.is_dir() and not _is_hidden(p)
+            if p.is_dir() and not is_hidden(p)
             and ((p / "train").is_dir() or (p / "test").is_dir())
         )
 
@@ -226,7 +203,7 @@ class MVTecAD(Dataset):
         """(sub-folders, image files) of `folder`, sorted; other visible files go to `skipped`."""
         folders, images = [], []
         for path in sorted(folder.iterdir()):
-            if _is_hidden(path):
+            if is_hidden(path):
                 continue
             if path.is_dir():
                 folders.append(path)
