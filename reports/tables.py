@@ -47,7 +47,7 @@ PAPER_DIGITS = 2
 #: Settings that tell two runs of one method apart ("weights": the weights actually used, so a
 #: fallback to random init is not pooled with pretrained runs). The device is left out of `params`:
 #: like the job id, a result does not depend on where it was computed.
-VARIANT_FIELDS = ("oe", "oe_limit", "k", "weights", "params")
+VARIANT_FIELDS = ("oe", "oe_limit", "oe_exclude", "k", "weights", "params")
 IGNORED_PARAMS = ("device",)
 # Our data set names (normalised, see `_norm`) → the paper's.
 PAPER_DATASETS = {

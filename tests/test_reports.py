@@ -40,7 +40,7 @@ def row(job_id: str, dataset: str, class_name: str, method: str, seed: int, metr
         protocol: str = "unsupervised", **extra) -> dict:
     return {"job_id": job_id, "dataset": dataset, "class": class_name, "method": method, "seed": seed,
             "preset": "cpu", "protocol": protocol, "blur": "gaussian", "metric": metric, "value": val,
-            "oe": "", "oe_limit": "", "k": "", "weights": "none", "n_train": 10, "n_test": 12, "fit_s": 1.0,
+            "oe": "", "oe_limit": "", "oe_exclude": "", "k": "", "weights": "none", "n_train": 10, "n_test": 12, "fit_s": 1.0,
             "predict_s": 0.1, "params": "{}", **extra}
 
 
@@ -369,3 +369,10 @@ def test_cli_help_has_examples_and_errors_are_xad_errors(cli, tmp_path):
     assert done.exit_code == 1 and isinstance(done.exception, XadError)
     done = runner.invoke(cli, ["figures", str(tmp_path), "--norm", "max"])
     assert isinstance(done.exception, XadError) and "--norm" in str(done.exception)
+
+
+def test_oe_exclusion_variants_are_not_pooled_as_seeds(tmp_path):
+    rows = [row(f"j{i}", "folder", "cat", "fcdd", 0, "image_auc", val, oe="imagenette", oe_limit="all", oe_exclude=excl)
+            for i, (excl, val) in enumerate([("", 0.74), ("n03417042,n02102040", 0.73)])]
+    (table,) = tab.report_tables(write_results(tmp_path / "run", rows))
+    assert list(table.mean.columns) == ["FCDD (oe_exclude=)", "FCDD (oe_exclude=n03417042,n02102040)"]

@@ -39,7 +39,7 @@ ROUTED_OPTIONS = ("device", "weights", "pretrained", "seed")
 
 RESULT_COLUMNS = [
     "job_id", "dataset", "class", "method", "seed", "preset", "protocol", "blur", "metric", "value",
-    "oe", "oe_limit", "k", "weights", "n_train", "n_test", "fit_s", "predict_s", "params",
+    "oe", "oe_limit", "oe_exclude", "k", "weights", "n_train", "n_test", "fit_s", "predict_s", "params",
 ]
 
 
@@ -164,6 +164,7 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
         "job_id": spec.job_id, "dataset": spec.dataset, "class": spec.class_name, "method": spec.method,
         "seed": spec.seed, "preset": spec.preset, "protocol": spec.protocol,
         "oe": spec.oe or "", "oe_limit": spec.oe_limit if spec.oe_limit is not None else ("all" if spec.oe else ""),
+        "oe_exclude": ",".join(spec.oe_exclude),
         "k": spec.k if spec.protocol == "semi-supervised" else "",
         "weights": getattr(method, "weights_used_", "none"),
         "n_train": len(train.nominal), "n_test": len(test), "fit_s": round(fit_s, 3), "predict_s": round(predict_s, 3),
@@ -222,7 +223,7 @@ def read_results(path: Path) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=RESULT_COLUMNS)
     try:
-        return pd.read_csv(path, dtype={"oe_limit": str, "k": str, "oe": str}, keep_default_na=False)
+        return pd.read_csv(path, dtype={"oe_limit": str, "oe_exclude": str, "k": str, "oe": str}, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise XadError(f"{path}: not a readable results file ({type(exc).__name__}: {exc})") from None
 
