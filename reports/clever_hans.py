@@ -80,6 +80,7 @@ from PIL import Image, ImageDraw, ImageFont
 from xadbench import evaluator, heatmaps, protocols, runner
 from xadbench.dataset import Dataset
 from xadbench.errors import XadError
+from xadbench.reports.figures import save_figure
 from xadbench.profiles import check_preset, get_profile
 from xadbench.registry import methods as method_registry
 from xadbench.types import Prediction, Sample, TrainData, stack_images
@@ -794,10 +795,4 @@ def draw_figure(out: Path, results: pd.DataFrame, columns: int = FIGURE_COLUMNS)
 def write_figure(results: pd.DataFrame, out: Path, columns: int = FIGURE_COLUMNS) -> list[Path]:
     """figures/clever_hans.png and .pdf."""
     fig = draw_figure(out, results, columns)
-    paths = []
-    for suffix in ("png", "pdf"):
-        path = Path(out) / "figures" / f"clever_hans.{suffix}"
-        with runner.atomic_write(path, "wb") as handle:
-            fig.savefig(handle, format=suffix, dpi=DPI)
-        paths.append(path)
-    return paths
+    return [save_figure(fig, Path(out) / "figures" / f"clever_hans.{suffix}", dpi=DPI) for suffix in ("png", "pdf")]

@@ -206,9 +206,10 @@ def draw_roc(curves: list[tuple[str, np.ndarray, np.ndarray]], title: str, appro
     return fig
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path, dpi: int = DPI) -> Path:
+    """Write a figure atomically, in the format its suffix names."""
     with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format=path.suffix[1:], dpi=DPI)
+        fig.savefig(handle, format=path.suffix[1:], dpi=dpi)
     return path
 
 
@@ -290,7 +291,7 @@ def write_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, b
             preds = _aligned(preds, caption)
             fig = _grid(preds, methods, caption, dataset, norm, eta, blur, samples)
             stem = _slug("grid", name, class_name, protocol, preset, f"seed{seed}")
-            paths += [_save(fig, out / f"{stem}.png"), _save(fig, out / f"{stem}.pdf")]
+            paths += [save_figure(fig, out / f"{stem}.png"), save_figure(fig, out / f"{stem}.pdf")]
             for level, level_curves in _roc_curves(preds, blur).items():
                 curves[level] += level_curves
             sampled = sampled or any("mask" in p and p["mask"].size > MAX_ROC_PIXELS for p in preds.values())
@@ -299,7 +300,7 @@ def write_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, b
                 title = (f"{name} / {class_name}: {level}-level ROC\n{protocol}, preset {preset}, "
                          f"{seeds} seed{'s' if seeds != 1 else ''}{', blur ' + blur if level == 'pixel' else ''}")
                 fig = draw_roc(level_curves, title, approximate=level == "pixel" and sampled)
-                paths.append(_save(fig, out / f"{_slug('roc', level, name, class_name, protocol, preset)}.png"))
+                paths.append(save_figure(fig, out / f"{_slug('roc', level, name, class_name, protocol, preset)}.png"))
     if not found:
         raise XadError(f"{run_dir / 'predictions'} holds none of the predictions of results.csv's jobs; figures are "
                        "drawn from the .npz files `xadbench run` saves there (rerun the jobs to recreate them)")

@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 
 from xadbench import heatmaps, runner
 from xadbench.errors import XadError
+from xadbench.reports.figures import save_figure
 from xadbench.profiles import check_preset
 from xadbench.registry import methods as method_registry
 from xadbench.runner import JobSpec
@@ -280,10 +281,4 @@ def draw_figure(specs: Sequence[JobSpec], out: Path, *, eta: float = ETA, norm: 
 def write_figure(specs: Sequence[JobSpec], out: Path, **options) -> list[Path]:
     """figures/oe_size.png and .pdf."""
     fig = draw_figure(specs, out, **options)
-    paths = []
-    for suffix in ("png", "pdf"):
-        path = Path(out) / "figures" / f"oe_size.{suffix}"
-        with runner.atomic_write(path, "wb") as handle:
-            fig.savefig(handle, format=suffix, dpi=DPI)
-        paths.append(path)
-    return paths
+    return [save_figure(fig, Path(out) / "figures" / f"oe_size.{suffix}", dpi=DPI) for suffix in ("png", "pdf")]

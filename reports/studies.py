@@ -46,21 +46,11 @@ def _seeds(value: str) -> tuple[int, ...]:
 
 def _progress():
     """Rich progress bars that also name the study condition of a job."""
-    from xadbench.console import RichProgress, console
+    from xadbench.console import RichProgress
 
     class StudyProgress(RichProgress):
-        def job_started(self, index: int, total: int, spec: Any) -> None:
-            super().job_started(index, total, spec)
-            self.bar.update(self.jobs, info=_describe(spec))
-
-        def job_finished(self, spec: Any, rows: list[dict[str, Any]], skipped: bool) -> None:
-            self.bar.advance(self.jobs)
-            if skipped:
-                console.print(f"skip  {_describe(spec)}: already in results")
-            else:
-                values = ", ".join(f"{r['metric']}={r['value']:.3f}" for r in rows)
-                fit = rows[0]["fit_s"] if rows else float("nan")
-                console.print(f"done  {_describe(spec)} ({fit:.0f}s fit): {values}")
+        def describe(self, spec: Any) -> str:
+            return _describe(spec)
 
     return StudyProgress()
 

@@ -27,9 +27,11 @@ class RichProgress(Progress):
     def __exit__(self, *exc: Any) -> None:
         self.bar.__exit__(*exc)
 
+    def describe(self, spec: JobSpec) -> str:
+        return f"{spec.dataset}/{spec.class_name} {spec.method} seed {spec.seed}"
+
     def job_started(self, index: int, total: int, spec: JobSpec) -> None:
-        self.bar.update(self.jobs, total=total, completed=index,
-                        info=f"{spec.dataset}/{spec.class_name} {spec.method} seed {spec.seed}")
+        self.bar.update(self.jobs, total=total, completed=index, info=self.describe(spec))
         self.bar.reset(self.epochs, total=None, visible=True, info="")
 
     def epoch(self, epoch: int, epochs: int, loss: float) -> None:
@@ -38,11 +40,11 @@ class RichProgress(Progress):
     def job_finished(self, spec: JobSpec, rows: list[dict[str, Any]], skipped: bool) -> None:
         self.bar.advance(self.jobs)
         if skipped:
-            console.print(f"skip  {spec.dataset}/{spec.class_name} {spec.method} seed {spec.seed}: already in results")
+            console.print(f"skip  {self.describe(spec)}: already in results")
         else:
             values = ", ".join(f"{r['metric']}[{r['blur']}]={r['value']:.3f}" for r in rows)
             fit = rows[0]["fit_s"] if rows else float("nan")
-            console.print(f"done  {spec.dataset}/{spec.class_name} {spec.method} seed {spec.seed} ({fit:.0f}s fit): {values}")
+            console.print(f"done  {self.describe(spec)} ({fit:.0f}s fit): {values}")
 
 
 def print_summary(results: pd.DataFrame) -> None:
