@@ -20,6 +20,16 @@ def test_job_id_depends_on_the_config_but_not_the_device():
     assert spec().job_id != spec(params=(("eps", 0.1),)).job_id
 
 
+def test_job_id_changes_when_a_preset_is_retuned_in_code(monkeypatch):
+    from xadbench.registry import methods
+
+    plugin = methods.get("pixelstats")
+    before = spec().job_id
+    retuned = classmethod(lambda cls, preset, profile: {"eps": 0.5})
+    monkeypatch.setattr(plugin, "preset", retuned)
+    assert spec().job_id != before
+
+
 def _sample(label, category, key):
     return Sample(torch.zeros(3, 4, 4), label, torch.zeros(4, 4, dtype=torch.bool), key=key, category=category)
 

@@ -29,7 +29,7 @@ from xadbench.anomalies import limit_outlier_exposure
 from xadbench.dataset import Dataset
 from xadbench.errors import XadError
 from xadbench.method import Method
-from xadbench.profiles import check_preset, get_profile
+from xadbench.profiles import PROFILES, check_preset, get_profile
 from xadbench.registry import datasets, methods
 from xadbench.types import Prediction, Sample, stack_images
 
@@ -45,8 +45,10 @@ RESULT_COLUMNS = [
 
 @dataclass(frozen=True)
 class JobSpec:
-    """Everything that determines a job's result. `job_id` hashes it (the device excluded: a job
-    finished on one device counts as finished on another)."""
+    """Everything that determines a job's result. `job_id` hashes it together with the values of
+    the method's preset for every profile, so a preset retuned in code gives new ids and a rerun
+    into the same folder does not mistake old results for current ones (the device excluded: a
+    job finished on one device counts as finished on another)."""
 
     dataset: str
     class_name: str
@@ -70,6 +72,8 @@ class JobSpec:
     @property
     def job_id(self) -> str:
         key = {k: v for k, v in asdict(self).items() if k not in ("device", "download")}
+        plugin = methods.get(self.method)
+        key["preset_values"] = {profile: plugin.preset(self.preset, profile) for profile in PROFILES}
         return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
