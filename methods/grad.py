@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from xadbench.errors import XadError
+from xadbench.methods.fcdd import SMALL_CIFAR10_WIDTHS, SMALL_FMNIST_WIDTH
 from xadbench.method import EpochCallback, Method, Variant, resolve_device
 from xadbench.profiles import check_preset, get_profile
 from xadbench.training import fit_loop, predict_in_batches
@@ -72,19 +73,22 @@ def _conv_block(cin: int, cout: int, kernel: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, kernel, padding=kernel // 2), nn.BatchNorm2d(cout), nn.LeakyReLU(LEAK)]
 
 
-def small_features(profile: str, channels: int) -> nn.Sequential:
+def small_features(profile: str, channels: int, narrow: bool = False) -> nn.Sequential:
     """The convolutional part of the paper's 28 and 32 px nets (appendix D) without FCDD's final
     1×1 convolution, and with the last pool the FCDD net leaves out (the fully connected head
-    replaces it, as in the classic LeNet-type counterparts).
+    replaces it, as in the classic LeNet-type counterparts). narrow: the widths of FCDD's narrow
+    CPU variants (a quarter), so that the cpu presets of both methods train nets of one size.
 
     fmnist: conv5 128, BN, LReLU, pool; conv5 128, BN, LReLU, pool            (28 → 7)
     cifar10: conv3 128 ·pool, conv3 256, conv3 256 ·pool, conv3 128 ·pool    (32 → 4)
     """
     pool = nn.MaxPool2d(2)
     if profile == "fmnist":
-        return nn.Sequential(*_conv_block(channels, 128, 5), pool, *_conv_block(128, 128, 5), nn.MaxPool2d(2))
-    return nn.Sequential(*_conv_block(channels, 128, 3), pool, *_conv_block(128, 256, 3),
-                         *_conv_block(256, 256, 3), nn.MaxPool2d(2), *_conv_block(256, 128, 3), nn.MaxPool2d(2))
+        w = SMALL_FMNIST_WIDTH if narrow else 128
+        return nn.Sequential(*_conv_block(channels, w, 5), pool, *_conv_block(w, w, 5), nn.MaxPool2d(2))
+    a, b, c = SMALL_CIFAR10_WIDTHS if narrow else (128, 256, 128)
+    return nn.Sequential(*_conv_block(channels, a, 3), pool, *_conv_block(a, b, 3),
+                         *_conv_block(b, b, 3), nn.MaxPool2d(2), *_conv_block(b, c, 3), nn.MaxPool2d(2))
 
 
 class HSCNet(nn.Module):
@@ -115,13 +119,14 @@ VGG_POOL = 7
 
 
 def build_network(profile: str, images: torch.Tensor, hidden: int, rep_dim: int, pretrained: bool,
-                  weights: str | None) -> tuple[HSCNet, str]:
-    """The network for a profile, sized on the training images; returns it and the weights id."""
+                  weights: str | None, small: bool = False) -> tuple[HSCNet, str]:
+    """The network for a profile, sized on the training images; returns it and the weights id.
+    small: the narrow 28/32 px conv stacks (no effect on VGG, whose widths the weights fix)."""
     channels = images.shape[1]
     if profile in SMALL_NETS:
         mean = images.mean(dim=(0, 2, 3))
         std = images.std(dim=(0, 2, 3)).clamp_min(1e-3)
-        features = small_features(profile, channels)
+        features = small_features(profile, channels, narrow=small)
         with torch.no_grad():
             flat = features.eval()(torch.zeros(1, *images.shape[1:])).numel()
         return HSCNet(Standardise(mean, std), features, flat, hidden, rep_dim), "none"
@@ -178,7 +183,8 @@ class GradSaliency(Method):
     layer and the output vector φ(x)); epochs, batch_size, optimizer, lr, weight_decay, schedule,
     passes_per_epoch (training loop); ig_steps, smooth_samples, smooth_sigma, noise_seed
     (attributions); pretrained and weights (VGG backbone, as for FCDD; unused by the small nets);
-    device.
+    small (the 28/32 px conv stacks at FCDD's narrow CPU widths, a quarter of the paper's; no
+    effect on VGG); device.
     """
 
     supervision = "labels"
@@ -203,6 +209,7 @@ class GradSaliency(Method):
         noise_seed: int = 0,
         pretrained: bool = True,
         weights: str | None = None,
+        small: bool = False,
         device: str = "auto",
     ):
         self.profile = profile
@@ -222,16 +229,18 @@ class GradSaliency(Method):
         self.noise_seed = noise_seed
         self.pretrained = pretrained
         self.weights = weights
+        self.small = small
         self.device = device
 
     @classmethod
     def preset(cls, preset: str, profile: str) -> dict[str, Any]:
         """"paper": FCDD's training setup for the data set (paper appendix E, FCDD_NOTES.md),
         32 IG steps, 50 SmoothGrad samples (Smilkov et al.'s suggestion). "cpu": a few CPU
-        minutes for a MVTec-AD class of ~200 images at 128 px; 16 IG steps, 8 SmoothGrad samples."""
+        minutes for a MVTec-AD class of ~200 images at 128 px; 16 IG steps, 8 SmoothGrad samples;
+        the 28/32 px conv stacks at FCDD's narrow widths (`small`), as FCDD's cpu preset does."""
         check_preset(preset)
         get_profile(profile)
-        params: dict[str, Any] = {"profile": profile, "attribution": "saliency"}
+        params: dict[str, Any] = {"profile": profile, "attribution": "saliency", "small": preset == "cpu"}
         if preset == "paper":
             params.update(hidden=512, rep_dim=128, passes_per_epoch=1, ig_steps=32, smooth_samples=50,
                           smooth_sigma=0.15)
@@ -274,7 +283,7 @@ class GradSaliency(Method):
                           "the HSC objective then collapses towards the centre", UserWarning, stacklevel=2)
         images = stack_images(train.nominal)
         model, weights_id = build_network(self.profile, images, self.hidden, self.rep_dim,
-                                          self.pretrained, self.weights)
+                                          self.pretrained, self.weights, self.small)
         model = model.to(device).to(memory_format=torch.channels_last)
 
         def loss_fn(x: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -189,3 +189,14 @@ def test_presets():
     paper = GradSaliency.preset("paper", "mvtec")
     assert (paper["epochs"], paper["passes_per_epoch"], paper["optimizer"], paper["lr"]) == (200, 10, "sgd", 1e-3)
     assert GradSaliency.supervision == "labels" and GradSaliency.receptive_field_maps is False
+
+
+def test_small_uses_fcdd_narrow_widths_for_the_28_and_32_px_nets():
+    from xadbench.methods.fcdd import SMALL_CIFAR10_WIDTHS, SMALL_FMNIST_WIDTH
+    from xadbench.methods.grad import small_features
+
+    widths = [m.out_channels for m in small_features("cifar10", 3, narrow=True) if isinstance(m, torch.nn.Conv2d)]
+    assert widths == [SMALL_CIFAR10_WIDTHS[0], SMALL_CIFAR10_WIDTHS[1], SMALL_CIFAR10_WIDTHS[1], SMALL_CIFAR10_WIDTHS[2]]
+    widths = [m.out_channels for m in small_features("fmnist", 1, narrow=True) if isinstance(m, torch.nn.Conv2d)]
+    assert widths == [SMALL_FMNIST_WIDTH] * 2
+    assert GradSaliency.preset("cpu", "cifar10")["small"] and not GradSaliency.preset("paper", "cifar10")["small"]
