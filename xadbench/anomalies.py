@@ -24,6 +24,9 @@ CONFETTI_MAX_BLOBS = 6
 CONFETTI_BLUR_SIGMA = 5.0
 CONFETTI_GREY_SHARE = 0.5
 CONFETTI_AMPLITUDE_RANGE = (0.3, 1.0)
+#: A pixel belongs to a confetti mask when some channel changed by at least this much (≈13/255).
+CONFETTI_MASK_MIN_CHANGE = 0.05
+CONFETTI_RETRIES = 10
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -37,16 +40,8 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(padded, weight, groups=channels)
 
 
-def confetti_noise(images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Add confetti noise to every image of a batch.
-
-    images: (N, C, H, W) in [0, 1]. Returns the noisy images, clamped to [0, 1], and bool masks
-    (N, H, W) of the blobs' footprints before blurring (the pixels the noise was put on).
-    Each image gets 1..CONFETTI_MAX_BLOBS squares with sides uniform in CONFETTI_SIDE_RANGE
-    (scaled from 224 px), random rotation, a grey or coloured additive value of either sign.
-    """
-    n, channels, height, width = images.shape
-    device = images.device
+def _confetti_blobs(n: int, channels: int, height: int, width: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Blurred additive noise (n, C, H, W): 1..CONFETTI_MAX_BLOBS rotated squares per image."""
     scale = min(height, width) / CONFETTI_REFERENCE_SIZE
 
     def uniform(size, low=0.0, high=1.0):
@@ -55,7 +50,6 @@ def confetti_noise(images: torch.Tensor, generator: torch.Generator | None = Non
     ys = torch.arange(height, dtype=torch.float32).view(height, 1)
     xs = torch.arange(width, dtype=torch.float32).view(1, width)
     noise = torch.zeros(n, channels, height, width)
-    masks = torch.zeros(n, height, width, dtype=torch.bool)
     for i in range(n):
         blobs = int(torch.randint(1, CONFETTI_MAX_BLOBS + 1, (1,), generator=generator))
         for _ in range(blobs):
@@ -66,16 +60,40 @@ def confetti_noise(images: torch.Tensor, generator: torch.Generator | None = Non
             u = (xs - cx) * cos + (ys - cy) * sin
             v = -(xs - cx) * sin + (ys - cy) * cos
             inside = (u.abs() <= half) & (v.abs() <= half)
-            if float(uniform(1)) < CONFETTI_GREY_SHARE:
-                value = uniform(1, -1, 1).expand(channels)
-            else:
-                value = uniform(channels, -1, 1)
-            value = value * float(uniform(1, *CONFETTI_AMPLITUDE_RANGE))
+            # A colour direction (grey: all channels alike) scaled to a strength in the amplitude
+            # range, so that no blob is invisibly faint.
+            direction = uniform(1, -1, 1).expand(channels) if float(uniform(1)) < CONFETTI_GREY_SHARE else uniform(channels, -1, 1)
+            value = direction / direction.abs().max().clamp_min(1e-6) * float(uniform(1, *CONFETTI_AMPLITUDE_RANGE))
             noise[i][:, inside] = value.view(channels, 1)
-            masks[i] |= inside
-    noise = _blur(noise, CONFETTI_BLUR_SIGMA * scale)
-    noisy = (images + noise.to(device)).clamp(0, 1)
-    return noisy, masks.to(device)
+    return _blur(noise, CONFETTI_BLUR_SIGMA * scale)
+
+
+def confetti_noise(images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Add confetti noise to every image of a batch.
+
+    images: (N, C, H, W) in [0, 1]. Returns the noisy images, clamped to [0, 1], and bool masks
+    (N, H, W) of the changed pixels: those where some channel moved by at least
+    CONFETTI_MASK_MIN_CHANGE after blurring and clamping (a blob pushing a black pixel darker
+    changes nothing and is not in the mask). Each image gets 1..CONFETTI_MAX_BLOBS squares with
+    sides uniform in CONFETTI_SIDE_RANGE (scaled from 224 px), random rotation, a grey or
+    coloured additive value of either sign and a strength in CONFETTI_AMPLITUDE_RANGE; an image
+    the noise left unchanged (blobs lost to clamping) gets new blobs, up to CONFETTI_RETRIES times,
+    so that an image labelled anomalous shows its anomaly.
+    """
+    n, channels, height, width = images.shape
+    noisy = images.clone()
+    masks = torch.zeros(n, height, width, dtype=torch.bool, device=images.device)
+    pending = torch.arange(n)
+    for _ in range(CONFETTI_RETRIES + 1):
+        noise = _confetti_blobs(len(pending), channels, height, width, generator).to(images)
+        rows = pending.to(images.device)
+        candidate = (images[rows] + noise).clamp(0, 1)
+        changed = (candidate - images[rows]).abs().amax(1) >= CONFETTI_MASK_MIN_CHANGE
+        noisy[rows], masks[rows] = candidate, changed
+        pending = pending[~changed.flatten(1).any(1).cpu()]
+        if len(pending) == 0:
+            break
+    return noisy, masks
 
 
 def limit_outlier_exposure(anomalies: Sequence[Sample], limit: int | None, seed: int) -> list[Sample] | Sequence[Sample]:
