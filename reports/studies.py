@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from xadbench.errors import XadError
+from xadbench.options import parse_seeds, split_list
 
 study_app = typer.Typer(
     no_args_is_help=True, add_completion=False,
@@ -28,20 +29,6 @@ OE_SIZE_EXAMPLE = (
     "Example: xadbench study oe-size --dataset ../shared/data/cifar10_jpg --oe ../shared/data/cifar10_jpg "
     "--class airplane --limits 2,8,128,2048,all --methods fcdd,grad,ae --out runs/oe-size"
 )
-
-
-def _split(value: str | None) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()] if value else []
-
-
-def _seeds(value: str) -> tuple[int, ...]:
-    try:
-        seeds = tuple(int(s) for s in _split(value))
-    except ValueError:
-        raise XadError(f"--seeds {value!r}: use comma-separated integers, e.g. --seeds 0,1,2") from None
-    if not seeds:
-        raise XadError("--seeds is empty; use e.g. --seeds 0,1,2")
-    return tuple(dict.fromkeys(seeds))
 
 
 def _progress():
@@ -96,7 +83,7 @@ def clever_hans(
     if columns < 1:
         raise XadError(f"--columns {columns}: need at least 1 image in the figure")
     config = ch.StudyConfig(
-        form=form, methods=tuple(dict.fromkeys(_split(methods))), seeds=_seeds(seeds), root=root, dataset=dataset,
+        form=form, methods=tuple(dict.fromkeys(split_list(methods))), seeds=parse_seeds(seeds), root=root, dataset=dataset,
         anomalous_class=anomalous_class, fraction=fraction, voc_root=voc_root, imagenet_root=imagenet_root,
         preset=preset, image_size=image_size, max_nominal=max_nominal, weights=weights, pretrained=pretrained,
         device=device,
@@ -141,9 +128,9 @@ def oe_size(
     OE images, next to a method that cannot use OE. A rerun skips finished jobs."""
     from xadbench.reports import oe_study
 
-    method_names = list(dict.fromkeys(_split(methods)))
+    method_names = list(dict.fromkeys(split_list(methods)))
     limit_values = oe_study.parse_limits(limits)
-    seed_values = _seeds(seeds)
+    seed_values = parse_seeds(seeds)
     if weights is not None and not Path(weights).is_file():
         raise XadError(f"--weights {weights}: no such file; pass a VGG11-BN features state dict or --no-pretrained")
     if samples < 1:
@@ -151,7 +138,7 @@ def oe_size(
     if not 0 < eta <= 1:
         raise XadError(f"--eta {eta} is out of range; use a quantile in (0, 1], e.g. --eta 0.85")
     class_name = oe_study.check_inputs(dataset, class_, oe, root, method_names, preset)
-    exclude: Any = {"auto": oe_study.AUTO, "none": ()}.get(oe_exclude, tuple(_split(oe_exclude)))
+    exclude: Any = {"auto": oe_study.AUTO, "none": ()}.get(oe_exclude, tuple(split_list(oe_exclude)))
     specs = oe_study.plan_jobs(dataset, class_name, oe, methods=method_names, limits=limit_values, seeds=seed_values,
                                root=root, preset=preset, oe_exclude=exclude, weights=weights, pretrained=pretrained,
                                device=device)

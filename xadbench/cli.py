@@ -13,6 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from xadbench.errors import XadError
+from xadbench.options import parse_seeds, split_list
 
 
 class OneLineErrors(TyperGroup):
@@ -39,10 +40,6 @@ data_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Built-in d
 app.add_typer(methods_app, name="methods")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(data_app, name="data")
-
-
-def _split(value: str | None) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()] if value else []
 
 
 def _parse_set(assignments: list[str]) -> tuple[tuple[str, Any], ...]:
@@ -92,7 +89,7 @@ def run(
 
     check_preset(preset)
     protocols.check_protocol(protocol)
-    method_names = _split(methods)
+    method_names = split_list(methods)
     if not method_names:
         raise XadError("--methods is empty; e.g. --methods fcdd,grad,ae")
     for name in method_names:
@@ -100,23 +97,23 @@ def run(
     blur_policies = {"both": runner.BLUR_POLICIES}.get(blur, (blur,))
     if any(b not in runner.BLUR_POLICIES for b in blur_policies):
         raise XadError(f"--blur {blur!r}: use gaussian, none or both")
+    seed_list = parse_seeds(seeds)
     try:
-        seed_list = [int(s) for s in _split(seeds)]
         limit = None if oe_limit == "all" else int(oe_limit)
-    except ValueError as exc:
-        raise XadError(f"--seeds/--oe-limit must be integers ('all' for --oe-limit): {exc}") from None
+    except ValueError:
+        raise XadError(f"--oe-limit {oe_limit!r}: use an integer or 'all'") from None
     if weights is not None and not Path(weights).is_file():
         raise XadError(f"--weights {weights}: no such file")
     data = runner.open_dataset(dataset, root, download)
     found = data.classes()
-    class_list = found if classes == "all" else _split(classes)
+    class_list = found if classes == "all" else split_list(classes)
     if not class_list:
         raise XadError(f"no classes found for data set {dataset!r} under {root or 'its default location'}")
     out = out or Path("runs") / f"{Path(dataset).name}-{protocol}-{preset}"
     specs = [
         runner.JobSpec(dataset=dataset, class_name=c, method=m, seed=s, preset=preset, protocol=protocol,
                        root=root, blur=tuple(blur_policies), weights=weights, pretrained=pretrained, oe=oe, oe_root=oe_root,
-                       oe_limit=limit, oe_exclude=tuple(_split(oe_exclude)), k=k, params=_parse_set(set_ or []),
+                       oe_limit=limit, oe_exclude=tuple(split_list(oe_exclude)), k=k, params=_parse_set(set_ or []),
                        device=device, download=download)
         for c in class_list for m in method_names for s in seed_list
     ]
