@@ -281,9 +281,11 @@ class FCDD(Method):
     schedule: per-epoch learning-rate schedule: "exponential:G", "milestones:A,B" (×0.1 at each)
         or "none".
     passes_per_epoch: passes over the nominal set per epoch (the paper: 10 for MVTec-AD).
-    sigma: σ of Algorithm 1's Gaussian (the paper: 1.2 F-MNIST and CIFAR-10, 8 ImageNet and VOC,
-        12 MVTec-AD; appendix C), in input pixels. Used in training only by eq. 3; `predict`
-        reads it when called, so maps for another σ need no refit.
+    sigma: σ of Algorithm 1's Gaussian in pixels at the profile's paper image size (the paper:
+        1.2 F-MNIST and CIFAR-10, 8 ImageNet and VOC, 12 MVTec-AD; appendix C); at another input
+        size it scales with the image (`Profile.sigma_at`): 12 → 6.9 px at 128 px. Used in
+        training only by eq. 3; `predict` reads it when called, so maps for another σ need no
+        refit.
     profile: the data set setup (xadbench.profiles): picks the network and the augmentation.
     pretrained: start the VGG net from ImageNet weights (torchvision's cache, or `weights`);
         False: random init with a warning. No effect on the 28/32 nets (trained from scratch).
@@ -427,7 +429,7 @@ class FCDD(Method):
                                           weights=self.weights, mean=mean, std=std)
             net = net.to(device=device, memory_format=torch.channels_last)
             field = receptive_field(net, (height, width))
-            sigma = float(self.sigma)
+            sigma = self._sigma_pixels(min(height, width))
 
             def loss_fn(images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
                 heatmap = net.heatmap(images)
@@ -455,6 +457,9 @@ class FCDD(Method):
 
     # ---- prediction
 
+    def _sigma_pixels(self, size: int) -> float:
+        return get_profile(self.profile).sigma_at(size, float(self.sigma))
+
     def predict(self, images: torch.Tensor) -> Prediction:
         """Scores (mean of A) and maps (A′ at the input's resolution) for images (N, C, H, W) in [0, 1]."""
         self._check_fitted("net_")
@@ -463,7 +468,7 @@ class FCDD(Method):
                            f"{tuple(images.shape)}")
         size = tuple(images.shape[-2:])
         field = self.field_ if size == self.input_size_ else receptive_field(self.net_, size)
-        net, sigma = self.net_, float(self.sigma)
+        net, sigma = self.net_, self._sigma_pixels(min(size))
 
         def run(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             heatmap = net.heatmap(batch.float())

@@ -20,7 +20,6 @@ Figures are drawn on matplotlib `Figure` objects directly (no pyplot), so no GUI
 """
 from __future__ import annotations
 
-import math
 import re
 import warnings
 import zipfile
@@ -35,7 +34,6 @@ from sklearn.metrics import auc, roc_curve
 
 from xadbench.errors import XadError
 from xadbench.heatmaps import quantile_normalise
-from xadbench.profiles import PROFILES
 from xadbench.reports.tables import load_results
 from xadbench.runner import BLUR_POLICIES, atomic_write, load_predictions, postprocess
 
@@ -55,13 +53,9 @@ CELL_INCHES = 1.1
 DPI = 120
 
 
-def display_defaults(dataset: str, blur_size: int, blur_sigma: float) -> tuple[str, float]:
-    """Appendix C's (reference, η) for a data set, recognised by its profile's blur kernel (saved
-    with the predictions); ImageNet and VOC share a kernel, so the data set's name decides."""
-    matches = [p.name for p in PROFILES.values()
-               if p.receptive_field == blur_size and math.isclose(p.sigma, blur_sigma)]
-    named = [name for name in matches if name in dataset.lower()]
-    return DISPLAY_DEFAULTS.get((named or matches or [""])[0], FALLBACK_DISPLAY)
+def display_defaults(profile: str) -> tuple[str, float]:
+    """Appendix C's (reference, η) for a data set profile (saved with the predictions)."""
+    return DISPLAY_DEFAULTS.get(profile, FALLBACK_DISPLAY)
 
 
 def check_options(norm: str, eta: float | None, blur: str, samples: int) -> None:
@@ -221,12 +215,12 @@ def _pixel_sample(masks: np.ndarray) -> np.ndarray | None:
     return np.sort(np.random.default_rng(0).choice(n, MAX_ROC_PIXELS, replace=False))
 
 
-def _grid(preds: dict[str, dict[str, np.ndarray]], methods: dict[str, str], caption: str, dataset: str,
+def _grid(preds: dict[str, dict[str, np.ndarray]], methods: dict[str, str], caption: str,
           norm: str, eta: float | None, blur: str, samples: int) -> Figure:
     """The heatmap grid of one job group (one seed), its predictions aligned."""
     first = next(iter(preds.values()))
     order = next((label for label, m in methods.items() if m == "fcdd"), next(iter(preds)))
-    reference, quantile = display_defaults(dataset, int(first["blur_size"]), float(first["blur_sigma"]))
+    reference, quantile = display_defaults(str(first["profile"]))
     reference = reference if norm == "auto" else norm
     if len(np.unique(first["label"])) < 2:
         reference = "local"  # a balanced global reference needs both labels; the title says so
@@ -289,7 +283,7 @@ def write_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, b
             found, seeds = found + len(preds), seeds + 1
             caption = f"{name} / {class_name}: {protocol}, preset {preset}, seed {seed}"
             preds = _aligned(preds, caption)
-            fig = _grid(preds, methods, caption, dataset, norm, eta, blur, samples)
+            fig = _grid(preds, methods, caption, norm, eta, blur, samples)
             stem = _slug("grid", name, class_name, protocol, preset, f"seed{seed}")
             paths += [save_figure(fig, out / f"{stem}.png"), save_figure(fig, out / f"{stem}.pdf")]
             for level, level_curves in _roc_curves(preds, blur).items():

@@ -325,3 +325,18 @@ def test_predict_before_fit_and_wrong_channels():
     model = FCDD(**{**FAST, "profile": "fmnist", "epochs": 1}).fit(TrainData(nominal))
     with pytest.raises(XadError, match="1-channel"):
         model.predict(torch.rand(1, 3, 28, 28))
+
+
+def test_sigma_is_given_at_the_paper_size_and_scales_with_the_input():
+    assert PROFILES["mvtec"].sigma_at(224) == 12.0
+    assert math.isclose(PROFILES["mvtec"].sigma_at(128), 12.0 * 128 / 224)
+    assert PROFILES["cifar10"].sigma_at(32) == 1.2
+    nominal, defects = _toy(3, 48)
+    images = torch.rand(2, 3, 48, 48)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = FCDD(**{**FAST, "epochs": 1, "profile": "mvtec", "sigma": 12.0}).fit(TrainData(nominal, anomalies=defects))
+    with torch.inference_mode():
+        low = model.net_.heatmap(images)
+    expected = receptive_upsample(low, model.field_, 12.0 * 48 / 224, (48, 48))
+    np.testing.assert_allclose(model.predict(images).anomaly_map, expected.numpy(), rtol=1e-5, atol=1e-7)

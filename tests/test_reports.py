@@ -261,7 +261,8 @@ def fake_predictions(run_dir: Path, n: int = 12, size: int = 32, masks: bool = T
         preds = {"score": maps.mean(axis=(1, 2)).astype(np.float32), "anomaly_map": maps.astype(np.float16),
                  "label": labels, "key": np.array([f"test/{i:02d}.png" for i in range(n)]),
                  "category": np.where(labels == 1, "defect", "good"), "image": images,
-                 "method_smooth": np.array(m == "fcdd"), "blur_size": np.array(62), "blur_sigma": np.array(12.0)}
+                 "method_smooth": np.array(m == "fcdd"), "blur_size": np.array(62), "blur_sigma": np.array(12.0),
+                 "profile": np.array("mvtec")}
         if masks:
             preds["mask"] = truth
         save_predictions(run_dir / "predictions" / f"job-{m}.npz", preds)
@@ -310,11 +311,11 @@ def test_pick_columns_spreads_evenly_over_the_score_order():
 
 
 def test_display_defaults_follow_appendix_c():
-    assert figs.display_defaults("mvtec", 62, 12.0) == ("local", 0.97)
-    assert figs.display_defaults("cifar10", 22, 1.2) == ("local", 0.85)
-    assert figs.display_defaults("fmnist", 16, 1.2) == ("global", 0.85)
-    assert figs.display_defaults("imagenet", 62, 8.0) == ("global", 0.97)
-    assert figs.display_defaults("voc", 62, 8.0) == ("global", 0.99)
+    assert figs.display_defaults("mvtec") == ("local", 0.97)
+    assert figs.display_defaults("cifar10") == ("local", 0.85)
+    assert figs.display_defaults("fmnist") == ("global", 0.85)
+    assert figs.display_defaults("imagenet") == ("global", 0.97)
+    assert figs.display_defaults("voc") == ("global", 0.99)
 
 
 def test_figures_without_masks_draw_no_pixel_roc(tmp_path):

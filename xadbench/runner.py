@@ -124,7 +124,7 @@ def outlier_exposure(spec: JobSpec, image_size: int) -> Sequence[Sample]:
 
 def postprocess(maps: np.ndarray, blur: str, method_smooth: bool, size: int, sigma: float) -> np.ndarray:
     """The one post-processing policy: "gaussian" blurs every baseline's maps with FCDD's kernel
-    (paper section 4: size = receptive field, σ of the upsampling); FCDD's own maps are already
+    (paper section 4: size = receptive field, σ of the upsampling at the maps' size); FCDD's own maps are already
     smoothed by its Gaussian upsampling and stay as they are. "none" leaves all maps raw."""
     if blur == "gaussian" and not method_smooth:
         return heatmaps.blur(maps, size, sigma)
@@ -175,9 +175,10 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
         "params": json.dumps(method.get_params(), sort_keys=True, default=str),
     }
     rows = []
+    blur_sigma = profile.sigma_at(min(images.shape[-2:]))
     for blur in spec.blur:
         maps = postprocess(prediction.anomaly_map, blur, method.receptive_field_maps,
-                           profile.receptive_field, profile.sigma)
+                           profile.receptive_field, blur_sigma)
         scored = Prediction(prediction.score, maps)
         for metric, value in evaluate(scored, test).items():
             rows.append({**common, "blur": blur, "metric": metric, "value": value})
@@ -191,7 +192,8 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
         "image": (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy(),
         "method_smooth": np.array(method.receptive_field_maps),
         "blur_size": np.array(profile.receptive_field),
-        "blur_sigma": np.array(profile.sigma),
+        "blur_sigma": np.array(blur_sigma),
+        "profile": np.array(profile.name),
     }
     if all(s.mask is not None for s in test):
         predictions["mask"] = np.stack([
