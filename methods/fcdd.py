@@ -324,7 +324,7 @@ class FCDD(Method):
 
     def __init__(
         self,
-        epochs: int = 8,
+        epochs: int = 20,
         batch_size: int = 16,
         optimizer: str = "sgd",
         lr: float = 1e-2,
@@ -366,9 +366,10 @@ class FCDD(Method):
         cpu (a few CPU minutes per class on 2 cores): fmnist and cifar10 use the narrow nets
         (`small`) for 20 epochs with the paper's optimiser and a compressed schedule; mvtec keeps
         the full pretrained VGG net at the profile's cpu image size (128 px, so the pretrained
-        weights fit) for 8 epochs × 1 pass, batch 16, SGD-N 1e-2, wd 1e-4, ×0.9 per epoch (tuned
-        on real MVTec-AD bottle: about 1,700 training images seen instead of the paper's 418,000,
-        so fewer, smaller steps with a 10× learning rate); imagenet and voc (64 px) 12 epochs,
+        weights fit) for 20 epochs × 1 pass, batch 16, SGD-N 1e-2, wd 1e-4, ×0.9 per epoch (tuned
+        on real MVTec-AD bottle: about 4,200 training images seen instead of the paper's 418,000,
+        so fewer, smaller steps with a 10× learning rate; semi-supervised pooled pixel AUC 0.900
+        after 8 epochs, 0.933 after 20, σ scaled to 6.9 px); imagenet and voc (64 px) 12 epochs,
         batch 32, Adam 1e-4, ×0.1 at 8 and 10.
         The image size per preset is the profile's (`xadbench.profiles`), not a hyperparameter.
         """
@@ -390,7 +391,7 @@ class FCDD(Method):
                 setup = dict(epochs=20, batch_size=128, optimizer="sgd", lr=1e-2, weight_decay=1e-6,
                              schedule="exponential:0.9")
             elif profile == "mvtec":
-                setup = dict(epochs=8, batch_size=16, optimizer="sgd", lr=1e-2, weight_decay=1e-4,
+                setup = dict(epochs=20, batch_size=16, optimizer="sgd", lr=1e-2, weight_decay=1e-4,
                              schedule="exponential:0.9")
             elif profile == "cifar10":
                 setup = dict(epochs=20, batch_size=128, optimizer="adam", lr=1e-3, weight_decay=1e-6,

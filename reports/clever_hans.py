@@ -335,7 +335,7 @@ def paper_setup(voc: Dataset, imagenet: Dataset, image_size: int, *, max_nominal
 @dataclass(frozen=True)
 class StudyJob:
     """One (method, condition, seed) of a study; `job_id` hashes everything that determines its
-    result (the device excluded)."""
+    result, the method's preset values included (the device excluded)."""
 
     form: str
     dataset: str
@@ -357,6 +357,7 @@ class StudyJob:
     def job_id(self) -> str:
         key = {k: v for k, v in asdict(self).items() if k != "device"}
         key["watermark_version"] = WATERMARK_VERSION
+        key["preset_values"] = method_registry.get(self.method).preset(self.preset, self.profile)
         return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
