@@ -77,11 +77,6 @@ def _limit_label(limit: int | None) -> str:
     return "all" if limit is None else str(limit)
 
 
-def uses_oe(method: str) -> bool:
-    """Whether a method can learn from OE images (its supervision is not "none")."""
-    return method_registry.get(method).supervision != "none"
-
-
 def same_source(dataset: str, oe: str, root: str | None) -> bool:
     """Whether the OE source is the data set itself: the same name, or the same folder (a path,
     or "folder" standing for --root)."""
@@ -104,14 +99,9 @@ def plan_jobs(dataset: str, class_name: str, oe: str, *, methods: Sequence[str],
         oe_exclude = (class_name,) if same_source(dataset, oe, root) else ()
     common = dict(dataset=dataset, class_name=class_name, preset=preset, root=root, weights=weights,
                   pretrained=pretrained, device=device)
-    specs: list[JobSpec] = []
-    for method in methods:
-        for seed in seeds:
-            if uses_oe(method):
-                specs += [JobSpec(method=method, seed=seed, oe=oe, oe_limit=limit, oe_exclude=tuple(oe_exclude), **common)
-                          for limit in limits]
-            else:
-                specs.append(JobSpec(method=method, seed=seed, **common))
+    specs = [runner.without_unused_outlier_exposure(
+                 JobSpec(method=method, seed=seed, oe=oe, oe_limit=limit, oe_exclude=tuple(oe_exclude), **common))
+             for method in methods for seed in seeds for limit in limits]
     return list(dict.fromkeys(specs))
 
 

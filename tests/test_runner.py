@@ -30,6 +30,14 @@ def test_job_id_changes_when_a_preset_is_retuned_in_code(monkeypatch):
     assert spec().job_id != before
 
 
+def test_methods_that_cannot_use_outlier_exposure_share_one_job_across_oe_settings():
+    with_oe = spec(method="ae", oe="cifar100", oe_limit=8, oe_exclude=("truck",))
+    plain = runner.without_unused_outlier_exposure(with_oe)
+    assert plain == spec(method="ae") and plain.job_id == spec(method="ae").job_id
+    fcdd = spec(method="fcdd", oe="cifar100", oe_limit=8)
+    assert runner.without_unused_outlier_exposure(fcdd) is fcdd
+
+
 def _sample(label, category, key):
     return Sample(torch.zeros(3, 4, 4), label, torch.zeros(4, 4, dtype=torch.bool), key=key, category=category)
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,15 @@ class JobSpec:
 class JobResult:
     rows: list[dict[str, Any]]
     predictions: dict[str, np.ndarray]
+
+
+def without_unused_outlier_exposure(spec: JobSpec) -> JobSpec:
+    """The spec without its OE settings when its method learns from nominal images only
+    (supervision "none", e.g. the AE): OE cannot change its result, so runs that differ only in
+    OE share that method's job and a resumed run does not train it again."""
+    if methods.get(spec.method).supervision != "none":
+        return spec
+    return replace(spec, oe=None, oe_root=None, oe_limit=None, oe_exclude=())
 
 
 def seed_everything(seed: int) -> None:
