@@ -456,6 +456,38 @@ class FCDD(Method):
         self.input_size_ = (height, width)
         return self
 
+    # ---- checkpoints
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Hyperparameters, the trained network's state dict (on the CPU) and the fitted attributes."""
+        self._check_fitted("net_")
+        return {
+            "params": self.get_params(),
+            "net": {name: tensor.detach().cpu() for name, tensor in self.net_.state_dict().items()},
+            "channels": self.channels_, "input_size": list(self.input_size_), "weights_used": self.weights_used_,
+            "pixel_loss": self.pixel_loss_, "losses": list(self.losses_),
+        }
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> "FCDD":
+        model = cls(**state["params"])
+        profile = get_profile(model.profile).name
+        # The architecture build_net gave at fit time: pretrained weights fix the VGG widths.
+        narrow = model.small and (profile in NET_OF_PROFILE or not model.pretrained)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the random init the saved weights replace
+            net, _ = build_net(profile, state["channels"], small=narrow, pretrained=False)
+        net.load_state_dict(state["net"])
+        model.device_ = resolve_device(model.device)
+        model.net_ = net.to(device=model.device_, memory_format=torch.channels_last).eval()
+        model.input_size_ = tuple(state["input_size"])
+        model.field_ = receptive_field(model.net_, model.input_size_)
+        model.channels_ = state["channels"]
+        model.weights_used_ = state["weights_used"]
+        model.pixel_loss_ = state["pixel_loss"]
+        model.losses_ = list(state["losses"])
+        return model
+
     # ---- prediction
 
     def _sigma_pixels(self, size: int) -> float:

@@ -340,3 +340,39 @@ def test_sigma_is_given_at_the_paper_size_and_scales_with_the_input():
         low = model.net_.heatmap(images)
     expected = receptive_upsample(low, model.field_, 12.0 * 48 / 224, (48, 48))
     np.testing.assert_allclose(model.predict(images).anomaly_map, expected.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("profile,channels,size,pretrained", [
+    ("fmnist", 1, 28, False), ("mvtec", 3, 32, False), ("mvtec", 3, 32, True)])
+def test_checkpoint_round_trip_predicts_the_same(tmp_path, fake_weights, profile, channels, size, pretrained):
+    from xadbench import runner
+
+    nominal, defects = _toy(channels, size)
+    images = torch.rand(3, channels, size, size)
+    params = {**FAST, "epochs": 1, "profile": profile, "pretrained": pretrained}
+    if pretrained:
+        params["weights"] = str(fake_weights[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = FCDD(**params).fit(TrainData(nominal, anomalies=defects))
+    path = tmp_path / "checkpoints" / "job.pt"
+    runner.save_checkpoint(path, {"method": "fcdd", "state": model.checkpoint()})
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left
+    torch.load(path, weights_only=True)  # plain values and tensors only
+    loaded = runner.load_checkpoint(path)
+    assert isinstance(loaded, FCDD) and loaded.get_params() == model.get_params()
+    assert loaded.weights_used_ == model.weights_used_ and loaded.losses_ == model.losses_
+    before, after = model.predict(images), loaded.predict(images)
+    np.testing.assert_array_equal(before.score, after.score)
+    np.testing.assert_array_equal(before.anomaly_map, after.anomaly_map)
+
+
+def test_unreadable_checkpoints_are_one_line_errors(tmp_path):
+    from xadbench import runner
+
+    with pytest.raises(XadError, match="no such checkpoint"):
+        runner.load_checkpoint(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(XadError, match="bad.pt: not a readable xadbench checkpoint"):
+        runner.load_checkpoint(bad)

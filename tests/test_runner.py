@@ -165,3 +165,12 @@ def test_unreadable_results_file_is_one_line_error(tmp_path):
 def test_unknown_method_parameter_is_named(tmp_path):
     with pytest.raises(XadError, match="method 'pixelstats' has no parameter 'epochs'; it has: eps"):
         runner.run_job(spec(params=(("epochs", 3),)))
+
+
+def test_run_grid_writes_a_checkpoint_per_job_of_a_method_that_has_one(tmp_path, monkeypatch):
+    from xadbench.methods.pixelstats import PixelStats
+
+    monkeypatch.setattr(PixelStats, "checkpoint", lambda self: {"mean": self.mean_, "std": self.std_})
+    run_grid([spec()], tmp_path)
+    saved = torch.load(tmp_path / "checkpoints" / f"{spec().job_id}.pt", weights_only=True)
+    assert saved["method"] == "pixelstats" and set(saved["state"]) == {"mean", "std"}

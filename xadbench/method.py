@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from xadbench.errors import NotFittedError
+from xadbench.errors import NotFittedError, XadError
 from xadbench.types import Prediction, TrainData
 
 #: Called once per finished epoch with (epoch, epochs, loss).
@@ -62,6 +62,17 @@ class Method(abc.ABC):
     def predict(self, images: torch.Tensor) -> Prediction:
         """Score images (N, C, H, W) in [0, 1]; maps at the input's resolution."""
 
+    def checkpoint(self) -> dict[str, Any] | None:
+        """The fitted state as plain values and tensors (so `torch.load(..., weights_only=True)`
+        reads it back) from which `from_checkpoint` rebuilds the method without refitting; None,
+        the default, for a method that does not support checkpoints."""
+        return None
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> "Method":
+        """The fitted method back from `checkpoint()`'s state."""
+        raise XadError(f"{cls.__name__} does not support checkpoints")
+
     def _check_fitted(self, attribute: str) -> None:
         if not hasattr(self, attribute):
             raise NotFittedError(f"{type(self).__name__}: call fit before predict")
@@ -87,6 +98,9 @@ class Variant:
 
     def param_names(self) -> list[str]:
         return self.method_class.param_names()
+
+    def from_checkpoint(self, state: dict[str, Any]) -> Method:
+        return self.method_class.from_checkpoint(state)
 
     def __call__(self, **params: Any) -> Method:
         return self.method_class(**{**params, **self.fixed})

@@ -81,6 +81,7 @@ class JobSpec:
 class JobResult:
     rows: list[dict[str, Any]]
     predictions: dict[str, np.ndarray]
+    checkpoint: dict[str, Any] | None = None  # {"method": name, "state": Method.checkpoint()}
 
 
 def without_unused_outlier_exposure(spec: JobSpec) -> JobSpec:
@@ -209,7 +210,8 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
             torch.nn.functional.interpolate(s.mask[None, None].float(), size=images.shape[-2:], mode="nearest")[0, 0].bool().numpy()
             for s in test
         ])
-    return JobResult(rows, predictions)
+    state = method.checkpoint()
+    return JobResult(rows, predictions, None if state is None else {"method": spec.method, "state": state})
 
 
 @contextmanager
@@ -256,6 +258,27 @@ def save_predictions(path: Path, predictions: dict[str, np.ndarray]) -> None:
         np.savez_compressed(handle, **predictions)
 
 
+def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
+    with atomic_write(path, "wb") as handle:
+        torch.save(checkpoint, handle)
+
+
+def load_checkpoint(path: str | Path, device: str | None = None) -> Method:
+    """The fitted method of a job from <run>/checkpoints/<job_id>.pt, read with
+    torch.load(weights_only=True) (tensors and plain values only, no code runs); `device`
+    overrides the one it was fitted with."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        name, state = checkpoint["method"], checkpoint["state"]
+    except FileNotFoundError:
+        raise XadError(f"{path}: no such checkpoint") from None
+    except Exception as exc:  # torch.load raises many types for a bad file
+        raise XadError(f"{path}: not a readable xadbench checkpoint ({type(exc).__name__}: {exc})") from None
+    if device is not None and "device" in state.get("params", {}):
+        state = {**state, "params": {**state["params"], "device": device}}
+    return methods.get(name).from_checkpoint(state)
+
+
 def load_predictions(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
@@ -280,6 +303,8 @@ def run_grid(specs: Sequence[JobSpec], out: Path, progress: Progress | None = No
             continue
         progress.job_started(index, len(specs), spec)
         result = run_job(spec, on_epoch=progress.epoch)
+        if result.checkpoint is not None:
+            save_checkpoint(out / "checkpoints" / f"{spec.job_id}.pt", result.checkpoint)
         save_predictions(out / "predictions" / f"{spec.job_id}.npz", result.predictions)
         append_results(results_path, result.rows)
         done.add(spec.job_id)
