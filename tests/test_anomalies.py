@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from xadbench.anomalies import (
-    CONFETTI_AMPLITUDE_RANGE,
     CONFETTI_MASK_MIN_CHANGE,
     AnomalyMixer,
     confetti_noise,
@@ -27,14 +26,6 @@ def test_confetti_masks_are_the_visibly_changed_pixels(level):
     assert noisy.min() >= 0 and noisy.max() <= 1
     # Black and white images lose the blobs of one sign to clamping; every image still shows one.
     assert masks.flatten(1).any(1).all()
-
-
-def test_every_confetti_blob_is_visible_not_faint():
-    images = torch.full((64, 3, 224, 224), 0.5)
-    noisy, masks = confetti_noise(images, _generator(1))
-    peak = (noisy - images).abs().amax(dim=(1, 2, 3))
-    # The smallest blob (side 8 at 224 px) blurred by σ = 5 keeps about a third of its strength.
-    assert (peak >= CONFETTI_AMPLITUDE_RANGE[0] / 3).all()
 
 
 def test_confetti_covers_the_same_share_of_the_image_at_any_size():
