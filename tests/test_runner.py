@@ -25,6 +25,9 @@ def test_job_id_changes_when_a_preset_is_retuned_in_code(monkeypatch):
 
     plugin = methods.get("pixelstats")
     before = spec().job_id
+    elsewhere = classmethod(lambda cls, preset, profile: {"eps": 0.5} if profile != "mvtec" else {})
+    monkeypatch.setattr(plugin, "preset", elsewhere)
+    assert spec().job_id == before  # the synthetic data set follows the mvtec profile
     retuned = classmethod(lambda cls, preset, profile: {"eps": 0.5})
     monkeypatch.setattr(plugin, "preset", retuned)
     assert spec().job_id != before

@@ -8,6 +8,7 @@ on a second invocation.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from xadbench.anomalies import limit_outlier_exposure
 from xadbench.dataset import Dataset
 from xadbench.errors import XadError
 from xadbench.method import Method
-from xadbench.profiles import PROFILES, check_preset, get_profile
+from xadbench.profiles import check_preset, get_profile
 from xadbench.registry import datasets, methods
 from xadbench.types import Prediction, Sample, stack_images
 
@@ -46,9 +47,9 @@ RESULT_COLUMNS = [
 @dataclass(frozen=True)
 class JobSpec:
     """Everything that determines a job's result. `job_id` hashes it together with the values of
-    the method's preset for every profile, so a preset retuned in code gives new ids and a rerun
-    into the same folder does not mistake old results for current ones (the device excluded: a
-    job finished on one device counts as finished on another)."""
+    the method's preset for the data set's profile, so a preset retuned in code gives new ids and
+    a rerun into the same folder does not mistake old results for current ones (the device
+    excluded: a job finished on one device counts as finished on another)."""
 
     dataset: str
     class_name: str
@@ -73,7 +74,7 @@ class JobSpec:
     def job_id(self) -> str:
         key = {k: v for k, v in asdict(self).items() if k not in ("device", "download")}
         plugin = methods.get(self.method)
-        key["preset_values"] = {profile: plugin.preset(self.preset, profile) for profile in PROFILES}
+        key["preset_values"] = plugin.preset(self.preset, dataset_profile(self.dataset, self.root))
         return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -99,6 +100,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
+
+
+@functools.lru_cache(maxsize=None)
+def dataset_profile(name: str, root: str | None) -> str:
+    """A data set's profile: declared by its class, or (a folder tree, whose profile follows its
+    image size) read from the opened data set."""
+    if name in datasets.names():
+        declared = datasets.get(name).profile
+        if isinstance(declared, str):
+            return declared
+    return open_dataset(name, root).profile
 
 
 def open_dataset(name: str, root: str | None, download: bool = False) -> Dataset:
