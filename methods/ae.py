@@ -141,8 +141,8 @@ class AutoEncoder(Method):
     Inputs are standardised inside the model with the nominal training set's per-channel mean
     and std; reconstructions and the error are in [0, 1] image space.
 
-    Measured on real MVTec-AD bottle at 128 px with the cpu preset (40 epochs, ~3 CPU-minutes on
-    one thread): image AUC 0.76, pooled pixel AUC 0.79 raw and 0.84 with the shared blur (paper,
+    Measured on real MVTec-AD bottle at 128 px with the cpu preset (40 epochs, ~2 CPU-minutes on
+    one thread): image AUC 0.76, pooled pixel AUC 0.79 raw and 0.82 with the shared blur (paper,
     AE-L2 at 256 px: 0.86). Context: a fixed centred blob scores 0.80 on bottle. FCDD's crop and
     jitter augmentation (`augment=True`) broke the AE there (training loss 6x higher, pixel AUC
     0.56 raw), so the cpu presets and the MVTec-AD paper preset train without it.
