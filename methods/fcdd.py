@@ -281,11 +281,10 @@ class FCDD(Method):
     schedule: per-epoch learning-rate schedule: "exponential:G", "milestones:A,B" (×0.1 at each)
         or "none".
     passes_per_epoch: passes over the nominal set per epoch (the paper: 10 for MVTec-AD).
-    sigma: σ of Algorithm 1's Gaussian in pixels at the profile's paper image size (the paper:
-        1.2 F-MNIST and CIFAR-10, 8 ImageNet and VOC, 12 MVTec-AD; appendix C); at another input
-        size it scales with the image (`Profile.sigma_at`): 12 → 6.9 px at 128 px. Used in
-        training only by eq. 3; `predict` reads it when called, so maps for another σ need no
-        refit.
+    sigma: σ of Algorithm 1's Gaussian in input pixels (the paper: 1.2 F-MNIST and CIFAR-10, 8
+        ImageNet and VOC, 12 MVTec-AD at 224 px; appendix C; the presets take it from the profile,
+        `xadbench.profiles`: 7 px for MVTec-AD at the cpu preset's 128 px). Used in training only
+        by eq. 3; `predict` reads it when called, so maps for another σ need no refit.
     profile: the data set setup (xadbench.profiles): picks the network and the augmentation.
     pretrained: start the VGG net from ImageNet weights (torchvision's cache, or `weights`);
         False: random init with a warning. No effect on the 28/32 nets (trained from scratch).
@@ -331,7 +330,7 @@ class FCDD(Method):
         weight_decay: float = 1e-4,
         schedule: str = "exponential:0.9",
         passes_per_epoch: int = 1,
-        sigma: float = 12.0,
+        sigma: float = 7.0,
         profile: str = "mvtec",
         pretrained: bool = True,
         weights: str | None = None,
@@ -369,12 +368,12 @@ class FCDD(Method):
         weights fit) for 20 epochs × 1 pass, batch 16, SGD-N 1e-2, wd 1e-4, ×0.9 per epoch (tuned
         on real MVTec-AD bottle: about 4,200 training images seen instead of the paper's 418,000,
         so fewer, smaller steps with a 10× learning rate; semi-supervised pooled pixel AUC 0.900
-        after 8 epochs, 0.933 after 20, σ scaled to 6.9 px); imagenet and voc (64 px) 12 epochs,
+        after 8 epochs, 0.933 after 20, with σ = 7 px); imagenet and voc (64 px) 12 epochs,
         batch 32, Adam 1e-4, ×0.1 at 8 and 10.
         The image size per preset is the profile's (`xadbench.profiles`), not a hyperparameter.
         """
         check_preset(preset)
-        sigma = get_profile(profile).sigma
+        sigma = get_profile(profile).sigma[preset]
         common = {"profile": profile, "sigma": sigma, "passes_per_epoch": 1, "small": preset == "cpu"}
         if preset == "paper":
             if profile == "fmnist":
@@ -430,7 +429,7 @@ class FCDD(Method):
                                           weights=self.weights, mean=mean, std=std)
             net = net.to(device=device, memory_format=torch.channels_last)
             field = receptive_field(net, (height, width))
-            sigma = self._sigma_pixels(min(height, width))
+            sigma = float(self.sigma)
 
             def loss_fn(images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
                 heatmap = net.heatmap(images)
@@ -490,9 +489,6 @@ class FCDD(Method):
 
     # ---- prediction
 
-    def _sigma_pixels(self, size: int) -> float:
-        return get_profile(self.profile).sigma_at(size, float(self.sigma))
-
     def predict(self, images: torch.Tensor) -> Prediction:
         """Scores (mean of A) and maps (A′ at the input's resolution) for images (N, C, H, W) in [0, 1]."""
         self._check_fitted("net_")
@@ -501,7 +497,7 @@ class FCDD(Method):
                            f"{tuple(images.shape)}")
         size = tuple(images.shape[-2:])
         field = self.field_ if size == self.input_size_ else receptive_field(self.net_, size)
-        net, sigma = self.net_, self._sigma_pixels(min(size))
+        net, sigma = self.net_, float(self.sigma)
 
         def run(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             heatmap = net.heatmap(batch.float())

@@ -543,7 +543,7 @@ def run_study_job(job: StudyJob, setup: SwappedSetup,
         raise XadError(f"method {job.method!r} produced non-finite scores or maps in the Clever Hans study")
     profile = get_profile(job.profile)
     maps = runner.postprocess(prediction.anomaly_map, job.blur, method.receptive_field_maps,
-                              profile.receptive_field, profile.sigma_at(min(images.shape[-2:])))
+                              profile.receptive_field, profile.sigma[job.preset])
     labels = np.array([s.label for s in setup.test], dtype=np.int8)
     metrics = study_metrics(prediction.score, maps, labels, setup.watermarked, setup.box, job.form)
     height, width = maps.shape[-2:]

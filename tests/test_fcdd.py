@@ -237,9 +237,11 @@ def test_registered_presets_and_params():
     for preset in ("paper", "cpu"):
         for profile in PROFILES:
             params = FCDD.preset(preset, profile)
-            assert params["profile"] == profile and params["sigma"] == PROFILES[profile].sigma
+            assert params["profile"] == profile and params["sigma"] == PROFILES[profile].sigma[preset]
             assert set(params) <= set(FCDD.param_names())
             assert FCDD(**params).get_params() == {**FCDD().get_params(), **params}
+    appendix_c = {"fmnist": 1.2, "cifar10": 1.2, "imagenet": 8.0, "voc": 8.0, "mvtec": 12.0}
+    assert {name: FCDD.preset("paper", name)["sigma"] for name in PROFILES} == appendix_c
     paper = FCDD.preset("paper", "mvtec")
     assert (paper["epochs"], paper["passes_per_epoch"], paper["batch_size"], paper["optimizer"], paper["lr"],
             paper["weight_decay"], paper["schedule"]) == (200, 10, 128, "sgd", 1e-3, 1e-4, "exponential:0.985")
@@ -269,7 +271,7 @@ def test_fit_predict_shapes_and_finite(profile, channels, size):
     untouched = images.clone()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        model = FCDD(**{**FAST, "profile": profile, "sigma": PROFILES[profile].sigma})
+        model = FCDD(**{**FAST, "profile": profile, "sigma": PROFILES[profile].sigma["paper"]})
         assert model.fit(TrainData(nominal, anomalies=defects)) is model
     prediction = model.predict(images)
     assert isinstance(prediction, Prediction) and model.pixel_loss_ and model.weights_used_ == "none"
@@ -327,19 +329,18 @@ def test_predict_before_fit_and_wrong_channels():
         model.predict(torch.rand(1, 3, 28, 28))
 
 
-def test_sigma_is_given_at_the_paper_size_and_scales_with_the_input():
-    assert PROFILES["mvtec"].sigma_at(224) == 12.0
-    assert math.isclose(PROFILES["mvtec"].sigma_at(128), 12.0 * 128 / 224)
-    assert PROFILES["cifar10"].sigma_at(32) == 1.2
+def test_predict_upsamples_with_sigma_in_input_pixels_read_at_call_time():
     nominal, defects = _toy(3, 48)
     images = torch.rand(2, 3, 48, 48)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        model = FCDD(**{**FAST, "epochs": 1, "profile": "mvtec", "sigma": 12.0}).fit(TrainData(nominal, anomalies=defects))
+        model = FCDD(**{**FAST, "epochs": 1, "profile": "mvtec", "sigma": 7.0}).fit(TrainData(nominal, anomalies=defects))
     with torch.inference_mode():
         low = model.net_.heatmap(images)
-    expected = receptive_upsample(low, model.field_, 12.0 * 48 / 224, (48, 48))
-    np.testing.assert_allclose(model.predict(images).anomaly_map, expected.numpy(), rtol=1e-5, atol=1e-7)
+    for sigma in (7.0, 3.0):
+        model.sigma = sigma
+        expected = receptive_upsample(low, model.field_, sigma, (48, 48))
+        np.testing.assert_allclose(model.predict(images).anomaly_map, expected.numpy(), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("profile,channels,size,pretrained", [

@@ -100,14 +100,16 @@ def test_run_job_rows_match_an_independent_evaluation():
     assert result.rows[0]["n_test"] == len(p["score"]) and p["anomaly_map"].dtype == np.float16
 
 
-def test_shared_blur_uses_the_profile_sigma_scaled_to_the_image_size():
+def test_shared_blur_uses_the_profile_sigma_of_the_preset():
     from sklearn.metrics import roc_auc_score
 
+    from xadbench.methods.fcdd import FCDD
     from xadbench.profiles import PROFILES
 
     result = runner.run_job(spec(blur=("gaussian",)))
     p = result.predictions
-    sigma = 12.0 * 128 / 224  # MVTec-AD's σ at 224 px, synthetic data at the cpu preset's 128 px
+    sigma = PROFILES["mvtec"].sigma["cpu"]  # the synthetic data set follows the mvtec profile
+    assert sigma == FCDD.preset("cpu", "mvtec")["sigma"]  # the baselines get FCDD's kernel
     assert str(p["profile"]) == "mvtec" and float(p["blur_sigma"]) == pytest.approx(sigma)
     blurred = runner.postprocess(p["anomaly_map"].astype(np.float32), "gaussian", False,
                                  PROFILES["mvtec"].receptive_field, sigma)

@@ -146,7 +146,7 @@ def outlier_exposure(spec: JobSpec, image_size: int) -> Sequence[Sample]:
 
 def postprocess(maps: np.ndarray, blur: str, method_smooth: bool, size: int, sigma: float) -> np.ndarray:
     """The one post-processing policy: "gaussian" blurs every baseline's maps with FCDD's kernel
-    (paper section 4: size = receptive field, σ of the upsampling at the maps' size); FCDD's own maps are already
+    (paper section 4: size = receptive field, σ of the upsampling); FCDD's own maps are already
     smoothed by its Gaussian upsampling and stay as they are. "none" leaves all maps raw."""
     if blur == "gaussian" and not method_smooth:
         return heatmaps.blur(maps, size, sigma)
@@ -197,7 +197,7 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
         "params": json.dumps(method.get_params(), sort_keys=True, default=str),
     }
     rows = []
-    blur_sigma = profile.sigma_at(min(images.shape[-2:]))
+    blur_sigma = profile.sigma[spec.preset]
     for blur in spec.blur:
         maps = postprocess(prediction.anomaly_map, blur, method.receptive_field_maps,
                            profile.receptive_field, blur_sigma)
