@@ -102,6 +102,8 @@ FORMS = ("controlled", "paper")
 DEFAULT_ANOMALOUS_CLASS = "n03888257"  # Imagenette's parachute
 DEFAULT_FRACTION = 0.2
 RESULTS_FILE = "clever_hans.csv"
+#: What a study job saves in predictions/<job_id>.npz.
+PREDICTION_KEYS = ("score", "map", "label", "watermarked", "key", "anomalous_index", "anomalous_image", "box")
 WATERMARK, CONTROL, REFERENCE, PAPER = "watermark", "control", "reference", "paper"
 CONDITION_LABELS = {
     WATERMARK: "trained with watermarks",
@@ -736,7 +738,7 @@ def draw_figure(out: Path, results: pd.DataFrame, columns: int = FIGURE_COLUMNS)
         path = Path(out) / "predictions" / f"{job_id}.npz"
         if not path.is_file():
             raise XadError(f"{path} is missing; delete the job's rows from {Path(out) / RESULTS_FILE} and rerun")
-        preds[job_id] = runner.load_predictions(path)
+        preds[job_id] = runner.load_predictions(path, PREDICTION_KEYS)
     shortcut = [(label, j) for label, j, c in rows if c in (WATERMARK, PAPER)] or [(rows[0][0], rows[0][1])]
     order_label, order_job = next((r for r in shortcut if r[0].startswith(_display("fcdd") + "\n")), shortcut[0])
     ref = preds[order_job]

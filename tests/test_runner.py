@@ -179,3 +179,13 @@ def test_run_grid_writes_a_checkpoint_per_job_of_a_method_that_has_one(tmp_path,
     run_grid([spec()], tmp_path)
     saved = torch.load(tmp_path / "checkpoints" / f"{spec().job_id}.pt", weights_only=True)
     assert saved["method"] == "pixelstats" and set(saved["state"]) == {"mean", "std"}
+
+
+def test_predictions_from_an_older_version_are_a_one_line_error(tmp_path):
+    result = runner.run_job(spec(blur=("none",)))
+    old = {k: v for k, v in result.predictions.items() if k != "profile"}
+    runner.save_predictions(tmp_path / "old.npz", old)
+    with pytest.raises(XadError, match=r"old.npz: predictions without profile .*new --out"):
+        runner.load_predictions(tmp_path / "old.npz")
+    runner.save_predictions(tmp_path / "new.npz", result.predictions)
+    assert set(runner.load_predictions(tmp_path / "new.npz")) >= set(runner.PREDICTION_KEYS)

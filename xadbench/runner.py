@@ -291,9 +291,20 @@ def load_checkpoint(path: str | Path, device: str | None = None) -> Method:
     return methods.get(name).from_checkpoint(state)
 
 
-def load_predictions(path: Path) -> dict[str, np.ndarray]:
+#: What run_job saves per job ("mask" too where the test set has masks).
+PREDICTION_KEYS = ("score", "anomaly_map", "label", "key", "category", "image", "method_smooth",
+                   "blur_size", "blur_sigma", "profile")
+
+
+def load_predictions(path: Path, required: Sequence[str] = PREDICTION_KEYS) -> dict[str, np.ndarray]:
+    """A saved predictions file; one line naming the file when a `required` array is missing."""
     with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+        predictions = {key: data[key] for key in data.files}
+    missing = [key for key in required if key not in predictions]
+    if missing:
+        raise XadError(f"{path}: predictions without {', '.join(missing)} (written by an older xadbench); "
+                       f"rerun the job into a new --out")
+    return predictions
 
 
 class Progress:
