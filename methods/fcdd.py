@@ -144,6 +144,12 @@ def vgg_net(features: nn.Sequential) -> nn.Sequential:
     ))
 
 
+def is_narrow(profile: str, small: bool, pretrained: bool) -> bool:
+    """Whether `build_net` gives the narrow variant: the 28/32 px nets whenever small, the VGG net
+    only without pretrained weights (they fix its widths)."""
+    return small and (profile in NET_OF_PROFILE or not pretrained)
+
+
 def build_net(profile: str, channels: int, *, small: bool = False, pretrained: bool = True,
               weights: str | None = None, mean=None, std=None) -> tuple[FCDDNet, str]:
     """The FCDD net for a data set profile and the id of its initial weights.
@@ -155,15 +161,16 @@ def build_net(profile: str, channels: int, *, small: bool = False, pretrained: b
     pretrained weights fix the widths, so small has no effect then.
     """
     kind = NET_OF_PROFILE.get(profile, "vgg")
+    narrow = is_narrow(profile, small, pretrained)
     if kind == "fmnist":
-        body = fmnist_net(channels, SMALL_FMNIST_WIDTH if small else 128)
+        body = fmnist_net(channels, SMALL_FMNIST_WIDTH if narrow else 128)
         return FCDDNet(body, channels, mean, std), "none"
     if kind == "cifar10":
-        body = cifar10_net(channels, SMALL_CIFAR10_WIDTHS if small else (128, 256, 128))
+        body = cifar10_net(channels, SMALL_CIFAR10_WIDTHS if narrow else (128, 256, 128))
         return FCDDNet(body, channels, mean, std), "none"
     if channels not in (1, 3):
         raise XadError(f"the VGG-based FCDD net takes 1- or 3-channel images; got {channels} channels")
-    if small and not pretrained:
+    if narrow:
         if weights is not None:
             warnings.warn(f"pretrained=False: ignoring weights={weights!r}", UserWarning, stacklevel=2)
         warn_random_init("the narrow VGG-shaped FCDD net")
@@ -471,8 +478,7 @@ class FCDD(Method):
     def from_checkpoint(cls, state: dict[str, Any]) -> "FCDD":
         model = cls(**state["params"])
         profile = get_profile(model.profile).name
-        # The architecture build_net gave at fit time: pretrained weights fix the VGG widths.
-        narrow = model.small and (profile in NET_OF_PROFILE or not model.pretrained)
+        narrow = is_narrow(profile, model.small, model.pretrained)  # the architecture fit built
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the random init the saved weights replace
             net, _ = build_net(profile, state["channels"], small=narrow, pretrained=False)

@@ -377,3 +377,17 @@ def test_unreadable_checkpoints_are_one_line_errors(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(XadError, match="bad.pt: not a readable xadbench checkpoint"):
         runner.load_checkpoint(bad)
+
+
+def test_a_checkpoint_this_version_cannot_load_is_a_one_line_error(tmp_path):
+    from xadbench import runner
+
+    nominal, defects = _toy(1, 28)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = FCDD(**{**FAST, "epochs": 1, "profile": "fmnist"}).fit(TrainData(nominal, anomalies=defects))
+    state = model.checkpoint()
+    state["params"] = {**state["params"], "renamed_option": 1}
+    runner.save_checkpoint(tmp_path / "old.pt", {"method": "fcdd", "state": state})
+    with pytest.raises(XadError, match=r"old.pt: a 'fcdd' checkpoint this version cannot load \(TypeError"):
+        runner.load_checkpoint(tmp_path / "old.pt")

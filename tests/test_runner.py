@@ -33,6 +33,18 @@ def test_job_id_changes_when_a_preset_is_retuned_in_code(monkeypatch):
     assert spec().job_id != before
 
 
+def test_job_id_changes_when_the_profile_blur_or_image_size_changes(monkeypatch):
+    from xadbench.profiles import PROFILES
+
+    before = spec().job_id
+    monkeypatch.setitem(PROFILES["mvtec"].sigma, "cpu", 3.0)
+    assert spec().job_id != before
+    monkeypatch.setitem(PROFILES["mvtec"].sigma, "cpu", 7.0)
+    assert spec().job_id == before
+    monkeypatch.setitem(PROFILES["mvtec"].image_size, "cpu", 96)
+    assert spec().job_id != before
+
+
 def test_methods_that_cannot_use_outlier_exposure_share_one_job_across_oe_settings():
     with_oe = spec(method="ae", oe="cifar100", oe_limit=8, oe_exclude=("truck",))
     plain = runner.without_unused_outlier_exposure(with_oe)

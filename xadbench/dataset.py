@@ -13,8 +13,10 @@ from xadbench.types import Sample, Task
 class Dataset(abc.ABC):
     """A data set plugin.
 
-    profile: the paper setup it follows (see `xadbench.profiles`); an instance may set it from
-        the data it finds (a folder of 32 px images follows "cifar10").
+    profile: the paper setup it follows (see `xadbench.profiles`): a class attribute, or a
+        property where it follows the data found (a folder of 32 px images follows "cifar10");
+        job ids read a class attribute without opening the data set, so an instance must not
+        change it.
     has_masks: whether test anomalies carry pixel ground truth (pixel AUC is computed then).
     """
 

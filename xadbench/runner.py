@@ -73,8 +73,10 @@ class JobSpec:
     @property
     def job_id(self) -> str:
         key = {k: v for k, v in asdict(self).items() if k not in ("device", "download")}
-        plugin = methods.get(self.method)
-        key["preset_values"] = plugin.preset(self.preset, dataset_profile(self.dataset, self.root))
+        profile = get_profile(dataset_profile(self.dataset, self.root))
+        key["preset_values"] = methods.get(self.method).preset(self.preset, profile.name)
+        # What the runner itself takes from the profile: image size and the shared blur.
+        key["profile_values"] = [profile.image_size[self.preset], profile.sigma[self.preset], profile.receptive_field]
         return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -288,7 +290,11 @@ def load_checkpoint(path: str | Path, device: str | None = None) -> Method:
         raise XadError(f"{path}: not a readable xadbench checkpoint ({type(exc).__name__}: {exc})") from None
     if device is not None and "device" in state.get("params", {}):
         state = {**state, "params": {**state["params"], "device": device}}
-    return methods.get(name).from_checkpoint(state)
+    plugin = methods.get(name)
+    try:
+        return plugin.from_checkpoint(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # e.g. an older version's state
+        raise XadError(f"{path}: a {name!r} checkpoint this version cannot load ({type(exc).__name__}: {exc})") from None
 
 
 #: What run_job saves per job ("mask" too where the test set has masks).
