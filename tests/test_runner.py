@@ -163,6 +163,15 @@ def test_a_killed_run_resumes_without_redoing_or_duplicating_jobs(tmp_path):
     assert {p.stem for p in (tmp_path / "predictions").glob("*.npz")} == {s.job_id for s in specs}
 
 
+def test_atomic_write_gives_the_permissions_of_a_plain_file(tmp_path):
+    import os
+
+    with runner.atomic_write(tmp_path / "atomic.csv") as handle:
+        handle.write("x")
+    (tmp_path / "plain.csv").write_text("x")
+    assert os.stat(tmp_path / "atomic.csv").st_mode == os.stat(tmp_path / "plain.csv").st_mode
+
+
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "results.csv"
     path.write_text("old\n")

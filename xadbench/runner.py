@@ -231,9 +231,13 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
 @contextmanager
 def atomic_write(path: Path, mode: str = "w") -> Iterator[Any]:
     """Write to a temporary file beside `path`, then rename: readers see the old or the new
-    file, never a half-written one."""
+    file, never a half-written one. The file gets the permissions of a plainly created one
+    (0666 less the umask), not mkstemp's owner-only 0600, so a shared run folder stays readable."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
