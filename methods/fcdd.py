@@ -173,7 +173,7 @@ def build_net(profile: str, channels: int, *, small: bool = False, pretrained: b
     if narrow:
         if weights is not None:
             warnings.warn(f"pretrained=False: ignoring weights={weights!r}", UserWarning, stacklevel=2)
-        warn_random_init("the narrow VGG-shaped FCDD net")
+        warn_random_init("the narrow VGG-shaped FCDD layers")
         features, weights_id = vgg_features(SMALL_VGG_LAYOUT), "none"
     else:
         features, weights_id = vgg11_bn_features(pretrained=pretrained, weights=weights)
