@@ -80,6 +80,7 @@ from PIL import Image, ImageDraw, ImageFont
 from xadbench import evaluator, heatmaps, protocols, runner
 from xadbench.dataset import Dataset
 from xadbench.errors import XadError
+from xadbench.options import check_weights_file
 from xadbench.reports.figures import save_figure
 from xadbench.profiles import check_preset, get_profile
 from xadbench.registry import methods as method_registry
@@ -425,8 +426,7 @@ def open_study(config: StudyConfig) -> OpenedStudy:
         method_registry.get(name)
     if not config.seeds:
         raise XadError("--seeds is empty; e.g. --seeds 0,1,2")
-    if config.weights is not None and not Path(config.weights).is_file():
-        raise XadError(f"--weights {config.weights}: no such file; pass a VGG11-BN features state dict or --no-pretrained")
+    check_weights_file(config.weights)
     if config.image_size is not None and config.image_size < 8:
         raise XadError(f"--image-size {config.image_size}: too small for a watermark; use at least 8, e.g. 64")
     pick_watermarked([], config.fraction)

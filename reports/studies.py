@@ -12,7 +12,15 @@ from typing import Annotated, Any
 import typer
 
 from xadbench.errors import XadError
-from xadbench.options import parse_seeds, split_list
+from xadbench.options import (
+    DeviceOption,
+    PresetOption,
+    PretrainedOption,
+    WeightsOption,
+    check_weights_file,
+    parse_seeds,
+    split_list,
+)
 
 study_app = typer.Typer(
     no_args_is_help=True, add_completion=False,
@@ -61,11 +69,11 @@ def clever_hans(
     form: Annotated[str, typer.Option(help="auto (paper when --voc-root/--imagenet-root is given) | controlled | paper.")] = "auto",
     methods: Annotated[str, typer.Option(help="Comma-separated methods; those that cannot use anomalies (ae) run once, as a reference.")] = "fcdd,grad,ae",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds (the table shows mean ± std over them).")] = "0",
-    preset: Annotated[str, typer.Option(help="cpu (small, minutes) or paper (the paper's setup).")] = "cpu",
-    device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda | cuda:N.")] = "auto",
+    preset: PresetOption = "cpu",
+    device: DeviceOption = "auto",
     image_size: Annotated[int | None, typer.Option(help="Input size in pixels (default: the preset's, 64 px for ImageNet-like images on cpu); the watermark scales with it.")] = None,
-    weights: Annotated[str | None, typer.Option(help="Pretrained VGG11-BN features state dict for methods with a VGG backbone.")] = None,
-    pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start VGG backbones from ImageNet weights.")] = True,
+    weights: WeightsOption = None,
+    pretrained: PretrainedOption = True,
     max_nominal: Annotated[int | None, typer.Option(help="Use at most N nominal training images (a seeded random subset), for CPU budgets.")] = None,
     columns: Annotated[int, typer.Option(help="Images in the figure.")] = 8,
     out: Annotated[Path, typer.Option(help="Study folder: clever_hans.csv, predictions/, tables/, figures/.")] = Path("runs/clever-hans"),
@@ -114,10 +122,10 @@ def oe_size(
     limits: Annotated[str, typer.Option(help="OE sizes, comma-separated numbers or 'all' (the paper: 2,8,128,2048,all).")] = "2,8,128,2048,all",
     methods: Annotated[str, typer.Option(help="Comma-separated methods; those that cannot use OE (ae) run once.")] = "fcdd,grad,ae",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds (the figure shows the first).")] = "0",
-    preset: Annotated[str, typer.Option(help="cpu (small, minutes) or paper (the paper's setup).")] = "cpu",
-    device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda | cuda:N.")] = "auto",
-    weights: Annotated[str | None, typer.Option(help="Pretrained VGG11-BN features state dict for methods with a VGG backbone.")] = None,
-    pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start VGG backbones from ImageNet weights.")] = True,
+    preset: PresetOption = "cpu",
+    device: DeviceOption = "auto",
+    weights: WeightsOption = None,
+    pretrained: PretrainedOption = True,
     oe_exclude: Annotated[str, typer.Option(help="OE classes to leave out: 'auto' (the nominal class when the OE source is the data set itself), 'none', or names.")] = "auto",
     eta: Annotated[float, typer.Option(help="Quantile of the heatmap normalisation (appendix C; CIFAR-10's Figure 6: 0.85).")] = 0.85,
     norm: Annotated[str, typer.Option(help="local (each heatmap against itself, as Figure 6) | global (the label-balanced test set).")] = "local",
@@ -131,8 +139,7 @@ def oe_size(
     method_names = list(dict.fromkeys(split_list(methods)))
     limit_values = oe_study.parse_limits(limits)
     seed_values = parse_seeds(seeds)
-    if weights is not None and not Path(weights).is_file():
-        raise XadError(f"--weights {weights}: no such file; pass a VGG11-BN features state dict or --no-pretrained")
+    check_weights_file(weights)
     if samples < 1:
         raise XadError(f"--samples {samples}: need at least 1 sample in the figure")
     if not 0 < eta <= 1:

@@ -13,7 +13,15 @@ import typer
 from typer.core import TyperGroup
 
 from xadbench.errors import XadError
-from xadbench.options import parse_seeds, split_list
+from xadbench.options import (
+    DeviceOption,
+    PresetOption,
+    PretrainedOption,
+    WeightsOption,
+    check_weights_file,
+    parse_seeds,
+    split_list,
+)
 
 
 class OneLineErrors(TyperGroup):
@@ -66,13 +74,13 @@ def run(
     root: Annotated[str | None, typer.Option(help="Where the data set lives (synthetic: a cache folder by default).")] = None,
     classes: Annotated[str, typer.Option(help="Comma-separated class names, or 'all'.")] = "all",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
-    preset: Annotated[str, typer.Option(help="cpu (small, minutes on a laptop) or paper (the paper's setup).")] = "cpu",
+    preset: PresetOption = "cpu",
     protocol: Annotated[str, typer.Option(help="unsupervised | semi-supervised | synthetic-gt.")] = "unsupervised",
-    device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda | cuda:N.")] = "auto",
+    device: DeviceOption = "auto",
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<dataset>-<protocol>-<preset>).")] = None,
     blur: Annotated[str, typer.Option(help="Baseline blur policy: gaussian (FCDD's kernel) | none | both.")] = "gaussian",
-    weights: Annotated[str | None, typer.Option(help="Pretrained VGG11-BN features state dict, for every method with a VGG backbone.")] = None,
-    pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start VGG backbones from ImageNet weights.")] = True,
+    weights: WeightsOption = None,
+    pretrained: PretrainedOption = True,
     oe: Annotated[str | None, typer.Option(help="Outlier Exposure: a registered data set name or a folder path.")] = None,
     oe_root: Annotated[str | None, typer.Option(help="Where a registered OE data set lives (default: --root).")] = None,
     oe_limit: Annotated[str, typer.Option(help="How many OE images: a number (2, 8, 128, 2048) or 'all'.")] = "all",
@@ -102,8 +110,7 @@ def run(
         limit = None if oe_limit == "all" else int(oe_limit)
     except ValueError:
         raise XadError(f"--oe-limit {oe_limit!r}: use an integer or 'all'") from None
-    if weights is not None and not Path(weights).is_file():
-        raise XadError(f"--weights {weights}: no such file")
+    check_weights_file(weights)
     data = runner.open_dataset(dataset, root, download)
     found = data.classes()
     class_list = found if classes == "all" else split_list(classes)
