@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from xadbench.errors import XadError
+from xadbench.layers import Standardise, channel_statistics
 from xadbench.method import EpochCallback, Method, resolve_device
 from xadbench.profiles import check_preset, get_profile
 from xadbench.training import fit_loop, predict_in_batches
@@ -28,19 +29,6 @@ from xadbench.types import Prediction, TrainData, stack_images
 #: Stride-2 stages stop once the map would drop below this side length (8 at 128 px, as AE-L2).
 MIN_BOTTLENECK_SIDE = 8
 LEAK = 0.2
-
-
-class Standardise(nn.Module):
-    """(x − mean) / std per channel, with the nominal training set's statistics as buffers, so
-    that the model takes images in [0, 1] (normalisation inside the model)."""
-
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
-        super().__init__()
-        self.register_buffer("mean", mean.reshape(1, -1, 1, 1).clone())
-        self.register_buffer("std", std.reshape(1, -1, 1, 1).clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 def stage_channels(width: int, stages: int) -> list[int]:
@@ -216,8 +204,7 @@ class AutoEncoder(Method):
         nominal_only = TrainData(nominal=train.nominal)  # an AE cannot use anomalies (sec. 4.1)
         images = stack_images(train.nominal)
         channels, height, width = images.shape[1:]
-        mean = images.mean(dim=(0, 2, 3))
-        std = images.std(dim=(0, 2, 3)).clamp_min(1e-3)
+        mean, std = channel_statistics(images)
         model = ConvAutoEncoder(channels, (height, width), self.width, self.latent, mean, std)
         model = model.to(device).to(memory_format=torch.channels_last)
 

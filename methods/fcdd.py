@@ -35,11 +35,12 @@ from xadbench.backbones import (
 )
 from xadbench.errors import XadError
 from xadbench.heatmaps import gaussian_kernel
+from xadbench.layers import Standardise, channel_statistics
 from xadbench.method import EpochCallback, Method, resolve_device
 from xadbench.profiles import check_preset, get_profile
 from xadbench.receptive_field import ReceptiveField, receptive_field
 from xadbench.training import fit_loop, predict_in_batches
-from xadbench.types import Prediction, TrainData
+from xadbench.types import Prediction, TrainData, stack_images
 
 #: Smallest mean heatmap value fed to −log(1 − exp(−x)); keeps the anomalous loss term ≤ 13.8
 #: and its gradient ≤ 1e6, finite for any input (the reference adds 1e-31 inside the log instead).
@@ -58,37 +59,14 @@ NET_OF_PROFILE = {"fmnist": "fmnist", "cifar10": "cifar10"}
 # Networks (appendix D)
 
 
-class InputNorm(nn.Module):
-    """(x − mean) / std per channel, inside the model so that inputs stay in [0, 1]; a 1-channel
-    input is repeated to the network's 3 channels first (greyscale images into VGG). Per pixel,
-    so it passes through the receptive-field bookkeeping."""
-
-    receptive_field_passthrough = True
-
-    def __init__(self, channels: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
-        super().__init__()
-        self.channels = channels
-        mean = [0.0] * channels if mean is None else list(mean)
-        std = [1.0] * channels if std is None else list(std)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] != self.channels:
-            if x.shape[1] == 1:
-                x = x.expand(-1, self.channels, -1, -1)
-            else:
-                raise XadError(f"the network takes {self.channels}-channel images; got {x.shape[1]} channels")
-        return (x - self.mean) / self.std
-
-
 class FCDDNet(nn.Module):
     """norm → body; `forward` returns φ(x) of shape (B, 1, u, v). The hypersphere centre c of
     eq. 1 is the bias of the body's last 1×1 conv (section 3), so there is no separate centre."""
 
     def __init__(self, body: nn.Sequential, channels: int, mean=None, std=None):
         super().__init__()
-        self.norm = InputNorm(channels, mean, std)
+        # No statistics: placeholders that a loaded state dict overwrites.
+        self.norm = Standardise([0.0] * channels if mean is None else mean, [1.0] * channels if std is None else std)
         self.body = body
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -413,12 +391,6 @@ class FCDD(Method):
     def _has_pixel_supervision(train: TrainData) -> bool:
         return bool(train.confetti_masks) or any(s.mask is not None for s in train.anomalies)
 
-    def _normalisation(self, train: TrainData) -> tuple[list[float], list[float]]:
-        images = torch.stack([s.image for s in train.nominal]).float()
-        mean = images.mean(dim=(0, 2, 3))
-        std = images.std(dim=(0, 2, 3)).clamp_min(1e-3)
-        return mean.tolist(), std.tolist()
-
     def fit(self, train: TrainData, on_epoch: EpochCallback | None = None) -> "FCDD":
         """Train on `train` (see the class docstring); returns self."""
         if len(train.nominal) == 0:
@@ -431,7 +403,7 @@ class FCDD(Method):
         with torch.random.fork_rng(devices=fork, enabled=self.seed is not None):
             if self.seed is not None:
                 torch.manual_seed(self.seed)
-            mean, std = self._normalisation(train) if profile in NET_OF_PROFILE else (None, None)
+            mean, std = channel_statistics(stack_images(train.nominal)) if profile in NET_OF_PROFILE else (None, None)
             net, weights_used = build_net(profile, channels, small=self.small, pretrained=self.pretrained,
                                           weights=self.weights, mean=mean, std=std)
             net = net.to(device=device, memory_format=torch.channels_last)

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from xadbench.errors import XadError
+from xadbench.layers import Standardise, channel_statistics
 from xadbench.methods.fcdd import SMALL_CIFAR10_WIDTHS, SMALL_FMNIST_WIDTH
 from xadbench.method import EpochCallback, Method, Variant, resolve_device
 from xadbench.profiles import check_preset, get_profile
@@ -54,21 +55,6 @@ def hsc_loss(h: torch.Tensor, labels: torch.Tensor, eps: float = HSC_EPS) -> tor
 
 
 # -- networks ----------------------------------------------------------------------------------
-class Standardise(nn.Module):
-    """(x − mean) / std per channel as buffers; repeats a 1-channel input to as many channels as
-    the statistics have (grey images into the RGB VGG). Keeps the model's inputs in [0, 1]."""
-
-    def __init__(self, mean, std):
-        super().__init__()
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1).clone())
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1).clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] == 1 and self.mean.shape[1] != 1:
-            x = x.expand(-1, self.mean.shape[1], -1, -1)
-        return (x - self.mean) / self.std
-
-
 def _conv_block(cin: int, cout: int, kernel: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, kernel, padding=kernel // 2), nn.BatchNorm2d(cout), nn.LeakyReLU(LEAK)]
 
@@ -124,8 +110,7 @@ def build_network(profile: str, images: torch.Tensor, hidden: int, rep_dim: int,
     small: the narrow 28/32 px conv stacks (no effect on VGG, whose widths the weights fix)."""
     channels = images.shape[1]
     if profile in SMALL_NETS:
-        mean = images.mean(dim=(0, 2, 3))
-        std = images.std(dim=(0, 2, 3)).clamp_min(1e-3)
+        mean, std = channel_statistics(images)
         features = small_features(profile, channels, narrow=small)
         with torch.no_grad():
             flat = features.eval()(torch.zeros(1, *images.shape[1:])).numel()
