@@ -117,13 +117,12 @@ def run(
     if not class_list:
         raise XadError(f"no classes found for data set {dataset!r} under {root or 'its default location'}")
     out = out or Path("runs") / f"{Path(dataset).name}-{protocol}-{preset}"
-    specs = [
-        runner.without_unused_outlier_exposure(runner.JobSpec(dataset=dataset, class_name=c, method=m, seed=s, preset=preset, protocol=protocol,
-                       root=root, blur=tuple(blur_policies), weights=weights, pretrained=pretrained, oe=oe, oe_root=oe_root,
-                       oe_limit=limit, oe_exclude=tuple(split_list(oe_exclude)), k=k, params=_parse_set(set_ or []),
-                       device=device, download=download))
-        for c in class_list for m in method_names for s in seed_list
-    ]
+    common = dict(dataset=dataset, preset=preset, protocol=protocol, root=root, blur=tuple(blur_policies),
+                  weights=weights, pretrained=pretrained, oe=oe, oe_root=oe_root, oe_limit=limit,
+                  oe_exclude=tuple(split_list(oe_exclude)), k=k, params=_parse_set(set_ or []), device=device,
+                  download=download)
+    specs = [runner.without_unused_outlier_exposure(runner.JobSpec(class_name=c, method=m, seed=s, **common))
+             for c in class_list for m in method_names for s in seed_list]
     from xadbench.console import RichProgress, print_summary
 
     runner.write_config(out, {"command": "run", "argv": sys.argv[1:], "jobs": [s.job_id for s in specs]})
