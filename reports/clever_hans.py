@@ -592,13 +592,6 @@ def read_study_results(path: Path) -> pd.DataFrame:
     return table
 
 
-def _append(path: Path, rows: list[dict[str, Any]]) -> None:
-    old = path.read_text() if path.exists() else ""
-    new = pd.DataFrame(rows, columns=COLUMNS).to_csv(index=False, header=not old)
-    with runner.atomic_write(path) as handle:
-        handle.write(old + new)
-
-
 def run_study(study: OpenedStudy | StudyConfig, out: Path, progress: runner.Progress | None = None) -> pd.DataFrame:
     """Run every job of the study not yet in out/clever_hans.csv; returns the rows of the
     study's jobs (finished now or before)."""
@@ -619,7 +612,7 @@ def run_study(study: OpenedStudy | StudyConfig, out: Path, progress: runner.Prog
             cached = (key, study.setup(watermark_training=key[0], seed=job.seed))
         rows, predictions = run_study_job(job, cached[1], on_epoch=progress.epoch)
         runner.save_predictions(out / "predictions" / f"{job.job_id}.npz", predictions)
-        _append(path, rows)
+        runner.append_results(path, rows, COLUMNS)
         done.add(job.job_id)
         progress.job_finished(job, rows, skipped=False)  # type: ignore[arg-type]
     results = read_study_results(path)

@@ -263,10 +263,10 @@ def read_results(path: Path) -> pd.DataFrame:
         raise XadError(f"{path}: not a readable results file ({type(exc).__name__}: {exc})") from None
 
 
-def append_results(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Add a finished job's rows to results.csv atomically (old text + new rows, then rename)."""
+def append_results(path: Path, rows: list[dict[str, Any]], columns: Sequence[str] = RESULT_COLUMNS) -> None:
+    """Add a finished job's rows to a results CSV atomically (old text + new rows, then rename)."""
     old = path.read_text() if path.exists() else ""
-    new = pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False, header=not old)
+    new = pd.DataFrame(rows, columns=list(columns)).to_csv(index=False, header=not old)
     with atomic_write(path) as handle:
         handle.write(old + new)
 
