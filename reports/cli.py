@@ -3,7 +3,6 @@
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -54,9 +53,5 @@ def figures(
 
     Example: xadbench figures runs/mvtec-unsupervised-cpu --norm local --eta 0.97
     """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        paths = write_figures(run_dir, norm=norm, eta=eta, blur=blur, samples=samples)
-    for warning in caught:
-        typer.echo(f"warning: {warning.message}", err=True)
+    paths = write_figures(run_dir, norm=norm, eta=eta, blur=blur, samples=samples)
     typer.echo(f"figures: {Path(run_dir) / 'figures'} ({len(paths)} files)")

@@ -76,7 +76,7 @@ def _slug(*parts: object) -> str:
 def _load(path: Path) -> dict[str, np.ndarray]:
     try:
         return load_predictions(path)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:  # EOFError: an empty file
         raise XadError(f"{path}: unreadable predictions ({type(exc).__name__}: {exc}); delete it and rerun the job") from None
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import difflib
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from xadbench.errors import PluginError
+from xadbench.errors import PluginError, XadError
 
 METHODS_GROUP = "xadbench.methods"
 DATASETS_GROUP = "xadbench.datasets"
@@ -81,3 +83,16 @@ class Registry:
 
 methods = Registry(METHODS_GROUP, "method")
 datasets = Registry(DATASETS_GROUP, "dataset")
+
+
+@contextmanager
+def plugin_call(kind: str, name: str, call: str) -> Iterator[None]:
+    """Turns an exception a plugin raises in `call` (e.g. "fit") into one PluginError line that
+    names the plugin and the call; XadErrors (already one line for the user) pass unchanged."""
+    try:
+        yield
+    except XadError:
+        raise
+    except Exception as exc:  # a plugin may fail in any way; the user needs to know which and where
+        message = " ".join(str(exc).split())
+        raise PluginError(f"{kind} {name!r} failed in {call}: {type(exc).__name__}: {message}") from exc

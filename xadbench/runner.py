@@ -31,7 +31,7 @@ from xadbench.dataset import Dataset
 from xadbench.errors import XadError
 from xadbench.method import Method
 from xadbench.profiles import check_preset, get_profile
-from xadbench.registry import datasets, methods
+from xadbench.registry import datasets, methods, plugin_call
 from xadbench.types import Prediction, Sample, stack_images
 
 BLUR_POLICIES = ("gaussian", "none")
@@ -132,7 +132,8 @@ def build_method(spec: JobSpec, profile: str) -> Method:
         if key not in accepted:
             raise XadError(f"method {spec.method!r} has no parameter {key!r}; it has: {', '.join(sorted(accepted))}")
         params[key] = value
-    return plugin(**params)
+    with plugin_call("method", spec.method, "__init__"):
+        return plugin(**params)
 
 
 def outlier_exposure(spec: JobSpec, image_size: int) -> Sequence[Sample]:
@@ -179,11 +180,13 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
     seed_everything(spec.seed)
     method = build_method(spec, dataset.profile)
     start = time.perf_counter()
-    method.fit(protocols.restrict(train, method.supervision), on_epoch=on_epoch)
+    with plugin_call("method", spec.method, "fit"):
+        method.fit(protocols.restrict(train, method.supervision), on_epoch=on_epoch)
     fit_s = time.perf_counter() - start
     images = stack_images(test)
     start = time.perf_counter()
-    prediction = method.predict(images)
+    with plugin_call("method", spec.method, "predict"):
+        prediction = method.predict(images)
     predict_s = time.perf_counter() - start
     if not (np.isfinite(prediction.score).all() and np.isfinite(prediction.anomaly_map).all()):
         raise XadError(f"method {spec.method!r} produced non-finite scores or maps on {spec.dataset}/{spec.class_name}")
@@ -224,7 +227,8 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
             torch.nn.functional.interpolate(s.mask[None, None].float(), size=images.shape[-2:], mode="nearest")[0, 0].bool().numpy()
             for s in test
         ])
-    state = method.checkpoint()
+    with plugin_call("method", spec.method, "checkpoint"):
+        state = method.checkpoint()
     return JobResult(rows, predictions, None if state is None else {"method": spec.method, "state": state})
 
 

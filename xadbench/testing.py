@@ -133,14 +133,27 @@ def check_prediction_shapes(c: Contract) -> None:
     assert np.isfinite(prediction.score).all() and np.isfinite(prediction.anomaly_map).all(), "non-finite output"
 
 
+#: Batch invariance holds exactly in real arithmetic; in floats a batch of one may take another
+#: kernel path (other blocking, other thread split), so a map may differ by rounding: measured
+#: below 2e-6 of the map's largest value for every built-in method, at 1 and 2 threads.
+BATCH_RTOL = 1e-4
+
+
 def check_batch_is_per_image(c: Contract) -> None:
+    """An image's score and map do not depend on the other images of its batch, within
+    `BATCH_RTOL` of the scale of that image's map (its largest absolute value) and of the largest
+    absolute score: a tolerance relative to the values' scale, so it holds whatever their units."""
     method, prediction = c.fitted
     images = stack_images(c.data[1])
+    score_scale = float(np.abs(prediction.score).max())
     for i in (0, 1, len(images) - 1):
         single = method.predict(images[i : i + 1])
-        np.testing.assert_allclose(single.score, prediction.score[i : i + 1], rtol=1e-3, atol=1e-5,
+        map_scale = float(np.abs(prediction.anomaly_map[i]).max())
+        np.testing.assert_allclose(single.score, prediction.score[i : i + 1], rtol=0,
+                                   atol=BATCH_RTOL * score_scale,
                                    err_msg="an image's score depends on the rest of its batch")
-        np.testing.assert_allclose(single.anomaly_map, prediction.anomaly_map[i : i + 1], rtol=1e-3, atol=1e-5,
+        np.testing.assert_allclose(single.anomaly_map, prediction.anomaly_map[i : i + 1], rtol=0,
+                                   atol=BATCH_RTOL * map_scale,
                                    err_msg="an image's map depends on the rest of its batch")
 
 
