@@ -58,6 +58,7 @@ class ImageNet30(Dataset):
     """
 
     profile = "imagenet"
+    data_folder = "imagenet"
 
     def classes(self) -> list[str]:
         return list(IMAGENET30)
@@ -127,6 +128,7 @@ class ImageNet22k(Dataset):
     """ImageNet-22k as Outlier Exposure only (see the module docstring); `load` refuses."""
 
     profile = "imagenet"
+    data_folder = "imagenet22k"
 
     def _data_root(self) -> Path:
         if self.root is None or not self.root.is_dir():

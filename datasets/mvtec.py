@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import os
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import torch
 from PIL import Image
 
 from xadbench.dataset import Dataset
-from xadbench.errors import DataError, XadError
+from xadbench.errors import DataError
 from xadbench.datasets.onevsrest import IMAGE_EXTENSIONS, decode, is_hidden
 from xadbench.types import Sample, Task
 
@@ -72,26 +73,17 @@ def _read_mask(mask: Path, image: Path, size: tuple[int, int]) -> tuple[torch.Te
 class MVTecAD(Dataset):
     """MVTec-AD, or any folder in its layout (see the module docstring).
 
-    root: the folder holding the class folders. MVTec-AD cannot be downloaded automatically (its
-        licence is accepted on a web form), so `download=True` raises unless the data is there.
+    root: the folder holding the class folders. download: fetch the MVTec-AD classes that are
+        asked for (`fetch`, and `load` of a class) and missing under root, from MVTec's
+        archives (`xadbench.datasets.mvtec_archives`).
     """
 
     profile = "mvtec"
     has_masks = True
+    data_folder = "mvtec_ad"
+    can_download = True
     #: Names offered as suggestions when a requested class is not found.
     known_classes: tuple[str, ...] = KNOWN_CLASSES
-
-    def __init__(self, root: str | Path | None = None, download: bool = False):
-        super().__init__(root, download)
-        if download and not self._has_data():
-            raise XadError(
-                "MVTec-AD cannot be downloaded automatically (its licence is accepted on a web "
-                f"form): download it from {URL}, unpack it and pass root=<the unpacked folder>, "
-                f"laid out as {LAYOUT}"
-            )
-
-    def _has_data(self) -> bool:
-        return self.root is not None and self.root.is_dir() and bool(self._class_folders(self.root))
 
     def _data_root(self) -> Path:
         """The root folder, checked to exist."""
@@ -117,8 +109,21 @@ class MVTecAD(Dataset):
         )
 
     def classes(self) -> list[str]:
-        """The class folders under root that follow the layout (have `train/` or `test/`)."""
+        """The class folders under root that follow the layout (have `train/` or `test/`); with
+        download, the MVTec-AD classes too."""
+        if self.download:
+            found = self._class_folders(self.root) if self.root is not None and self.root.is_dir() else []
+            return sorted({*found, *KNOWN_CLASSES})
         return self._class_folders(self._data_root())
+
+    def fetch(self, classes: Sequence[str]) -> None:
+        """With download, fetch the MVTec-AD classes among `classes` that root lacks."""
+        if self.download:
+            from xadbench.datasets.mvtec_archives import fetch
+
+            if self.root is None:
+                self._data_root()  # raises: "needs root"
+            fetch(self.root, classes)
 
     def load(self, class_name: str, image_size: int) -> Task:
         """Load one class eagerly, validating every file.
@@ -129,6 +134,7 @@ class MVTecAD(Dataset):
         if not isinstance(image_size, (int, np.integer)) or image_size < 1:
             raise ValueError(f"image_size must be a positive int, got {image_size!r}")
         image_size = int(image_size)
+        self.fetch([class_name])
         root = self._data_root()
         folder = self._class_folder(root, class_name)
         skipped: list[Path] = []

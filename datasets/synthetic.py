@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from xadbench.data_root import cache_home
 from xadbench.datasets.mvtec import MVTecAD
 from xadbench.errors import DataError, XadError
 
@@ -415,9 +416,9 @@ def generate(out_dir: str | Path, seed: int = SEED, size: int = SIZE, n_train: i
 
 
 def default_cache() -> Path:
-    """Where the default synthetic set lives: `$XADBENCH_CACHE` or `~/.cache/xadbench`."""
-    base = os.environ.get("XADBENCH_CACHE") or Path.home() / ".cache" / "xadbench"
-    return Path(base) / CACHE_NAME
+    """Where the default synthetic set lives: in `xadbench.data_root.cache_home()`
+    (`$XADBENCH_CACHE`, else e.g. `~/.cache/xadbench`)."""
+    return cache_home() / CACHE_NAME
 
 
 class SyntheticMVTec(MVTecAD):
@@ -429,9 +430,11 @@ class SyntheticMVTec(MVTecAD):
 
     known_classes = CLASSES
 
+    data_folder = None  # its default is its own cache (`default_cache`)
+    can_download = False
+
     def __init__(self, root: str | Path | None = None, download: bool = False):
         super().__init__(root if root is not None else default_cache(), download=False)
-        self.download = download
         self._checked = False
 
     def _data_root(self) -> Path:

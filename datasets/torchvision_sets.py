@@ -43,6 +43,7 @@ class TorchvisionSet(Dataset):
     url: ClassVar[str]
     #: Labels below this are placeholders, not classes (EMNIST letters has "N/A" at 0).
     first_label: ClassVar[int] = 0
+    can_download = True
 
     def __init__(self, root: str | Path | None = None, download: bool = False):
         super().__init__(root, download)
@@ -129,6 +130,7 @@ class FashionMNIST(TorchvisionSet):
 
     title = "Fashion-MNIST"
     profile = "fmnist"
+    data_folder = "fmnist"
     files = tuple(f"FashionMNIST/raw/{split}-{kind}-ubyte" for split in ("train", "t10k")
                   for kind in ("images-idx3", "labels-idx1"))
     url = "https://github.com/zalandoresearch/fashion-mnist"
@@ -146,6 +148,7 @@ class EMNISTLetters(TorchvisionSet):
 
     title = "EMNIST (letters)"
     profile = "fmnist"
+    data_folder = "emnist"
     files = tuple(f"EMNIST/raw/emnist-letters-{split}-{kind}-ubyte" for split in ("train", "test")
                   for kind in ("images-idx3", "labels-idx1"))
     url = "https://www.nist.gov/itl/products-and-services/emnist-dataset"
@@ -163,6 +166,7 @@ class CIFAR10(TorchvisionSet):
 
     title = "CIFAR-10"
     profile = "cifar10"
+    data_folder = "cifar10"
     files = tuple(f"cifar-10-batches-py/{name}" for name in
                   ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
                    "test_batch", "batches.meta"))
@@ -178,6 +182,7 @@ class CIFAR100(TorchvisionSet):
 
     title = "CIFAR-100"
     profile = "cifar10"
+    data_folder = "cifar100"
     files = tuple(f"cifar-100-python/{name}" for name in ("train", "test", "meta"))
     url = "https://www.cs.toronto.edu/~kriz/cifar.html"
 

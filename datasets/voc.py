@@ -43,6 +43,8 @@ class PascalVOC(Dataset):
     """
 
     profile = "voc"
+    data_folder = "voc"
+    can_download = True
 
     def __init__(self, root: str | Path | None = None, download: bool = False):
         super().__init__(root, download)

@@ -139,11 +139,11 @@ def _parse_set(assignments: list[str]) -> tuple[tuple[str, Any], ...]:
     return tuple(parsed)
 
 
-@app.command(epilog="Example: xadbench run --methods fcdd,grad,ae --dataset mvtec --root ~/data/mvtec_ad --classes bottle --weights vgg11_bn.pt")
+@app.command(epilog="Example: xadbench run --methods fcdd,grad,ae --dataset mvtec --classes bottle --download --weights vgg11_bn.pt")
 def run(
     methods: Annotated[str, typer.Option(help="Comma-separated method names (see `xadbench methods list`).")] = "fcdd,grad,ae",
     dataset: Annotated[str, typer.Option(help="Registered data set name, or a folder-per-class path.")] = "synthetic",
-    root: Annotated[str | None, typer.Option(help="Where the data set lives (synthetic: a cache folder by default).")] = None,
+    root: Annotated[str | None, typer.Option(help="Where the data set lives (default: $XADBENCH_DATA/<folder>, else ~/.cache/xadbench/data/<folder>; synthetic: its cache).")] = None,
     classes: Annotated[str, typer.Option(help="Comma-separated class names, or 'all'.")] = "all",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
     preset: PresetOption = "cpu",
@@ -159,7 +159,7 @@ def run(
     oe_exclude: Annotated[str | None, typer.Option(help="Comma-separated OE classes to leave out.")] = None,
     k: Annotated[int, typer.Option(help="Real labelled anomalies per category (semi-supervised).")] = 1,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Method hyperparameter KEY=VALUE (repeatable).")] = None,
-    download: Annotated[bool, typer.Option(help="Let torchvision download a data set that supports it.")] = False,
+    download: Annotated[bool, typer.Option(help="Fetch a missing data set: MVTec-AD (the asked-for classes), or torchvision's sets and VOC.")] = False,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write tables and figures at the end.")] = True,
 ) -> None:
     """Train and score every (class × method × seed) job; resumes where a killed run stopped."""
@@ -187,7 +187,8 @@ def run(
     found = data.classes()
     class_list = found if classes == "all" else split_list(classes)
     if not class_list:
-        raise XadError(f"no classes found for data set {dataset!r} under {root or 'its default location'}")
+        raise XadError(f"no classes found for data set {dataset!r} under {data.root}")
+    data.fetch(class_list)  # before any job starts, so a failed download stops the run here
     out = out or Path("runs") / f"{Path(dataset).name}-{protocol}-{preset}"
     common = dict(dataset=dataset, preset=preset, protocol=protocol, root=root, blur=tuple(blur_policies),
                   weights=weights, pretrained=pretrained, oe=oe, oe_root=oe_root, oe_limit=limit,

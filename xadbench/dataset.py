@@ -18,10 +18,17 @@ class Dataset(abc.ABC):
         job ids read a class attribute without opening the data set, so an instance must not
         change it.
     has_masks: whether test anomalies carry pixel ground truth (pixel AUC is computed then).
+    data_folder: the folder it is looked for under the default data places when no root is given
+        (see `xadbench.data_root`); None: it takes no default root (it is given its folder, or
+        has its own default).
+    can_download: whether `download=True` fetches its files (so the "not found" message offers
+        --download).
     """
 
     profile: str = "imagenet"
     has_masks: ClassVar[bool] = False
+    data_folder: ClassVar[str | None] = None
+    can_download: ClassVar[bool] = False
 
     def __init__(self, root: str | Path | None = None, download: bool = False):
         self.root = Path(root) if root is not None else None
@@ -35,6 +42,10 @@ class Dataset(abc.ABC):
     def load(self, class_name: str, image_size: int) -> Task:
         """The nominal training images of `class_name` and the scored test split, images
         resized to `image_size`, masks at their own resolution."""
+
+    def fetch(self, classes: Sequence[str]) -> None:
+        """Download what `classes` need, when opened with download=True and the data set fetches
+        per class; the default does nothing (torchvision's sets fetch when first read)."""
 
     def outlier_exposure(self, image_size: int, exclude: Sequence[str] = ()) -> Sequence[Sample]:
         """All training images of all classes except `exclude`, as Outlier Exposure (label 1)."""

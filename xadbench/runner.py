@@ -27,6 +27,7 @@ import torch
 
 from xadbench import evaluator, heatmaps, protocols
 from xadbench.anomalies import limit_outlier_exposure
+from xadbench.data_root import default_root
 from xadbench.dataset import Dataset
 from xadbench.errors import XadError
 from xadbench.method import Method
@@ -116,9 +117,14 @@ def dataset_profile(name: str, root: str | None) -> str:
 
 
 def open_dataset(name: str, root: str | None, download: bool = False) -> Dataset:
-    """A registered data set by name, or any folder-per-class tree given as a path."""
+    """A registered data set by name, or any folder-per-class tree given as a path. Without a
+    root, a data set with a `data_folder` gets its default root (`xadbench.data_root`)."""
     if name not in datasets.names() and Path(name).is_dir():
         return datasets.create("folder", root=name, download=False)
+    plugin = datasets.get(name)
+    folder = getattr(plugin, "data_folder", None)  # plugins that predate it have none
+    if root is None and folder is not None:
+        root = str(default_root(name, folder, getattr(plugin, "can_download", False), download))
     return datasets.create(name, root=root, download=download)
 
 
