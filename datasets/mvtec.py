@@ -95,7 +95,7 @@ class MVTecAD(Dataset):
         if not self.root.is_dir():
             raise DataError(
                 f"data set root {self.root} does not exist or is not a folder; pass root=<folder "
-                f"holding the class folders> ({LAYOUT}); get MVTec-AD from {URL}"
+                f"holding the class folders> ({LAYOUT}); get MVTec-AD from {URL} or pass --download"
             )
         return self.root
 
