@@ -4,7 +4,8 @@
 (shifts, rotations, lighting, noise, texture phase, natural blemishes) and several defect kinds
 (scratches, holes, stains or colour spots, missing parts) with their exact pixel masks. Defects are
 low-contrast and overlap the nominal variation on purpose, so a per-pixel z-score does not solve
-them. `SyntheticMVTec` reads the result with the same loader as the real data set.
+them. Defects are placed uniformly over the texture or the object, borders and rims included, so
+that a map that only marks the image centre (the `centre` reference) gains nothing. `SyntheticMVTec` reads the result with the same loader as the real data set.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ N_TEST_GOOD = 15
 N_TEST_PER_DEFECT = 10
 SEED = 0
 #: Bump the version when the generator's output changes, so old caches are not reused.
-CACHE_NAME = f"synthetic-v1-seed{SEED}"
+CACHE_NAME = f"synthetic-v2-seed{SEED}"
 NOISE = 0.01
 
 DEFECTS: dict[str, tuple[str, ...]] = {
@@ -157,7 +158,7 @@ def _fabric(rng: np.random.Generator, size: int) -> Scene:
 
 def _fabric_defect(kind: str, scene: Scene, rng: np.random.Generator, size: int):
     image, k = scene["image"], size / SIZE
-    cy, cx = rng.uniform(0.2 * size, 0.8 * size, 2)
+    cy, cx = rng.uniform(0, size, 2)  # anywhere, borders included: no centre prior
     if kind == "hole":  # threads pushed apart: a dark gap showing the backing
         shape = _blob(rng, size, cy, cx, rng.uniform(3.0, 6.0) * k, irregular=0.3)
         target = image * rng.uniform(0.3, 0.5)
@@ -193,7 +194,7 @@ def _wood(rng: np.random.Generator, size: int) -> Scene:
 
 def _wood_defect(kind: str, scene: Scene, rng: np.random.Generator, size: int):
     image, k = scene["image"], size / SIZE
-    cy, cx = rng.uniform(0.2 * size, 0.8 * size, 2)
+    cy, cx = rng.uniform(0, size, 2)  # anywhere, borders included: no centre prior
     if kind == "scratch":
         points = _stroke_points(rng, cy, cx, rng.uniform(20, 45) * k)
         shape = _curve(rng, size, points, max(rng.uniform(1.2, 2.0) * k, 1.2))
@@ -240,8 +241,8 @@ def _cap(rng: np.random.Generator, size: int) -> Scene:
             "centre": np.array([cy, cx]), "radius": np.array(radius)}
 
 
-def _inside(rng: np.random.Generator, scene: Scene, fraction: float) -> tuple[float, float]:
-    """A random point within `fraction` of a round object's radius."""
+def _inside(rng: np.random.Generator, scene: Scene, fraction: float = 1.0) -> tuple[float, float]:
+    """A point uniformly distributed over the disc of `fraction` of a round object's radius."""
     a = rng.uniform(0, 2 * math.pi)
     d = float(scene["radius"]) * fraction * math.sqrt(rng.uniform(0, 1))
     cy, cx = scene["centre"]
@@ -256,7 +257,7 @@ def _cap_defect(kind: str, scene: Scene, rng: np.random.Generator, size: int):
         cy, cx = scene["centre"] + radius * np.array([math.sin(a), math.cos(a)])
         shape = _blob(rng, size, cy, cx, rng.uniform(5.0, 9.0) * k) * alpha
         return _blend(image, shape, scene["background"], 1.0), shape
-    cy, cx = _inside(rng, scene, 0.7)
+    cy, cx = _inside(rng, scene)  # uniform over the whole cap, rim included
     if kind == "scratch":
         points = _stroke_points(rng, cy, cx, rng.uniform(15, 35) * k)
         shape = _curve(rng, size, points, max(rng.uniform(1.2, 2.0) * k, 1.2)) * alpha
@@ -303,9 +304,15 @@ def _pill_defect(kind: str, scene: Scene, rng: np.random.Generator, size: int):
     half, radius = float(scene["half"]), float(scene["radius"])
     cy, cx = scene["centre"]
     a, k = math.radians(float(scene["angle"])), size / SIZE
-    u = rng.uniform(-0.6, 0.6) * half
-    # across the pill: on its edge for a chip, well inside it otherwise
-    v = radius * (rng.choice([-1.0, 1.0]) if kind == "chip" else rng.uniform(-0.5, 0.5))
+    straight = half - radius  # half-length of the straight part between the two round ends
+    if kind == "chip":  # on the outline, the round ends included
+        u = rng.uniform(-half, half)
+        v = rng.choice([-1.0, 1.0]) * math.sqrt(max(radius**2 - max(abs(u) - straight, 0.0) ** 2, 0.0))
+    else:  # uniform over the whole pill, by rejection from its bounding box
+        while True:
+            u, v = rng.uniform(-half, half), rng.uniform(-radius, radius)
+            if max(abs(u) - straight, 0.0) ** 2 + v**2 <= radius**2:
+                break
     py, px = cy + v * math.cos(a) + u * math.sin(a), cx + u * math.cos(a) - v * math.sin(a)
     if kind == "chip":  # a piece broken off the edge
         shape = _blob(rng, size, py, px, rng.uniform(4.0, 8.0) * k) * alpha

@@ -23,6 +23,7 @@ from xadbench.errors import XadError
 from xadbench.layers import Standardise, channel_statistics
 from xadbench.method import EpochCallback, Method, resolve_device
 from xadbench.profiles import check_preset, get_profile
+from xadbench.sanity import randomised_copy
 from xadbench.training import fit_loop, predict_in_batches
 from xadbench.types import Prediction, TrainData, stack_images
 
@@ -223,6 +224,31 @@ class AutoEncoder(Method):
         self.weights_used_ = "none"
         self.model_ = model
         return self
+
+    # -- checkpoints and randomisation ----------------------------------------------------------
+    def checkpoint(self) -> dict[str, Any]:
+        """Hyperparameters, the network's state dict (on the CPU) and the fitted attributes."""
+        self._check_fitted("model_")
+        return {"params": self.get_params(), "input_shape": list(self.input_shape_), "losses": list(self.losses_),
+                "model": {name: t.detach().cpu() for name, t in self.model_.state_dict().items()}}
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> "AutoEncoder":
+        model = cls(**state["params"])
+        channels, height, width = state["input_shape"]
+        net = ConvAutoEncoder(channels, (height, width), model.width, model.latent,
+                              torch.zeros(channels), torch.ones(channels))
+        net.load_state_dict(state["model"])  # the standardisation statistics too
+        model.model_ = net.to(resolve_device(model.device)).to(memory_format=torch.channels_last).eval()
+        model.input_shape_ = (channels, height, width)
+        model.losses_ = list(state["losses"])
+        model.weights_used_ = "none"
+        return model
+
+    def randomised(self, cascade_step: int | None) -> "AutoEncoder":
+        """A copy with the `cascade_step` layers nearest the output (the decoder's last ones; None:
+        every layer) re-initialised; see `Method.randomised`."""
+        return randomised_copy(self, "model_", cascade_step)
 
     # -- inference ----------------------------------------------------------------------------
     def predict(self, images: torch.Tensor) -> Prediction:

@@ -39,6 +39,7 @@ from xadbench.layers import Standardise, channel_statistics
 from xadbench.method import EpochCallback, Method, resolve_device
 from xadbench.profiles import check_preset, get_profile
 from xadbench.receptive_field import ReceptiveField, receptive_field
+from xadbench.sanity import randomised_copy
 from xadbench.training import fit_loop, predict_in_batches
 from xadbench.types import Prediction, TrainData, stack_images
 
@@ -464,6 +465,11 @@ class FCDD(Method):
         model.pixel_loss_ = state["pixel_loss"]
         model.losses_ = list(state["losses"])
         return model
+
+    def randomised(self, cascade_step: int | None) -> "FCDD":
+        """A copy with the top `cascade_step` layers of the net re-initialised (None: every layer,
+        the frozen pretrained ones included); see `Method.randomised`."""
+        return randomised_copy(self, "net_", cascade_step)
 
     # ---- prediction
 

@@ -28,6 +28,7 @@ from xadbench.layers import Standardise, channel_statistics
 from xadbench.methods.fcdd import SMALL_CIFAR10_WIDTHS, SMALL_FMNIST_WIDTH
 from xadbench.method import EpochCallback, Method, Variant, resolve_device
 from xadbench.profiles import check_preset, get_profile
+from xadbench.sanity import randomised_copy
 from xadbench.training import fit_loop, predict_in_batches
 from xadbench.types import Prediction, TrainData, stack_images
 
@@ -290,6 +291,37 @@ class GradSaliency(Method):
         self.model_ = model
         return self
 
+    # -- checkpoints and randomisation ----------------------------------------------------------
+    def checkpoint(self) -> dict[str, Any]:
+        """Hyperparameters, the network's state dict (on the CPU) and the fitted attributes."""
+        self._check_fitted("model_")
+        return {"params": self.get_params(), "input_shape": list(self.input_shape_), "losses": list(self.losses_),
+                "weights_used": self.weights_used_,
+                "model": {name: t.detach().cpu() for name, t in self.model_.state_dict().items()}}
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> "GradSaliency":
+        model = cls(**state["params"])
+        shape = tuple(state["input_shape"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the random init the saved weights replace
+            net, _ = build_network(model.profile, torch.zeros(2, *shape), model.hidden, model.rep_dim,
+                                   pretrained=False, weights=None, small=model.small)
+        net.load_state_dict(state["model"])
+        for p in net.parameters():
+            p.requires_grad_(False)
+        model.model_ = net.to(resolve_device(model.device)).to(memory_format=torch.channels_last).eval()
+        model.input_shape_ = shape
+        model.losses_ = list(state["losses"])
+        model.weights_used_ = state["weights_used"]
+        return model
+
+    def randomised(self, cascade_step: int | None) -> "GradSaliency":
+        """A copy with the `cascade_step` layers nearest the output (the fully connected head
+        first; None: every layer, the frozen pretrained ones included) re-initialised; see
+        `Method.randomised`."""
+        return randomised_copy(self, "model_", cascade_step)
+
     # -- inference ----------------------------------------------------------------------------
     def _attribute(self, x: torch.Tensor) -> torch.Tensor:
         """Channel-reduced absolute attribution (B, H, W) of the score for a batch, via Captum."""
@@ -320,14 +352,26 @@ class GradSaliency(Method):
             score = self.model_.score(x)
         return score, self._attribute(x)
 
-    def predict(self, images: torch.Tensor) -> Prediction:
+    def _check_input(self, images: torch.Tensor) -> None:
         self._check_fitted("model_")
-        self._check_attribution()
         if tuple(images.shape[1:]) != self.input_shape_:
             raise XadError(f"GradSaliency was fitted on images {self.input_shape_}, got {tuple(images.shape[1:])}")
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        self._check_input(images)
+        self._check_attribution()
         device = next(self.model_.buffers()).device
         score, amap = predict_in_batches(self._score_and_map, images, max(self.batch_size, 1), device)
         return Prediction(score=score.numpy().astype(np.float32), anomaly_map=amap.numpy().astype(np.float32))
+
+    def score_images(self, images: torch.Tensor) -> np.ndarray:
+        """The HSC scores alone, without the attribution's backward passes."""
+        self._check_input(images)
+        device = next(self.model_.buffers()).device
+        with torch.inference_mode():
+            score, _ = predict_in_batches(lambda x: (self.model_.score(x), x[:, 0]), images,
+                                          max(self.batch_size, 1), device)
+        return score.numpy().astype(np.float32)
 
 
 #: `grad-ig`: the same model explained by Integrated Gradients.

@@ -1,6 +1,8 @@
 """Per-pixel Gaussian statistics: the classical baseline every deep method must clear."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -31,6 +33,17 @@ class PixelStats(Method):
         if on_epoch is not None:
             on_epoch(1, 1, 0.0)
         return self
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Hyperparameters and the per-pixel statistics."""
+        self._check_fitted("mean_")
+        return {"params": self.get_params(), "mean": self.mean_, "std": self.std_}
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> "PixelStats":
+        model = cls(**state["params"])
+        model.mean_, model.std_ = state["mean"], state["std"]
+        return model
 
     def predict(self, images: torch.Tensor) -> Prediction:
         self._check_fitted("mean_")

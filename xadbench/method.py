@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from xadbench.errors import NotFittedError, XadError
@@ -31,10 +32,13 @@ class Method(abc.ABC):
         (also pixel masks of known anomalies). The runner gives it no more than that.
     receptive_field_maps: True when its maps are already smoothed by construction (FCDD's Gaussian
         upsampling), so the evaluator's shared baseline blur does not apply to them.
+    reference: True for a trivial reference map (e.g. `centre`) that runs beside the methods so
+        their numbers can be read against it; it is not expected to detect anything.
     """
 
     supervision: ClassVar[str] = "none"
     receptive_field_maps: ClassVar[bool] = False
+    reference: ClassVar[bool] = False
 
     @classmethod
     def preset(cls, preset: str, profile: str) -> dict[str, Any]:
@@ -73,6 +77,20 @@ class Method(abc.ABC):
         """The fitted method back from `checkpoint()`'s state."""
         raise XadError(f"{cls.__name__} does not support checkpoints")
 
+    def score_images(self, images: torch.Tensor) -> np.ndarray:
+        """Anomaly scores (N,) float32 only; the deletion and insertion curves call it for many
+        modified images. Default: `predict`'s scores; a method whose map costs more than its score
+        (gradient attributions) overrides it."""
+        return self.predict(images).score
+
+    def randomised(self, cascade_step: int | None) -> "Method | None":
+        """The model randomisation hook (Adebayo et al., NeurIPS 2018): a copy of the fitted
+        method whose `cascade_step` layers nearest the output (None: all layers) are re-initialised,
+        the method itself unchanged; None, the default, for a method without trained layers
+        (the check then reports nothing). `xadbench.sanity.randomised_copy` implements it for a
+        method with one network."""
+        return None
+
     def _check_fitted(self, attribute: str) -> None:
         if not hasattr(self, attribute):
             raise NotFittedError(f"{type(self).__name__}: call fit before predict")
@@ -91,6 +109,7 @@ class Variant:
         self.fixed = fixed
         self.supervision = method_class.supervision
         self.receptive_field_maps = method_class.receptive_field_maps
+        self.reference = method_class.reference
         self.__doc__ = method_class.__doc__
 
     def preset(self, preset: str, profile: str) -> dict[str, Any]:

@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from xadbench import evaluator, heatmaps, protocols
+from xadbench import evaluator, heatmaps, protocols, sanity
 from xadbench.anomalies import limit_outlier_exposure
 from xadbench.data_root import default_root
 from xadbench.dataset import Dataset
 from xadbench.errors import XadError
 from xadbench.method import Method
-from xadbench.profiles import check_preset, get_profile
+from xadbench.profiles import Profile, check_preset, get_profile
 from xadbench.registry import datasets, methods, plugin_call
 from xadbench.types import Prediction, Sample, stack_images
 
@@ -41,7 +41,7 @@ ROUTED_OPTIONS = ("device", "weights", "pretrained", "seed")
 
 RESULT_COLUMNS = [
     "job_id", "dataset", "class", "method", "seed", "preset", "protocol", "blur", "metric", "value",
-    "oe", "oe_limit", "oe_exclude", "k", "weights", "n_train", "n_test", "fit_s", "predict_s", "params",
+    "oe", "oe_limit", "oe_exclude", "k", "weights", "n_train", "n_test", "fit_s", "predict_s", "sanity_s", "params",
 ]
 
 
@@ -70,10 +70,11 @@ class JobSpec:
     params: tuple[tuple[str, Any], ...] = ()
     device: str = field(default="auto", compare=False)
     download: bool = field(default=False, compare=False)
+    sanity: bool = field(default=False, compare=False)  # also score xadbench.sanity's checks
 
     @property
     def job_id(self) -> str:
-        key = {k: v for k, v in asdict(self).items() if k not in ("device", "download")}
+        key = {k: v for k, v in asdict(self).items() if k not in ("device", "download", "sanity")}
         profile = get_profile(dataset_profile(self.dataset, self.root))
         key["preset_values"] = methods.get(self.method).preset(self.preset, profile.name)
         # What the runner itself takes from the profile: image size and the shared blur.
@@ -173,6 +174,26 @@ def evaluate(prediction: Prediction, test: Sequence[Sample]) -> dict[str, float]
     return metrics
 
 
+def score_job(spec: JobSpec, prediction: Prediction, test: Sequence[Sample], profile: Profile,
+              method_smooth: bool, method: Method | None = None, images: torch.Tensor | None = None,
+              reference: torch.Tensor | None = None) -> tuple[list[tuple[str, str, float]], float]:
+    """(blur, metric, value) for every blur policy of the job and every metric, with
+    `xadbench.sanity`'s checks when `spec.sanity` (those that need the fitted `method`, its input
+    `images` and the nominal `reference` only when given); and the seconds the checks took."""
+    metrics, sanity_s = [], 0.0
+    for blur in spec.blur:
+        process = functools.partial(postprocess, blur=blur, method_smooth=method_smooth,
+                                    size=profile.receptive_field, sigma=profile.sigma[spec.preset])
+        scored = Prediction(prediction.score, process(prediction.anomaly_map))
+        values = evaluate(scored, test)
+        if spec.sanity:
+            start = time.perf_counter()
+            values.update(sanity.sanity_metrics(scored, test, evaluate, method, images, process, reference))
+            sanity_s += time.perf_counter() - start
+        metrics += [(blur, metric, value) for metric, value in values.items()]
+    return metrics, round(sanity_s, 3)
+
+
 def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = None) -> JobResult:
     """Train and score one job; pure apart from reading data (no writes)."""
     check_preset(spec.preset)
@@ -207,14 +228,11 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
         "n_train": len(train.nominal), "n_test": len(test), "fit_s": round(fit_s, 3), "predict_s": round(predict_s, 3),
         "params": json.dumps(method.get_params(), sort_keys=True, default=str),
     }
-    rows = []
-    blur_sigma = profile.sigma[spec.preset]
-    for blur in spec.blur:
-        maps = postprocess(prediction.anomaly_map, blur, method.receptive_field_maps,
-                           profile.receptive_field, blur_sigma)
-        scored = Prediction(prediction.score, maps)
-        for metric, value in evaluate(scored, test).items():
-            rows.append({**common, "blur": blur, "metric": metric, "value": value})
+    reference = sanity.nominal_reference(stack_images(train.nominal))
+    metrics, sanity_s = score_job(spec, prediction, test, profile, method.receptive_field_maps, method, images,
+                                  reference)
+    rows = [{**common, "blur": blur, "metric": metric, "value": value, "sanity_s": sanity_s}
+            for blur, metric, value in metrics]
 
     predictions = {
         "score": prediction.score.astype(np.float32),
@@ -225,8 +243,9 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
         "image": (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy(),
         "method_smooth": np.array(method.receptive_field_maps),
         "blur_size": np.array(profile.receptive_field),
-        "blur_sigma": np.array(blur_sigma),
+        "blur_sigma": np.array(profile.sigma[spec.preset]),
         "profile": np.array(profile.name),
+        "spec": np.array(json.dumps(asdict(spec), default=str)),
     }
     if all(s.mask is not None for s in test):
         predictions["mask"] = np.stack([
