@@ -25,6 +25,8 @@ def contract(name: str) -> Contract:
 @pytest.mark.parametrize("check", list(CHECKS))
 @pytest.mark.parametrize("name", methods.names())
 def test_registered_method_passes_contract(name, check):
+    if check == "better_than_chance" and methods.get(name).reference:
+        pytest.skip(f"{name} is a reference map: trivial by design, it detects nothing")
     CHECKS[check](contract(name))
 
 

@@ -185,6 +185,25 @@ def check_better_than_chance(c: Contract) -> None:
     assert pixel > TOY_MIN_AUC, f"pixel AUC {pixel:.3f} on the toy split is not better than chance"
 
 
+def check_randomised_copy(c: Contract) -> None:
+    """Only for a method that implements the optional `Method.randomised` hook (the contract does
+    not require it): top-layer and all-layer randomisation give a new fitted method of the same
+    type, leave the method itself unchanged, and all layers re-initialised change the maps."""
+    method, prediction = c.fitted
+    if type(method).randomised is Method.randomised:
+        return
+    images = stack_images(c.data[1])
+    top, whole = method.randomised(1), method.randomised(None)
+    for twin in (top, whole):
+        assert type(twin) is type(method) and twin is not method, "randomised must return a new method of its type"
+    np.testing.assert_allclose(method.predict(images).anomaly_map, prediction.anomaly_map, rtol=1e-4, atol=1e-6,
+                               err_msg="randomised changed the method itself")
+    randomised = whole.predict(images).anomaly_map
+    assert randomised.shape == prediction.anomaly_map.shape, "randomised maps have another shape"
+    assert not np.allclose(randomised, prediction.anomaly_map, rtol=1e-3, atol=1e-6), (
+        "re-initialising every layer left the maps unchanged: randomised did not reach the network")
+
+
 CHECKS: dict[str, Callable[[Contract], None]] = {
     "params_as_given": check_params_as_given,
     "supervision_declared": check_supervision_declared,
@@ -195,6 +214,7 @@ CHECKS: dict[str, Callable[[Contract], None]] = {
     "inputs_not_modified": check_inputs_not_modified,
     "same_seed_same_output": check_same_seed_same_output,
     "better_than_chance": check_better_than_chance,
+    "randomised_copy": check_randomised_copy,
 }
 
 
