@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -161,6 +162,13 @@ def run(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Method hyperparameter KEY=VALUE (repeatable).")] = None,
     download: Annotated[bool, typer.Option(help="Fetch a missing data set: MVTec-AD (the asked-for classes), or torchvision's sets and VOC.")] = False,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write tables and figures at the end.")] = True,
+    references: Annotated[bool, typer.Option(
+        "--references/--no-references",
+        help="Add the reference maps (centre, pixelstats) when the data set has pixel ground truth.")] = True,
+    sanity: Annotated[bool | None, typer.Option(
+        "--sanity/--no-sanity", show_default=False,
+        help="Also score the sanity checks: own mean map, model randomisation, deletion/insertion "
+             "(default: on for the cpu preset, off for paper).")] = None,
 ) -> None:
     """Train and score every (class × method × seed) job; resumes where a killed run stopped."""
     from xadbench import protocols, runner
@@ -184,6 +192,11 @@ def run(
         raise XadError(f"--oe-limit {oe_limit!r}: use an integer or 'all'") from None
     check_weights_file(weights)
     data = runner.open_dataset(dataset, root, download)
+    added = []  # reference maps added to the run: they take no --set (those are the methods')
+    if references and data.has_masks:
+        from xadbench.sanity import REFERENCE_METHODS
+
+        added = [r for r in REFERENCE_METHODS if r not in method_names]
     found = data.classes()
     class_list = found if classes == "all" else split_list(classes)
     if not class_list:
@@ -193,9 +206,12 @@ def run(
     common = dict(dataset=dataset, preset=preset, protocol=protocol, root=root, blur=tuple(blur_policies),
                   weights=weights, pretrained=pretrained, oe=oe, oe_root=oe_root, oe_limit=limit,
                   oe_exclude=tuple(split_list(oe_exclude)), k=k, params=_parse_set(set_ or []), device=device,
-                  download=download)
+                  download=download, sanity=preset == "cpu" if sanity is None else sanity)
     specs = [runner.without_unused_outlier_exposure(runner.JobSpec(class_name=c, method=m, seed=s, **common))
              for c in class_list for m in method_names for s in seed_list]
+    specs = [runner.without_unused_outlier_exposure(replace(runner.JobSpec(class_name=c, method=m, seed=s, **common),
+                                                            params=()))
+             for c in class_list for m in added for s in seed_list] + specs
     from xadbench.console import RichProgress, print_summary
 
     interrupt_note["text"] = f"every finished job is kept in {out}; rerun the same command to resume"
@@ -212,6 +228,31 @@ def run(
         figures = write_figures(out)
         typer.echo(f"tables:  {out / 'tables'} ({len(tables)} files)")
         typer.echo(f"figures: {out / 'figures'} ({len(figures)} files)")
+
+
+@app.command(epilog="Example: xadbench evaluate runs/mvtec-semi-supervised-cpu")
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `xadbench run` (its --out).", show_default=False)],
+    device: DeviceOption = "auto",
+    sanity: Annotated[bool, typer.Option("--sanity/--no-sanity", help="Score the sanity checks too.")] = True,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write tables and figures at the end.")] = True,
+) -> None:
+    """Score a finished run again from its saved predictions and checkpoints, without retraining:
+    every metric and the sanity checks (randomisation and deletion/insertion need the job's
+    checkpoint); each job's rows in results.csv are replaced."""
+    from xadbench.rescore import rescore_run
+
+    count = rescore_run(run_dir, device=device, with_sanity=sanity,
+                        on_job=lambda job, method, name: typer.echo(f"scoring {method} on {name} ({job})", err=True))
+    typer.echo(f"scored {count} job{'s' if count != 1 else ''}: {run_dir / 'results.csv'}")
+    if report:
+        from xadbench.reports.figures import write_figures
+        from xadbench.reports.tables import write_report
+
+        tables = write_report(run_dir)
+        figures = write_figures(run_dir)
+        typer.echo(f"tables:  {run_dir / 'tables'} ({len(tables)} files)")
+        typer.echo(f"figures: {run_dir / 'figures'} ({len(figures)} files)")
 
 
 @methods_app.command("list", epilog="Example: xadbench methods list")

@@ -48,10 +48,12 @@ class RichProgress(Progress):
 
 
 def print_summary(results: pd.DataFrame) -> None:
-    """Mean over classes and seeds per method × metric × blur."""
+    """Mean over classes and seeds per metric × blur (rows) and method (columns, in run order)."""
     if results.empty:
         return
-    summary = results.groupby(["method", "protocol", "blur", "metric"], sort=True)["value"].mean().unstack("metric")
+    order = list(dict.fromkeys(results["method"]))
+    summary = results.groupby(["protocol", "blur", "metric", "method"], sort=False)["value"].mean().unstack("method")
+    summary = summary[[m for m in order if m in summary.columns]]
     table = Table(title="mean over classes and seeds")
     for column in [*summary.index.names, *summary.columns]:
         table.add_column(str(column))

@@ -287,7 +287,9 @@ def read_results(path: Path) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=RESULT_COLUMNS)
     try:
-        return pd.read_csv(path, dtype={"oe_limit": str, "oe_exclude": str, "k": str, "oe": str}, keep_default_na=False)
+        # Text columns keep "" as text; a metric that does not apply (NaN) is written as "".
+        return pd.read_csv(path, dtype={"oe_limit": str, "oe_exclude": str, "k": str, "oe": str}, keep_default_na=False,
+                           na_values={"value": [""], "sanity_s": [""]})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise XadError(f"{path}: not a readable results file ({type(exc).__name__}: {exc})") from None
 
@@ -298,6 +300,15 @@ def append_results(path: Path, rows: list[dict[str, Any]], columns: Sequence[str
     new = pd.DataFrame(rows, columns=list(columns)).to_csv(index=False, header=not old)
     with atomic_write(path) as handle:
         handle.write(old + new)
+
+
+def replace_results(path: Path, job_id: str, rows: list[dict[str, Any]]) -> None:
+    """Replace every row of one job in a results CSV by `rows`, atomically."""
+    old = read_results(path)
+    kept = old[old["job_id"].astype(str) != job_id]
+    frame = pd.concat([kept, pd.DataFrame(rows, columns=RESULT_COLUMNS)], ignore_index=True)
+    with atomic_write(path) as handle:
+        handle.write(frame.to_csv(index=False))
 
 
 def save_predictions(path: Path, predictions: dict[str, np.ndarray]) -> None:
