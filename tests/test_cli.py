@@ -1,4 +1,5 @@
 """The command line through Typer's CliRunner: listings, one-line errors, run → report."""
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -57,8 +58,11 @@ def test_run_then_report_write_results_and_tables(tmp_path):
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "results.csv")
     assert set(table["class"]) == {"fabric", "wood"} and set(table["blur"]) == {"gaussian", "none"}
-    assert set(table["metric"]) == {"image_auc", "pixel_auc", "per_image_pixel_auc"}
-    assert table["value"].between(0, 1).all()
+    assert set(table["method"]) == {"centre", "pixelstats"}  # the references join a run with masks
+    aucs = table[table["metric"].str.contains("auc")]
+    assert {"image_auc", "pixel_auc", "per_image_pixel_auc", "pixel_auc_mean_map"} <= set(aucs["metric"])
+    assert aucs["value"].between(0, 1).all()
+    assert {"deletion_area", "faithfulness_gain"} <= set(table["metric"])  # sanity is on for the cpu preset
     assert list((out / "tables").glob("*.tex")) and list((out / "tables").glob("*.csv"))
     assert list((out / "figures").glob("*.png"))
     again = invoke("run", "--methods", "pixelstats", "--dataset", "synthetic", "--classes", "fabric,wood",
@@ -67,6 +71,23 @@ def test_run_then_report_write_results_and_tables(tmp_path):
     assert len(pd.read_csv(out / "results.csv")) == len(table)
     report = invoke("report", str(out))
     assert report.exit_code == 0, report.output
+    evaluated = invoke("evaluate", str(out), "--no-report")
+    assert evaluated.exit_code == 0 and "scored 4 jobs" in evaluated.output, evaluated.output
+    rescored = pd.read_csv(out / "results.csv")
+    key = ["job_id", "blur", "metric"]
+    merged = table.merge(rescored, on=key, suffixes=("", "_again"))
+    assert len(merged) == len(table) == len(rescored)
+    np.testing.assert_allclose(merged["value_again"], merged["value"], rtol=1e-6)  # NaN where NaN
+
+
+def test_run_without_references_or_sanity(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("run", "--methods", "pixelstats", "--dataset", "synthetic", "--classes", "fabric",
+                    "--no-references", "--no-sanity", "--no-report", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "results.csv")
+    assert set(table["method"]) == {"pixelstats"}
+    assert set(table["metric"]) == {"image_auc", "pixel_auc", "per_image_pixel_auc"}
 
 
 def test_data_synth_writes_the_mvtec_layout(tmp_path):
