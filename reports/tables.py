@@ -15,6 +15,12 @@ AUC for Fashion-MNIST, CIFAR-10 and ImageNet-30 (Tables 6, 7, 8) against our `im
 Mean and σ rows are over the same classes as ours (the paper's all-class means are in the data
 file), and they never compete for bold.
 
+Reference maps (`xadbench.sanity.REFERENCE_METHODS`: centre, pixelstats) are the first columns,
+under their own rule, and never compete for bold. A cell whose metric has a mean-map counterpart
+(`pixel_auc` and `pixel_auc_mean_map`, ...) is flagged † where the class's value is not clearly
+above (by `sanity.MEAN_MAP_MARGIN`) the method's own mean map's: the CSV lists those columns per
+class in a "not above own mean map" column, the LaTeX marks the cells and says so under the table.
+
 Each table is written as CSV (numbers at full precision: "<method>" holds the mean, "<method>
 std" the std) and as LaTeX (booktabs) to RUN_DIR/tables/.
 """
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +36,7 @@ import pandas as pd
 from rich.table import Table as RichTable
 
 from xadbench.errors import XadError
+from xadbench.sanity import MEAN_MAP_MARGIN, MEAN_MAP_SUFFIX, REFERENCE_METHODS, not_above_mean_map
 from xadbench.runner import RESULT_COLUMNS, atomic_write, read_results
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
@@ -40,7 +47,24 @@ METRIC_NAMES = {
     "image_auc": "Detection AUC",
     "pixel_auc": "Pixel-wise AUC (pooled)",
     "per_image_pixel_auc": "Per-image pixel AUC",
+    "pixel_auc_mean_map": "Pixel-wise AUC (pooled) of the method's own mean map",
+    "per_image_pixel_auc_mean_map": "Per-image pixel AUC of the method's own mean map",
+    "randomised_spearman_top": "Spearman correlation with the map after re-initialising the top layer",
+    "randomised_ssim_top": "SSIM with the map after re-initialising the top layer",
+    "randomised_spearman_all": "Spearman correlation with the map after re-initialising all layers",
+    "randomised_ssim_all": "SSIM with the map after re-initialising all layers",
+    "pixel_auc_randomised": "Pixel-wise AUC (pooled) after re-initialising all layers",
+    "deletion_area": "Normalised deletion area (lower: more faithful)",
+    "deletion_area_random": "Normalised deletion area, random pixel order",
+    "insertion_area": "Normalised insertion area (higher: more faithful)",
+    "faithfulness_gain": "Faithfulness gain (random minus map deletion area)",
 }
+#: Sanity metrics where lower is better (the map depends more on the model, or removing its top
+#: pixels lowers the score sooner), and those that rank nothing (a reference level).
+LOWER_IS_BETTER = ("deletion_area", "randomised_spearman", "randomised_ssim")
+UNRANKED_METRICS = ("deletion_area_random", "pixel_auc_randomised")
+FLAG = "†"
+FLAG_COLUMN = "not above own mean map"
 MEAN, SIGMA = "Mean", "σ"
 DIGITS = 3
 PAPER_DIGITS = 2
@@ -71,6 +95,8 @@ class ResultTable:
     seeds: list[int]
     paper: pd.DataFrame
     paper_tables: list[str]
+    references: list[str] = field(default_factory=list)  # reference columns, first in `mean`
+    flags: dict[str, list[str]] = field(default_factory=dict)  # class -> columns not above their mean map
 
     @property
     def slug(self) -> str:
@@ -80,10 +106,13 @@ class ResultTable:
 
     def best(self) -> pd.DataFrame:
         """Boolean frame like `mean`: True where a value is the best of its row (as displayed)."""
-        shown = self.mean.round(DIGITS)
-        target = shown.max(axis=1)
+        shown = self.mean.drop(columns=self.references).round(DIGITS)
+        metric = self.key["metric"]
+        if metric.endswith(MEAN_MAP_SUFFIX) or metric in UNRANKED_METRICS:
+            return self.mean.notna() & False
+        target = shown.min(axis=1) if metric.startswith(LOWER_IS_BETTER) else shown.max(axis=1)
         target[SIGMA] = shown.loc[SIGMA].min()
-        return shown.eq(target, axis=0) & shown.notna()
+        return (shown.eq(target, axis=0) & shown.notna()).reindex(columns=self.mean.columns, fill_value=False)
 
 
 def load_results(run_dir: Path) -> pd.DataFrame:
@@ -197,6 +226,8 @@ def build_tables(results: pd.DataFrame, compare: str | None = None) -> list[Resu
             continue
         classes = list(dict.fromkeys(group["class"]))
         columns = list(dict.fromkeys(group["column"]))
+        references = [c for c in columns if group.loc[group["column"] == c, "method"].iloc[0] in REFERENCE_METHODS]
+        columns = references + [c for c in columns if c not in references]
         cells = group.groupby(["class", "column"])["value"]
         mean = cells.mean().unstack("column").reindex(index=classes, columns=columns)
         std = cells.std(ddof=1).unstack("column").reindex(index=classes, columns=columns)
@@ -207,8 +238,23 @@ def build_tables(results: pd.DataFrame, compare: str | None = None) -> list[Resu
             mean=_with_summary_rows(mean), std=std,
             seeds=sorted(int(s) for s in group["seed"].unique()),
             paper=_with_summary_rows(published), paper_tables=sources,
+            references=references, flags=_mean_map_flags(results, group, mean),
         ))
     return tables
+
+
+def _mean_map_flags(results: pd.DataFrame, group: pd.DataFrame, mean: pd.DataFrame) -> dict[str, list[str]]:
+    """Per class, the columns whose value is not clearly above their own mean map's (over the
+    same seeds' mean), for a metric that has a `<metric>_mean_map` counterpart; {} otherwise."""
+    key = group.iloc[0]
+    counterpart = results[(results["metric"] == f"{key['metric']}{MEAN_MAP_SUFFIX}")
+                          & (results[list(TABLE_KEYS[:-1])] == key[list(TABLE_KEYS[:-1])]).all(axis=1)]
+    if counterpart.empty:
+        return {}
+    own = counterpart.groupby(["class", "column"])["value"].mean()
+    return {c: [col for col in mean.columns if (c, col) in own.index and pd.notna(mean.at[c, col])
+                and not_above_mean_map(mean.at[c, col], own[(c, col)])]
+            for c in mean.index}
 
 
 def check_compare(compare: str | None) -> None:
@@ -244,6 +290,8 @@ def to_csv(table: ResultTable) -> str:
         frame[column] = table.mean[column]
         frame[f"{column} std"] = table.std[column]
     frame = pd.concat([frame, table.paper], axis=1)
+    if table.flags:
+        frame[FLAG_COLUMN] = [",".join(table.flags.get(row, [])) for row in frame.index]
     return frame.rename_axis("class").reset_index().to_csv(index=False)
 
 
@@ -288,6 +336,12 @@ def to_latex(table: ResultTable) -> str:
     best = table.best()
     ours, published = list(table.mean.columns), list(table.paper.columns)
     header = ["Class", *(tex_escape(c) for c in ours + published)]
+    refs = len(table.references)
+    groups = []
+    if refs and len(ours) - refs + len(published):  # "References", "Methods" over their columns, under a rule
+        span = len(ours) - refs + len(published)
+        groups = [f" & \\multicolumn{{{refs}}}{{c}}{{References}} & \\multicolumn{{{span}}}{{c}}{{Methods}} \\\\",
+                  f"\\cmidrule(lr){{2-{refs + 1}}}\\cmidrule(lr){{{refs + 2}-{refs + 1 + span}}}"]
     lines = [
         "% Written by xadbench from results.csv. Needs \\usepackage{booktabs}.",
         "\\begin{table}[htbp]",
@@ -296,6 +350,7 @@ def to_latex(table: ResultTable) -> str:
         f"\\label{{tab:xadbench-{re.sub(r'[^A-Za-z0-9]+', '-', table.slug)}}}",
         f"\\begin{{tabular}}{{l{'c' * (len(ours) + len(published))}}}",
         "\\toprule",
+        *groups,
         " & ".join(header) + " \\\\",
         "\\midrule",
     ]
@@ -304,12 +359,19 @@ def to_latex(table: ResultTable) -> str:
             lines.append("\\midrule")
         name = "$\\sigma$" if row == SIGMA else tex_escape(row)
         cells = [format_cell(table.mean.at[row, c], table.std.at[row, c], bold=best.at[row, c], pm=" $\\pm$ ",
-                             strong="\\textbf{%s}", missing="--") for c in ours]
+                             strong="\\textbf{%s}", missing="--")
+                 + ("$^\\dagger$" if c in table.flags.get(row, []) else "") for c in ours]
         # Published class values keep the paper's two decimals; our Mean and σ over them do not.
         digits = DIGITS if row in (MEAN, SIGMA) else PAPER_DIGITS
         cells += [format_cell(table.paper.at[row, c], missing="--", digits=digits) for c in published]
         lines.append(" & ".join([name, *cells]) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    if any(table.flags.values()):
+        lines.append(f"\\par\\smallskip{{\\footnotesize $^\\dagger$ not clearly above the method's own mean map "
+                     f"over the test set (by less than {MEAN_MAP_MARGIN:g}): the map has not explained the images.}}")
+    if any(table.mean[c].isna().all() for c in ours):
+        lines.append("\\par{\\footnotesize -- : not applicable (no trained layers, or a score that ignores the pixels).}")
+    lines += ["\\end{table}", ""]
     return "\n".join(lines)
 
 

@@ -229,8 +229,29 @@ def test_run_job_with_sanity_adds_each_check_as_one_named_metric_row():
     assert len(metrics) == len(result.rows)
     assert {"pixel_auc_mean_map", "deletion_area", "deletion_area_random", "insertion_area",
             "faithfulness_gain"} <= set(metrics)
-    assert not any(m.startswith("randomised") for m in metrics)  # pixelstats has no network
+    randomised = [m for m in metrics if m.startswith("randomised") or m == "pixel_auc_randomised"]
+    assert len(randomised) == 5 and all(math.isnan(metrics[m]) for m in randomised)  # not applicable: no network
     assert all(r["sanity_s"] > 0 for r in result.rows)
     plain = runner.run_job(runner.JobSpec(dataset="synthetic", class_name="fabric", method="pixelstats"))
     assert spec.job_id == plain.rows[0]["job_id"]
     assert {r["metric"] for r in plain.rows} == {"image_auc", "pixel_auc", "per_image_pixel_auc"}
+
+
+def test_tables_put_references_first_and_flag_a_method_not_above_its_mean_map(tmp_path):
+    from xadbench.reports.tables import FLAG_COLUMN, report_tables, to_csv, to_latex
+
+    values = {("fcdd", "pixel_auc"): 0.90, ("fcdd", "pixel_auc_mean_map"): 0.60,
+              ("grad", "pixel_auc"): 0.81, ("grad", "pixel_auc_mean_map"): 0.80,
+              ("centre", "pixel_auc"): 0.70, ("centre", "pixel_auc_mean_map"): 0.70}
+    rows = [{"job_id": method, "dataset": "synthetic", "class": "wood", "method": method, "seed": 0, "preset": "cpu",
+             "protocol": "unsupervised", "blur": "gaussian", "metric": metric, "value": value, "oe": "",
+             "oe_limit": "", "oe_exclude": "", "k": "", "weights": "none", "params": "{}"}
+            for (method, metric), value in values.items()]
+    runner.append_results(tmp_path / "results.csv", rows)
+    table = next(t for t in report_tables(tmp_path) if t.key["metric"] == "pixel_auc")
+    assert list(table.mean.columns) == ["centre", "FCDD", "Grad"]
+    assert table.flags == {"wood": ["centre", "Grad"]}
+    assert table.best().loc["wood"].tolist() == [False, True, False]  # references never bold
+    assert "centre,Grad" in to_csv(table) and FLAG_COLUMN in to_csv(table)
+    latex = to_latex(table)
+    assert "0.810$^\\dagger$" in latex and "0.900$^\\dagger$" not in latex and "References" in latex

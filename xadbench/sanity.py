@@ -189,21 +189,24 @@ def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def randomisation_metrics(method: "Method", images: torch.Tensor, maps: np.ndarray, test: Sequence[Sample],
                           process: Callable[[np.ndarray], np.ndarray],
                           evaluate: Callable[[Prediction, Sequence[Sample]], dict[str, float]]) -> dict[str, float]:
-    """Adebayo et al.'s model randomisation test for a method that supports it (an empty dict
-    otherwise): per cascade step of CASCADE_STEPS, the mean Spearman correlation and SSIM between
-    `maps` (the method's post-processed maps of `images`) and the randomised method's maps after
-    the same `process`; and, for all layers randomised, `evaluate`'s pixel AUC of those maps."""
-    metrics: dict[str, float] = {}
+    """Adebayo et al.'s model randomisation test: per cascade step of CASCADE_STEPS, the mean
+    Spearman correlation and SSIM between `maps` (the method's post-processed maps of `images`) and the randomised method's maps after
+    the same `process`; and, for all layers randomised, `evaluate`'s pixel AUC of those maps.
+    NaN ("not applicable") for a method without the hook."""
+    names = [f"{kind}_{step}" for step in CASCADE_STEPS for kind in (RANDOMISED_SPEARMAN, RANDOMISED_SSIM)]
+    if all(s.mask is not None for s in test):
+        names.append(PIXEL_AUC_RANDOMISED)
+    metrics: dict[str, float] = dict.fromkeys(names, float("nan"))
     for step_name, step in CASCADE_STEPS.items():
         twin = method.randomised(step)
         if twin is None:
-            return {}
+            return metrics
         prediction = twin.predict(images)
         randomised = process(prediction.anomaly_map)
         metrics[f"{RANDOMISED_SPEARMAN}_{step_name}"] = float(np.nanmean(
             [spearman(m, r) for m, r in zip(maps, randomised)]))
         metrics[f"{RANDOMISED_SSIM}_{step_name}"] = float(ssim(maps, randomised).mean())
-        if step is None and all(s.mask is not None for s in test):
+        if step is None and PIXEL_AUC_RANDOMISED in metrics:
             scored = evaluate(Prediction(prediction.score, randomised), test)
             metrics[PIXEL_AUC_RANDOMISED] = scored["pixel_auc"]
     return metrics
