@@ -3,8 +3,10 @@
 Grid (like the paper's Figures 1 and 18), one per (data set, class, protocol, preset, seed):
 rows are the input, one heatmap row per method of the run and the ground-truth mask when the data
 set has masks; columns are a block of nominal and a block of anomalous test samples, each chosen
-evenly across the order of the anomaly score of FCDD (of the run's first method when FCDD is
-absent) and shown with that score increasing from left to right. Heatmaps get the shared blur
+evenly across the order of the anomaly score of FCDD (of the run's first method that is not a
+reference map when FCDD is absent) and shown with that score increasing from left to right, and a last "mean map" column:
+the mean test image, each method's own mean map over the test set (what a map that ignores the
+image would show, `xadbench.sanity`) and the defect frequency per pixel. Heatmaps get the shared blur
 policy (`runner.postprocess`: baselines blurred with FCDD's kernel, FCDD as it is) unless
 blur="none", then the paper's quantile normalisation (appendix C) to [0, 1], so one colour scale
 serves the whole figure. Defaults per appendix C: MVTec-AD local η=0.97, CIFAR-10 local η=0.85,
@@ -36,6 +38,7 @@ from xadbench.errors import XadError
 from xadbench.heatmaps import quantile_normalise
 from xadbench.reports.tables import load_results
 from xadbench.runner import BLUR_POLICIES, atomic_write, load_predictions, postprocess
+from xadbench.sanity import REFERENCE_METHODS
 
 NORMS = ("auto", "local", "global")
 #: Appendix C's choice of reference set and η per data set profile.
@@ -163,7 +166,8 @@ def draw_grid(images: np.ndarray, heatmaps: dict[str, np.ndarray], masks: np.nda
     for y, (label, _) in zip(ys, rows):
         ax.text(-2 * pad, y + h / 2, label, ha="right", va="center", fontsize=9)
     for x, score in zip(xs, scores):
-        ax.text(x + w / 2, -pad, f"{score:.3g}", ha="center", va="bottom", fontsize=7)
+        if np.isfinite(score):
+            ax.text(x + w / 2, -pad, f"{score:.3g}", ha="center", va="bottom", fontsize=7)
     start = 0
     for name, count in blocks:
         centre = (xs[start] + xs[start + count - 1] + w) / 2
@@ -219,7 +223,8 @@ def _grid(preds: dict[str, dict[str, np.ndarray]], methods: dict[str, str], capt
           norm: str, eta: float | None, blur: str, samples: int) -> Figure:
     """The heatmap grid of one job group (one seed), its predictions aligned."""
     first = next(iter(preds.values()))
-    order = next((label for label, m in methods.items() if m == "fcdd"), next(iter(preds)))
+    detectors = [label for label, m in methods.items() if m not in REFERENCE_METHODS] or list(preds)
+    order = next((label for label, m in methods.items() if m == "fcdd"), detectors[0])
     reference, quantile = display_defaults(str(first["profile"]))
     reference = reference if norm == "auto" else norm
     if len(np.unique(first["label"])) < 2:
@@ -230,10 +235,22 @@ def _grid(preds: dict[str, dict[str, np.ndarray]], methods: dict[str, str], capt
     blocks = [(name, index) for name, index in blocks if len(index)]
     columns = np.concatenate([index for _, index in blocks])
     heatmaps = {label: grid_heatmaps(p, columns, reference, quantile, blur) for label, p in preds.items()}
-    title = (f"{caption}. Columns by {order} score (above), increasing. "
-             f"Heatmaps: {reference} quantile norm, η={quantile:g}, blur {blur}")
-    return draw_grid(first["image"][columns], heatmaps, first["mask"][columns] if "mask" in first else None,
-                     scores[columns], [(name, len(index)) for name, index in blocks], title)
+    # The "mean map" column: the mean test image, each method's own mean map over the test set
+    # (xadbench.sanity's input-dependence reference, normalised on its own) and how often each
+    # pixel is anomalous.
+    images = np.concatenate([first["image"][columns], first["image"].mean(0).round().astype(np.uint8)[None]])
+    for label, p in preds.items():
+        mean = processed_maps(p, blur).mean(0)[None]
+        heatmaps[label] = np.concatenate([heatmaps[label], quantile_normalise(mean, quantile, "local")])
+    masks = None
+    if "mask" in first:
+        frequency = first["mask"].mean(0)
+        masks = np.concatenate([first["mask"][columns], (frequency / max(frequency.max(), 1e-12))[None]])
+    title = (f"{caption}. Columns by {order} score (above), increasing; last: means over the test set "
+             f"(image, each method's mean map, defect frequency). Heatmaps: {reference} quantile norm, "
+             f"η={quantile:g}, blur {blur}")
+    return draw_grid(images, heatmaps, masks, np.append(scores[columns], np.nan),
+                     [(name, len(index)) for name, index in blocks] + [("mean map", 1)], title)
 
 
 def _roc_curves(preds: dict[str, dict[str, np.ndarray]], blur: str) -> dict[str, list]:
