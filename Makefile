@@ -4,7 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.xadbench-installed
 
-.PHONY: demo test bench
+.PHONY: demo test bench browser
+# The HTML report's browser test needs headless Chromium (Debian package `chromium`).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,7 +19,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/xadbench run --methods fcdd,grad,ae --dataset synthetic --no-pretrained --out runs/demo
 
-test: $(STAMP)
+browser:
+	command -v chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
+test: $(STAMP) browser
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)

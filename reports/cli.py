@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from xadbench.reports.figures import write_figures
+from xadbench.reports.figures import CMAP, write_figures
+from xadbench.reports.html import write_html
 from xadbench.reports.tables import report_tables, summary_table, write_report
 
 RunDir = Annotated[Path, typer.Argument(help="Run folder written by `xadbench run` (holds results.csv).",
@@ -20,11 +21,14 @@ def report(
     run_dir: RunDir,
     compare: Annotated[str | None, typer.Option(
         help="'paper': add the FCDD paper's published numbers (Tables 2, 6, 7, 8) as extra columns.")] = None,
+    html: Annotated[bool, typer.Option(
+        "--html/--no-html", help="Also write RUN_DIR/report.html: one self-contained page with provenance, "
+                                 "tables (the paper's numbers beside ours) and figures.")] = False,
 ) -> None:
     """Write the run's class × method tables (mean ± std over seeds, Mean and σ rows) as CSV and
     LaTeX to RUN_DIR/tables and print a summary.
 
-    Example: xadbench report runs/mvtec-unsupervised-cpu --compare paper
+    Example: xadbench report runs/mvtec-unsupervised-cpu --compare paper --html
     """
     paths = write_report(run_dir, compare)
     tables = report_tables(run_dir, compare)
@@ -33,7 +37,12 @@ def report(
         typer.echo("note: the paper publishes no numbers for this run's data sets, methods and metrics "
                    "(it has MVTec-AD pixel AUC and Fashion-MNIST, CIFAR-10, ImageNet-30 detection AUC "
                    "for fcdd and ae)", err=True)
+    for note in dict.fromkeys(n for t in tables for n in t.setup_notes):
+        typer.echo(f"note: beside the paper's numbers: {note}", err=True)
     typer.echo(f"tables: {Path(run_dir) / 'tables'} ({len(paths)} files)")
+    if html:
+        page = write_html(run_dir)
+        typer.echo(f"report: {page.resolve()}")
 
 
 def figures(
@@ -47,11 +56,13 @@ def figures(
     blur: Annotated[str, typer.Option(
         help="gaussian: blur the baselines' maps with FCDD's kernel (the shared policy); none: raw maps.")] = "gaussian",
     samples: Annotated[int, typer.Option(help="Columns per block (nominal, anomalous).")] = 6,
+    cmap: Annotated[str, typer.Option(help="Matplotlib colour map of the heatmaps (the paper's: jet).")] = CMAP,
 ) -> None:
-    """Draw heatmap grids (PNG and PDF) and ROC curves (PNG) of a run into RUN_DIR/figures from
-    its saved predictions, without re-training.
+    """Draw heatmap grids (PNG and PDF) and ROC curves (PNG, PDF and SVG) of a run into
+    RUN_DIR/figures from its saved predictions, without re-training. File names carry the norm,
+    η, blur and colour map, so figures drawn with other options do not overwrite them.
 
     Example: xadbench figures runs/mvtec-unsupervised-cpu --norm local --eta 0.97
     """
-    paths = write_figures(run_dir, norm=norm, eta=eta, blur=blur, samples=samples)
+    paths = write_figures(run_dir, norm=norm, eta=eta, blur=blur, samples=samples, cmap=cmap)
     typer.echo(f"figures: {Path(run_dir) / 'figures'} ({len(paths)} files)")

@@ -4,7 +4,8 @@ Grid (like the paper's Figures 1 and 18), one per (data set, class, protocol, pr
 rows are the input, one heatmap row per method of the run and the ground-truth mask when the data
 set has masks; columns are a block of nominal and a block of anomalous test samples, each chosen
 evenly across the order of the anomaly score of FCDD (of the run's first method that is not a
-reference map when FCDD is absent) and shown with that score increasing from left to right, and a last "mean map" column:
+reference map when FCDD is absent) and shown with that score increasing from left to right (every
+method's own score is written above its cells), and a last "mean map" column:
 the mean test image, each method's own mean map over the test set (what a map that ignores the
 image would show, `xadbench.sanity`) and the defect frequency per pixel. Heatmaps get the shared blur
 policy (`runner.postprocess`: baselines blurred with FCDD's kernel, FCDD as it is) unless
@@ -14,16 +15,23 @@ Fashion-MNIST global η=0.85, ImageNet global η=0.97, Pascal VOC global η=0.99
 the label-balanced test set of the method as the reference.
 
 ROC curves, one figure per (data set, class, protocol, preset) and level: every method in one
-axes, one line per seed. Pixel level (when masks exist) uses the maps at the model's resolution
-after the blur policy and, beyond MAX_ROC_PIXELS pixels, a fixed random subsample of them, so its
-AUCs are close to, not equal to, results.csv's exact pooled pixel AUC.
+axes, one line per seed, as PNG, PDF and SVG. Pixel level (when masks exist) draws the maps at the
+model's resolution after the blur policy and, beyond MAX_ROC_PIXELS pixels, a fixed random
+subsample of them; the legend's AUCs are results.csv's exact values (the tables' numbers), not
+those of the drawn curve.
+
+File names carry every display option that changes a picture (norm, η, blur, colour map), so
+figures drawn with other options sit beside each other instead of overwriting them.
 
 Figures are drawn on matplotlib `Figure` objects directly (no pyplot), so no GUI backend is used.
 """
 from __future__ import annotations
 
+import difflib
 import re
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 import zipfile
 from pathlib import Path
 
@@ -51,7 +59,7 @@ DISPLAY_DEFAULTS = {
 }
 FALLBACK_DISPLAY = DISPLAY_DEFAULTS["mvtec"]
 MAX_ROC_PIXELS = 200_000
-CMAP = "jet"
+CMAP = "jet"  # the paper's colour map; --cmap takes any matplotlib name
 CELL_INCHES = 1.1
 DPI = 120
 
@@ -61,7 +69,7 @@ def display_defaults(profile: str) -> tuple[str, float]:
     return DISPLAY_DEFAULTS.get(profile, FALLBACK_DISPLAY)
 
 
-def check_options(norm: str, eta: float | None, blur: str, samples: int) -> None:
+def check_options(norm: str, eta: float | None, blur: str, samples: int, cmap: str = CMAP) -> None:
     if norm not in NORMS:
         raise XadError(f"--norm {norm!r} is unknown; use {', '.join(NORMS)} (auto: the paper's choice per data set)")
     if eta is not None and not 0 < eta <= 1:
@@ -70,6 +78,10 @@ def check_options(norm: str, eta: float | None, blur: str, samples: int) -> None
         raise XadError(f"--blur {blur!r} is unknown; use {' or '.join(BLUR_POLICIES)}")
     if samples < 1:
         raise XadError(f"--samples {samples}: need at least 1 sample per block")
+    if cmap not in matplotlib.colormaps:
+        close = difflib.get_close_matches(cmap, list(matplotlib.colormaps), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "; e.g. jet, viridis, inferno"
+        raise XadError(f"--cmap {cmap!r} is not a matplotlib colour map{hint}")
 
 
 def _slug(*parts: object) -> str:
@@ -122,35 +134,40 @@ def grid_heatmaps(p: dict[str, np.ndarray], columns: np.ndarray, norm: str, eta:
     return quantile_normalise(processed_maps(p, blur), eta, "global", labels=p["label"])[columns]
 
 
-def _rgb(cells: np.ndarray, kind: str) -> np.ndarray:
+def _rgb(cells: np.ndarray, kind: str, cmap: str = CMAP) -> np.ndarray:
     """(N, H, W, 3) floats in [0, 1]: images (N, C, H, W) uint8, heatmaps in [0, 1] coloured, masks grey."""
     if kind == "image":
         cells = np.moveaxis(cells, 1, -1) / 255.0
         return np.repeat(cells, 3, axis=-1) if cells.shape[-1] == 1 else cells
     if kind == "mask":
         return np.repeat(cells[..., None].astype(float), 3, axis=-1)
-    return matplotlib.colormaps[CMAP](cells)[..., :3]
+    return matplotlib.colormaps[cmap](cells)[..., :3]
 
 
 def draw_grid(images: np.ndarray, heatmaps: dict[str, np.ndarray], masks: np.ndarray | None,
-              scores: np.ndarray, blocks: list[tuple[str, int]], title: str) -> Figure:
+              scores: dict[str, np.ndarray], blocks: list[tuple[str, int]], title: str, cmap: str = CMAP) -> Figure:
     """One figure: images (N, C, H, W) uint8, heatmaps {row label: (N, H, W) in [0, 1]}, masks
-    (N, H, W) or None, the ordering scores (N,), and the column blocks as (name, count).
+    (N, H, W) or None, every heatmap row's anomaly scores {row label: (N,)} (written above its
+    cells), and the column blocks as (name, count).
 
     The cells are tiled into one picture in one axes: far faster to draw than an axes per cell.
     """
     rows = [("input", _rgb(images, "image"))]
-    rows += [(label, _rgb(maps, "heatmap")) for label, maps in heatmaps.items()]
+    rows += [(label, _rgb(maps, "heatmap", cmap)) for label, maps in heatmaps.items()]
     if masks is not None:
         rows.append(("ground truth", _rgb(masks, "mask")))
     h, w = images.shape[-2:]
-    pad, gap = max(1, w // 16), w // 3
+    pad, gap, band = max(1, w // 16), w // 3, max(2, h // 6)  # band: room for the scores above a row
     xs, x = [], 0
     for b, (_, count) in enumerate(blocks):
         x += gap if b else 0
         xs += [x + i * (w + pad) for i in range(count)]
         x = xs[-1] + w + pad
-    ys = [r * (h + pad) for r in range(len(rows))]
+    ys, y = [], 0
+    for label, _ in rows:
+        y += band if label in scores else 0
+        ys.append(y)
+        y += h + pad
     picture = np.ones((ys[-1] + h, xs[-1] + w, 3), dtype=np.float32)
     for y, (_, cells) in zip(ys, rows):
         for x, cell in zip(xs, cells):
@@ -165,9 +182,9 @@ def draw_grid(images: np.ndarray, heatmaps: dict[str, np.ndarray], masks: np.nda
     ax.set_axis_off()
     for y, (label, _) in zip(ys, rows):
         ax.text(-2 * pad, y + h / 2, label, ha="right", va="center", fontsize=9)
-    for x, score in zip(xs, scores):
-        if np.isfinite(score):
-            ax.text(x + w / 2, -pad, f"{score:.3g}", ha="center", va="bottom", fontsize=7)
+        for x, score in zip(xs, scores.get(label, ())):
+            if np.isfinite(score):
+                ax.text(x + w / 2, y - 0.15 * pad, f"{score:.3g}", ha="center", va="bottom", fontsize=6.5)
     start = 0
     for name, count in blocks:
         centre = (xs[start] + xs[start + count - 1] + w) / 2
@@ -177,14 +194,17 @@ def draw_grid(images: np.ndarray, heatmaps: dict[str, np.ndarray], masks: np.nda
     heat_bottom = top + (ys[len(heatmaps)] + h) * inch
     colourbar = fig.add_axes(((width - right + 0.15) / width, 1 - heat_bottom / height,
                               0.12 / width, (heat_bottom - heat_top) / height))
-    fig.colorbar(ScalarMappable(Normalize(0, 1), matplotlib.colormaps[CMAP]), cax=colourbar)
+    fig.colorbar(ScalarMappable(Normalize(0, 1), matplotlib.colormaps[cmap]), cax=colourbar)
     colourbar.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=9, y=1 - 0.08 / height, va="top", wrap=True)
     return fig
 
 
-def draw_roc(curves: list[tuple[str, np.ndarray, np.ndarray]], title: str, approximate: bool) -> Figure:
-    """All methods in one axes; curves are (label, fpr, tpr), several per label for several seeds."""
+def draw_roc(curves: list[tuple[str, np.ndarray, np.ndarray]], title: str,
+             aucs: dict[str, list[float]] | None = None) -> Figure:
+    """All methods in one axes; curves are (label, fpr, tpr), several per label for several seeds.
+    The legend shows `aucs[label]` (the values of results.csv, one per seed) where given, else the
+    area under the drawn curves."""
     fig = Figure(figsize=(5.2, 5))
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
@@ -192,11 +212,11 @@ def draw_roc(curves: list[tuple[str, np.ndarray, np.ndarray]], title: str, appro
     colours = matplotlib.colormaps["tab10"]
     for i, label in enumerate(labels):
         mine = [(fpr, tpr) for name, fpr, tpr in curves if name == label]
-        aucs = [auc(fpr, tpr) for fpr, tpr in mine]
-        summary = f"{np.mean(aucs):.3f}" + (f" ± {np.std(aucs, ddof=1):.3f}" if len(aucs) > 1 else "")
+        values = (aucs or {}).get(label) or [auc(fpr, tpr) for fpr, tpr in mine]
+        summary = f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
         for j, (fpr, tpr) in enumerate(mine):
             ax.plot(fpr, tpr, color=colours(i % 10), linewidth=1.2, alpha=0.85,
-                    label=f"{label} (AUC {'≈' if approximate else ''}{summary})" if j == 0 else None)
+                    label=f"{label} (AUC {summary})" if j == 0 else None)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.title.set_fontsize(9)
     ax.legend(loc="lower right", fontsize=8)
@@ -219,9 +239,26 @@ def _pixel_sample(masks: np.ndarray) -> np.ndarray | None:
     return np.sort(np.random.default_rng(0).choice(n, MAX_ROC_PIXELS, replace=False))
 
 
+@dataclass
+class Drawn:
+    """One figure of a run: its file stem, kind ("grid", "roc_image" or "roc_pixel"), the
+    (data set, class, protocol, preset) it shows, a caption in words, and the figure."""
+
+    stem: str
+    kind: str
+    key: tuple[str, str, str, str]
+    caption: str
+    figure: Figure
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return (".png", ".pdf") if self.kind == "grid" else (".png", ".pdf", ".svg")
+
+
 def _grid(preds: dict[str, dict[str, np.ndarray]], methods: dict[str, str], caption: str,
-          norm: str, eta: float | None, blur: str, samples: int) -> Figure:
-    """The heatmap grid of one job group (one seed), its predictions aligned."""
+          norm: str, eta: float | None, blur: str, samples: int, cmap: str) -> tuple[Figure, str, str, float]:
+    """The heatmap grid of one job group (one seed), its predictions aligned; with its title and
+    the reference and η it used."""
     first = next(iter(preds.values()))
     detectors = [label for label, m in methods.items() if m not in REFERENCE_METHODS] or list(preds)
     order = next((label for label, m in methods.items() if m == "fcdd"), detectors[0])
@@ -230,8 +267,9 @@ def _grid(preds: dict[str, dict[str, np.ndarray]], methods: dict[str, str], capt
     if len(np.unique(first["label"])) < 2:
         reference = "local"  # a balanced global reference needs both labels; the title says so
     quantile = quantile if eta is None else eta
-    scores, labels = preds[order]["score"], first["label"]
-    blocks = [(name, pick_columns(scores, labels, value, samples)) for name, value in (("nominal", 0), ("anomalous", 1))]
+    labels = first["label"]
+    blocks = [(name, pick_columns(preds[order]["score"], labels, value, samples))
+              for name, value in (("nominal", 0), ("anomalous", 1))]
     blocks = [(name, index) for name, index in blocks if len(index)]
     columns = np.concatenate([index for _, index in blocks])
     heatmaps = {label: grid_heatmaps(p, columns, reference, quantile, blur) for label, p in preds.items()}
@@ -246,11 +284,13 @@ def _grid(preds: dict[str, dict[str, np.ndarray]], methods: dict[str, str], capt
     if "mask" in first:
         frequency = first["mask"].mean(0)
         masks = np.concatenate([first["mask"][columns], (frequency / max(frequency.max(), 1e-12))[None]])
-    title = (f"{caption}. Columns by {order} score (above), increasing; last: means over the test set "
-             f"(image, each method's mean map, defect frequency). Heatmaps: {reference} quantile norm, "
-             f"η={quantile:g}, blur {blur}")
-    return draw_grid(images, heatmaps, masks, np.append(scores[columns], np.nan),
-                     [(name, len(index)) for name, index in blocks] + [("mean map", 1)], title)
+    scores = {label: np.append(p["score"][columns], np.nan) for label, p in preds.items()}
+    title = (f"{caption}. Columns ordered by {order}'s anomaly score; each method's score above its maps; last "
+             f"column: means over the test set (image, each method's mean map, defect frequency). Heatmaps: "
+             f"{reference} quantile normalisation, η={quantile:g}, baselines {_blur_words(blur)}")
+    fig = draw_grid(images, heatmaps, masks, scores,
+                    [(name, len(index)) for name, index in blocks] + [("mean map", 1)], title, cmap)
+    return fig, title, reference, quantile
 
 
 def _roc_curves(preds: dict[str, dict[str, np.ndarray]], blur: str) -> dict[str, list]:
@@ -268,54 +308,86 @@ def _roc_curves(preds: dict[str, dict[str, np.ndarray]], blur: str) -> dict[str,
     return curves
 
 
-def write_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, blur: str = "gaussian",
-                  samples: int = 6) -> list[Path]:
-    """Draw every heatmap grid (PNG and PDF) and ROC figure (PNG) of a run into RUN_DIR/figures/
-    from RUN_DIR/results.csv and RUN_DIR/predictions/; returns the paths written.
-
-    norm: "local" (each map against itself), "global" (against the label-balanced test set) or
-    "auto" (appendix C's choice per data set); eta: the quantile η (default per appendix C);
-    blur: the shared blur policy, "gaussian" or "none"; samples: columns per block.
-    """
-    check_options(norm, eta, blur, samples)
+def render_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, blur: str = "gaussian",
+                   samples: int = 6, cmap: str = CMAP) -> Iterator[Drawn]:
+    """Every heatmap grid and ROC figure of a run, drawn from RUN_DIR/results.csv and
+    RUN_DIR/predictions/ (see `write_figures` for the options). Warns once about jobs without
+    predictions; XadError when none of the jobs has them."""
+    check_options(norm, eta, blur, samples, cmap)
     run_dir = Path(run_dir)
-    jobs = load_results(run_dir).drop_duplicates("job_id")
-    out = run_dir / "figures"
-    paths, missing, found = [], [], 0
+    results = load_results(run_dir)
+    exact = results.set_index(["job_id", "blur", "metric"])["value"].to_dict()
+    jobs = results.drop_duplicates("job_id")
+    missing, found = [], 0
     for (dataset, class_name, protocol, preset), class_jobs in jobs.groupby(
             ["dataset", "class", "protocol", "preset"], sort=False):
         name = Path(dataset).name
+        key = (name, class_name, protocol, preset)
         curves: dict[str, list] = {"image": [], "pixel": []}
-        seeds, sampled = 0, False
+        aucs: dict[str, dict[str, list[float]]] = {"image": {}, "pixel": {}}
+        seeds = 0
         for seed, seed_jobs in class_jobs.groupby("seed", sort=False):
             preds, methods = {}, {}
             for label, method, job_id in zip(seed_jobs["column"], seed_jobs["method"], seed_jobs["job_id"]):
                 path = run_dir / "predictions" / f"{job_id}.npz"
-                if path.is_file():
-                    preds[label], methods[label] = _load(path), method
-                else:
+                if not path.is_file():
                     missing.append(path.name)
+                    continue
+                preds[label], methods[label] = _load(path), method
+                for level, metric, level_blur in (("image", "image_auc", results_blur(results, job_id)),
+                                                  ("pixel", "pixel_auc", blur)):
+                    value = exact.get((job_id, level_blur, metric))
+                    if value is not None and np.isfinite(value):
+                        aucs[level].setdefault(label, []).append(float(value))
             if not preds:
                 continue
             found, seeds = found + len(preds), seeds + 1
             caption = f"{name} / {class_name}: {protocol}, preset {preset}, seed {seed}"
             preds = _aligned(preds, caption)
-            fig = _grid(preds, methods, caption, norm, eta, blur, samples)
-            stem = _slug("grid", name, class_name, protocol, preset, f"seed{seed}")
-            paths += [save_figure(fig, out / f"{stem}.png"), save_figure(fig, out / f"{stem}.pdf")]
+            fig, title, reference, quantile = _grid(preds, methods, caption, norm, eta, blur, samples, cmap)
+            stem = _slug("grid", name, class_name, protocol, preset, f"seed{seed}", f"{reference}-eta{quantile:g}",
+                         f"blur-{blur}", cmap)
+            yield Drawn(stem, "grid", key, title, fig)
             for level, level_curves in _roc_curves(preds, blur).items():
                 curves[level] += level_curves
-            sampled = sampled or any("mask" in p and p["mask"].size > MAX_ROC_PIXELS for p in preds.values())
         for level, level_curves in curves.items():
-            if level_curves:
-                title = (f"{name} / {class_name}: {level}-level ROC\n{protocol}, preset {preset}, "
-                         f"{seeds} seed{'s' if seeds != 1 else ''}{', blur ' + blur if level == 'pixel' else ''}")
-                fig = draw_roc(level_curves, title, approximate=level == "pixel" and sampled)
-                paths.append(save_figure(fig, out / f"{_slug('roc', level, name, class_name, protocol, preset)}.png"))
+            if not level_curves:
+                continue
+            labels = {label for label, _, _ in level_curves}
+            exact_aucs = aucs[level] if set(aucs[level]) >= labels else None
+            title = (f"{name} / {class_name}: {level}-level ROC\n{protocol}, preset {preset}, "
+                     f"{seeds} seed{'s' if seeds != 1 else ''}{chr(10) + 'baselines ' + _blur_words(blur) if level == 'pixel' else ''}")
+            note = "legend: AUC as in the tables" if exact_aucs else "legend: AUC of the drawn curve"
+            if level == "pixel":
+                note += f"; curves drawn at the model's resolution{' from a fixed sample of ' + format(MAX_ROC_PIXELS, ',') + ' pixels' if any(_pixel_sample(p['mask']) is not None for p in preds.values() if 'mask' in p) else ''}"
+            stem = _slug("roc", level, name, class_name, protocol, preset, *([f"blur-{blur}"] if level == "pixel" else []))
+            yield Drawn(stem, f"roc_{level}", key, f"{title.replace(chr(10), ', ')} ({note})",
+                        draw_roc(level_curves, title, exact_aucs))
     if not found:
         raise XadError(f"{run_dir / 'predictions'} holds none of the predictions of results.csv's jobs; figures are "
                        "drawn from the .npz files `xadbench run` saves there (rerun the jobs to recreate them)")
     if missing:
         warnings.warn(f"{len(missing)} job(s) of results.csv have no predictions in {run_dir / 'predictions'} "
                       f"and are left out of the figures (e.g. {missing[0]})", stacklevel=2)
+
+
+def results_blur(results, job_id: str) -> str:
+    """A blur policy the job's rows were scored with (image AUC does not depend on it)."""
+    return str(results.loc[results["job_id"] == job_id, "blur"].iloc[0])
+
+
+def write_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, blur: str = "gaussian",
+                  samples: int = 6, cmap: str = CMAP) -> list[Path]:
+    """Draw every heatmap grid (PNG and PDF) and ROC figure (PNG, PDF and SVG) of a run into
+    RUN_DIR/figures/ from RUN_DIR/results.csv and RUN_DIR/predictions/; returns the paths written.
+
+    norm: "local" (each map against itself), "global" (against the label-balanced test set) or
+    "auto" (appendix C's choice per data set); eta: the quantile η (default per appendix C);
+    blur: the shared blur policy, "gaussian" or "none"; samples: columns per block; cmap: the
+    heatmaps' matplotlib colour map.
+    """
+    out = Path(run_dir) / "figures"
+    paths = []
+    for drawn in render_figures(run_dir, norm, eta, blur, samples, cmap):
+        paths += [save_figure(drawn.figure, out / f"{drawn.stem}{suffix}") for suffix in drawn.formats]
     return paths

@@ -5,8 +5,10 @@ classes, then "Mean" (over classes) and "σ" (standard deviation over classes), 
 Table 2; columns are the methods of the run. A class cell is the mean ± sample standard deviation
 (ddof=1) over seeds of that class; a single seed shows no ±. The Mean and σ rows are taken over the
 classes' seed means (σ also with ddof=1) and are left empty for a column that lacks a class, so
-every Mean compares the same classes. The best value of a row is bold: the highest AUC, and on the
-σ row the lowest spread.
+every Mean compares the same classes. The best value of a class row and of the Mean row is bold
+(the highest AUC) when the table compares two methods or more; σ describes the spread over
+classes, not a quality, and is never bold. Captions say in words what the table shows: the data
+set, protocol, preset with its image size, blur policy and how many seeds.
 
 `compare="paper"` adds the published numbers of the FCDD paper (`paper_results.csv`) as extra
 columns "<paper method> (paper)" wherever our data set, class, method, protocol and metric have a
@@ -21,8 +23,9 @@ under their own rule, and never compete for bold. A cell whose metric has a mean
 above (by `sanity.MEAN_MAP_MARGIN`) the method's own mean map's: the CSV lists those columns per
 class in a "not above own mean map" column, the LaTeX marks the cells and says so under the table.
 
-Each table is written as CSV (numbers at full precision: "<method>" holds the mean, "<method>
-std" the std) and as LaTeX (booktabs) to RUN_DIR/tables/.
+Each table is written as CSV (class rows only, numbers at full precision: "<method>" holds the
+mean, "<method> std" the std; Mean and σ follow from them) and as LaTeX (booktabs) to
+RUN_DIR/tables/.
 """
 from __future__ import annotations
 
@@ -67,6 +70,16 @@ FLAG = "†"
 FLAG_COLUMN = "not above own mean map"
 MEAN, SIGMA = "Mean", "σ"
 DIGITS = 3
+DATASET_NAMES = {"mvtec": "MVTec-AD", "synthetic": "the built-in synthetic data (MVTec-AD layout)",
+                 "cifar10": "CIFAR-10", "fmnist": "Fashion-MNIST", "imagenet30": "ImageNet-30",
+                 "voc": "Pascal VOC", "cifar100": "CIFAR-100", "emnist": "EMNIST letters"}
+PROTOCOL_WORDS = {
+    "unsupervised": "unsupervised (no real defects in training)",
+    "semi-supervised": "semi-supervised (a few real defects per type in training)",
+    "synthetic-gt": "synthetic ground truth (confetti anomalies with their own masks)",
+}
+BLUR_WORDS = {"gaussian": "baselines' maps blurred with FCDD's Gaussian kernel (FCDD's not blurred)",
+              "none": "maps not blurred"}
 PAPER_DIGITS = 2
 #: Settings that tell two runs of one method apart ("weights": the weights actually used, so a
 #: fallback to random init is not pooled with pretrained runs). The device is left out of `params`:
@@ -97,6 +110,8 @@ class ResultTable:
     paper_tables: list[str]
     references: list[str] = field(default_factory=list)  # reference columns, first in `mean`
     flags: dict[str, list[str]] = field(default_factory=dict)  # class -> columns not above their mean map
+    image_size: int | None = None
+    setup_notes: list[str] = field(default_factory=list)  # set where the paper's columns stand beside ours
 
     @property
     def slug(self) -> str:
@@ -105,14 +120,17 @@ class ResultTable:
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts))
 
     def best(self) -> pd.DataFrame:
-        """Boolean frame like `mean`: True where a value is the best of its row (as displayed)."""
+        """Boolean frame like `mean`: True where a value is the best of its row (as displayed),
+        among the methods that are not references; all False on the σ row (a spread over classes is
+        not a quality), for unranked metrics, and when fewer than two methods compete."""
         shown = self.mean.drop(columns=self.references).round(DIGITS)
         metric = self.key["metric"]
-        if metric.endswith(MEAN_MAP_SUFFIX) or metric in UNRANKED_METRICS:
+        if metric.endswith(MEAN_MAP_SUFFIX) or metric in UNRANKED_METRICS or shown.shape[1] < 2:
             return self.mean.notna() & False
         target = shown.min(axis=1) if metric.startswith(LOWER_IS_BETTER) else shown.max(axis=1)
-        target[SIGMA] = shown.loc[SIGMA].min()
-        return (shown.eq(target, axis=0) & shown.notna()).reindex(columns=self.mean.columns, fill_value=False)
+        best = shown.eq(target, axis=0) & shown.notna()
+        best.loc[SIGMA] = False
+        return best.reindex(columns=self.mean.columns, fill_value=False)
 
 
 def load_results(run_dir: Path) -> pd.DataFrame:
@@ -215,6 +233,12 @@ def _with_summary_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([frame, pd.DataFrame([mean, sigma], index=[MEAN, SIGMA])])
 
 
+def _image_size(group: pd.DataFrame) -> int | None:
+    """The one input size of a table's jobs (results' `image_size`), None when absent or mixed."""
+    sizes = pd.to_numeric(group.get("image_size", pd.Series(dtype=float)), errors="coerce").dropna().unique()
+    return int(sizes[0]) if len(sizes) == 1 else None
+
+
 def build_tables(results: pd.DataFrame, compare: str | None = None) -> list[ResultTable]:
     """The tables of a run's results (as returned by `load_results`)."""
     check_compare(compare)
@@ -238,7 +262,8 @@ def build_tables(results: pd.DataFrame, compare: str | None = None) -> list[Resu
             mean=_with_summary_rows(mean), std=std,
             seeds=sorted(int(s) for s in group["seed"].unique()),
             paper=_with_summary_rows(published), paper_tables=sources,
-            references=references, flags=_mean_map_flags(results, group, mean),
+            references=references, flags=_mean_map_flags(results, group, mean), image_size=_image_size(group),
+            setup_notes=setup_notes(group) if sources else [],
         ))
     return tables
 
@@ -283,13 +308,14 @@ def write_report(run_dir: Path, compare: str | None = None) -> list[Path]:
 
 
 def to_csv(table: ResultTable) -> str:
-    """Class rows plus Mean and σ; per method its mean and "<method> std" (ddof=1; empty for a
-    single seed and on the summary rows), then the published "(paper)" columns."""
-    frame = pd.DataFrame(index=table.mean.index)
+    """The class rows (a tidy table: Mean and σ are not classes); per method its mean and
+    "<method> std" (ddof=1; empty for a single seed), then the published "(paper)" columns."""
+    classes = [c for c in table.mean.index if c not in (MEAN, SIGMA)]
+    frame = pd.DataFrame(index=classes)
     for column in table.mean.columns:
-        frame[column] = table.mean[column]
-        frame[f"{column} std"] = table.std[column]
-    frame = pd.concat([frame, table.paper], axis=1)
+        frame[column] = table.mean.loc[classes, column]
+        frame[f"{column} std"] = table.std.loc[classes, column]
+    frame = pd.concat([frame, table.paper.loc[classes]], axis=1)
     if table.flags:
         frame[FLAG_COLUMN] = [",".join(table.flags.get(row, [])) for row in frame.index]
     return frame.rename_axis("class").reset_index().to_csv(index=False)
@@ -315,20 +341,58 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX_SPECIALS.get(c, c) for c in str(text))
 
 
-def _caption(table: ResultTable) -> str:
+def caption_words(table: ResultTable) -> str:
+    """What a table shows, in words: metric, data set, protocol, preset with its image size, blur
+    policy, seeds, and where the paper's columns come from."""
     key = table.key
+    dataset = Path(key["dataset"]).name
+    size = table.image_size
     seeds = len(table.seeds)
-    text = (
-        f"{METRIC_NAMES.get(key['metric'], key['metric'])} on {Path(key['dataset']).name}, protocol "
-        f"{key['protocol']}, preset {key['preset']}, blur {key['blur']}: mean $\\pm$ sample std "
-        f"(ddof=1) over {seeds} seed{'s' if seeds != 1 else ''}; Mean and $\\sigma$ over classes."
-    )
+    spread = ("one seed, so no spread over seeds is shown" if seeds == 1
+              else f"mean ± sample standard deviation over {seeds} seeds")
+    text = (f"{METRIC_NAMES.get(key['metric'], key['metric'])} on {DATASET_NAMES.get(dataset, dataset)}, "
+            f"{PROTOCOL_WORDS.get(key['protocol'], key['protocol'] + ' protocol')}, "
+            f"{key['preset']} preset{f' ({size} px images)' if size else ''}, {BLUR_WORDS.get(key['blur'], 'blur ' + key['blur'])}; "
+            f"{spread}. Mean and σ: over the classes.")
+    if table.mean.shape[1] > 1:
+        text += " Bold: the highest value of a row."
     if table.paper_tables:
         text += (f" Columns marked (paper): published in Liznerski et al., ICLR 2021, "
-                 f"{', '.join(table.paper_tables)}; their Mean and $\\sigma$ are over the classes shown.")
-    # Escape everything but the few math snippets written above.
-    parts = re.split(r"(\$\\pm\$|\$\\sigma\$)", text)
-    return "".join(p if p in ("$\\pm$", "$\\sigma$") else tex_escape(p) for p in parts)
+                 f"{', '.join(table.paper_tables)}; their Mean and σ are over the classes shown.")
+    if table.setup_notes:
+        text += " Our setup differs from the paper's: " + " ".join(table.setup_notes)
+    return text
+
+
+def _caption(table: ResultTable) -> str:
+    """`caption_words` as LaTeX: specials escaped, ± and σ in math mode."""
+    parts = re.split(r"([±σ])", caption_words(table))
+    return "".join({"±": "$\\pm$", "σ": "$\\sigma$"}.get(p, tex_escape(p)) for p in parts)
+
+
+def setup_notes(results: pd.DataFrame) -> list[str]:
+    """Where a run's setup differs from the paper's, one sentence each: presets other than
+    `paper` (with their image size), random init, and weights other than torchvision's ImageNet
+    ones, for the methods concerned."""
+    notes = []
+    for preset, rows in results.groupby("preset", sort=False):
+        if preset == "paper":
+            continue
+        sizes = sorted({int(s) for s in pd.to_numeric(rows.get("image_size", pd.Series(dtype=float)), errors="coerce").dropna()})
+        size = f" at {'/'.join(map(str, sizes))} px" if sizes else ""
+        notes.append(f"Preset {preset}: images{size} and shortened training, not the paper's setup "
+                     "(224 px for MVTec-AD, its full epochs and schedule).")
+    jobs = results.drop_duplicates("job_id")
+    backbone = jobs["params"].astype(str).str.contains('"pretrained"')
+    random_init = sorted(set(jobs.loc[backbone & (jobs["weights"] == "none"), "method"]))
+    if random_init:
+        notes.append(f"Random init for {', '.join(random_init)}: the paper starts these networks from "
+                     "ImageNet-pretrained VGG weights.")
+    from_file = jobs.loc[backbone & jobs["weights"].str.startswith("file:"), ["method", "weights"]].drop_duplicates()
+    for method, weights in from_file.itertuples(index=False):
+        notes.append(f"{method} used weights from a file ({weights}), not torchvision's ImageNet weights "
+                     "that the paper used; a stand-in trained on other data gives other numbers.")
+    return notes
 
 
 def to_latex(table: ResultTable) -> str:

@@ -87,13 +87,15 @@ def test_cells_are_mean_and_sample_std_over_seeds(run_dir):
 
 
 def test_mean_and_sigma_rows_are_over_class_means(run_dir):
-    tab.write_report(run_dir)
-    table = read_table(run_dir, "image_auc")
+    tables = {t.key["metric"]: t for t in tab.report_tables(run_dir)}
+    table = tables["image_auc"].mean
     for m in METHODS:
         means = [np.mean([value(c, m, s, "image_auc") for s in SEEDS]) for c in CLASSES]
         assert table.at["Mean", tab.DISPLAY_NAMES[m]] == pytest.approx(np.mean(means))
         assert table.at["σ", tab.DISPLAY_NAMES[m]] == pytest.approx(np.std(means, ddof=1))
     assert list(table.index) == [*CLASSES, "Mean", "σ"]
+    tab.write_report(run_dir)
+    assert list(read_table(run_dir, "image_auc").index) == list(CLASSES)  # the CSV is tidy: classes only
 
 
 def test_best_of_each_row_is_bold(run_dir):
@@ -104,8 +106,7 @@ def test_best_of_each_row_is_bold(run_dir):
     assert bold["bottle"] == [METHODS.index("grad")]            # 0.98 beats fcdd's 0.94
     assert bold["metal\\_nut"] == [METHODS.index("fcdd")]
     assert bold["Mean"] == [METHODS.index("fcdd")]
-    # On the σ row the smallest spread over classes wins; fcdd and ae tie (class means 0.03 apart).
-    assert bold["$\\sigma$"] == [METHODS.index("fcdd"), METHODS.index("ae")]
+    assert bold["$\\sigma$"] == []  # a spread over classes is not a quality
 
 
 def test_single_seed_shows_no_plus_minus(tmp_path):
@@ -116,8 +117,20 @@ def test_single_seed_shows_no_plus_minus(tmp_path):
     text = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex").read_text()
     assert "\\pm$ 0" not in text
     assert tex_rows(text)["bottle"][0] == "\\textbf{0.930}"
-    assert "over 1 seed;" in text
+    assert "one seed, so no spread over seeds is shown" in text and "over 1 seed" not in text
     assert read_table(run, "pixel_auc")["FCDD std"].isna().all()
+
+
+def test_single_method_table_bolds_nothing_and_caption_is_in_words(tmp_path):
+    rows = [row(f"{c}-fcdd", "mvtec", c, "fcdd", 0, "pixel_auc", value(c, "fcdd", 0, "pixel_auc"), image_size=128)
+            for c in CLASSES]
+    run = write_results(tmp_path / "one-method", rows)
+    tab.write_report(run)
+    text = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex").read_text()
+    assert "textbf" not in text
+    caption = text[text.index("\\caption{"):].splitlines()[0]
+    assert "MVTec-AD" in caption and "cpu preset (128 px images)" in caption
+    assert "FCDD's not blurred" in caption and "Bold" not in caption
 
 
 def test_latex_is_well_formed_and_escaped(run_dir):
@@ -177,7 +190,9 @@ def test_compare_paper_adds_published_numbers(run_dir):
     assert pixel.at["bottle", "AE-L2 (paper)"] == 0.86
     assert pixel.at["bottle", "FCDD (paper)"] == 0.97
     assert pixel.at["metal_nut", "FCDD (paper)"] == 0.94
-    assert pixel.at["Mean", "FCDD (paper)"] == pytest.approx((0.97 + 0.94) / 2)
+    pixel_table = next(t for t in tab.report_tables(run_dir, compare="paper")
+                       if t.key["metric"] == "pixel_auc" and t.key["protocol"] == "unsupervised")
+    assert pixel_table.paper.at["Mean", "FCDD (paper)"] == pytest.approx((0.97 + 0.94) / 2)
     assert not any("paper" in c for c in read_table(run_dir, "image_auc").columns)  # no MVTec detection AUC
     semi = read_table(run_dir, "pixel_auc", protocol="semi-supervised")
     assert semi.at["bottle", "FCDD (semi-supervised) (paper)"] == 0.96
@@ -188,6 +203,8 @@ def test_compare_paper_adds_published_numbers(run_dir):
 
     tex = (run_dir / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex").read_text()
     assert "FCDD (paper) & AE-L2 (paper)" in tex and "Table 2" in tex
+    # cpu preset and random init beside the paper's numbers: the caption says so.
+    assert "differs from the paper" in tex and "Preset cpu" in tex and "Random init" not in tex
     assert tex_rows(tex)["bottle"][-2:] == ["0.97", "0.86"]
     # Without --compare the published columns stay out.
     tab.write_report(run_dir)
@@ -275,10 +292,13 @@ def test_figures_are_drawn_from_saved_predictions(tmp_path, monkeypatch):
     run = fake_predictions(tmp_path / "run")
     paths = figs.write_figures(run)
     names = sorted(p.name for p in paths)
-    assert names == ["grid_mvtec_metal_nut_unsupervised_cpu_seed0.pdf", "grid_mvtec_metal_nut_unsupervised_cpu_seed0.png",
-                     "roc_image_mvtec_metal_nut_unsupervised_cpu.png", "roc_pixel_mvtec_metal_nut_unsupervised_cpu.png"]
+    grid = "grid_mvtec_metal_nut_unsupervised_cpu_seed0_local-eta0.97_blur-gaussian_jet"
+    assert names == [f"{grid}.pdf", f"{grid}.png",
+                     *(f"roc_image_mvtec_metal_nut_unsupervised_cpu.{s}" for s in ("pdf", "png", "svg")),
+                     *(f"roc_pixel_mvtec_metal_nut_unsupervised_cpu_blur-gaussian.{s}" for s in ("pdf", "png", "svg"))]
     assert all(p.parent == run / "figures" and p.stat().st_size > 1000 for p in paths)
     assert (run / "figures" / names[0]).read_bytes().startswith(b"%PDF")
+    assert (run / "figures" / names[-1]).read_text().lstrip().startswith("<?xml")
 
     grid = np.asarray(Image.open(run / "figures" / names[1]).convert("RGB")).astype(int)
     height, width, _ = grid.shape
@@ -290,6 +310,23 @@ def test_figures_are_drawn_from_saved_predictions(tmp_path, monkeypatch):
     assert len(coloured) > 5000
     assert len(np.unique(coloured, axis=0)) > 100
     assert coloured.std(axis=0).min() > 30
+
+
+def test_grid_shows_every_methods_scores_and_roc_legend_shows_the_tables_auc(tmp_path):
+    run = fake_predictions(tmp_path / "run")
+    results = pd.read_csv(run / "results.csv")
+    exact = {"fcdd": 0.912345, "grad": 0.601234, "ae": 0.755555}  # not what the drawn curves give
+    pixel_rows = results.assign(metric="pixel_auc", value=results["method"].map(exact))
+    pd.concat([results, pixel_rows]).to_csv(run / "results.csv", index=False)
+    drawn = {d.kind: d for d in figs.render_figures(run, samples=3)}
+    texts = {t.get_text() for t in drawn["grid"].figure.axes[0].texts}
+    for m in METHODS:
+        preds = load_predictions(run / "predictions" / f"job-{m}.npz")
+        columns = np.concatenate([figs.pick_columns(load_predictions(run / "predictions" / "job-fcdd.npz")["score"],
+                                                    preds["label"], label, 3) for label in (0, 1)])
+        assert {f"{v:.3g}" for v in preds["score"][columns]} <= texts, m
+    legend = [t.get_text() for t in drawn["roc_pixel"].figure.axes[0].get_legend().get_texts()]
+    assert legend == [f"{tab.DISPLAY_NAMES[m]} (AUC {exact[m]:.3f})" for m in METHODS]
 
 
 def test_grid_heatmaps_are_normalised_and_vary(tmp_path):
@@ -332,6 +369,8 @@ def test_figure_errors_name_the_problem(tmp_path, run_dir):
         figs.write_figures(run_dir, eta=1.5)
     with pytest.raises(XadError, match="--blur 'box'"):
         figs.write_figures(run_dir, blur="box")
+    with pytest.raises(XadError, match="--cmap 'viridsi'.*did you mean 'viridis'"):
+        figs.write_figures(run_dir, cmap="viridsi")
     with pytest.raises(XadError, match="holds none of the predictions"):
         figs.write_figures(run_dir)
     with pytest.raises(XadError, match="does not exist"):
@@ -358,7 +397,10 @@ def test_cli_report_and_figures(cli, tmp_path):
     assert (run / "tables" / "mvtec_unsupervised_cpu_gaussian_image_auc.tex").is_file()
     done = runner.invoke(cli, ["figures", str(run), "--norm", "local", "--eta", "0.9", "--samples", "2"])
     assert done.exit_code == 0, done.output
-    assert (run / "figures" / "grid_mvtec_metal_nut_unsupervised_cpu_seed0.png").is_file()
+    assert (run / "figures" / "grid_mvtec_metal_nut_unsupervised_cpu_seed0_local-eta0.9_blur-gaussian_jet.png").is_file()
+    done = runner.invoke(cli, ["figures", str(run), "--cmap", "viridis", "--blur", "none", "--samples", "2"])
+    assert done.exit_code == 0, done.output
+    assert (run / "figures" / "grid_mvtec_metal_nut_unsupervised_cpu_seed0_local-eta0.97_blur-none_viridis.png").is_file()
 
 
 def test_cli_help_has_examples_and_errors_are_xad_errors(cli, tmp_path):

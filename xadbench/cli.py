@@ -161,7 +161,7 @@ def run(
     k: Annotated[int, typer.Option(help="Real labelled anomalies per category (semi-supervised).")] = 1,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Method hyperparameter KEY=VALUE (repeatable).")] = None,
     download: Annotated[bool, typer.Option(help="Fetch a missing data set: MVTec-AD (the asked-for classes), or torchvision's sets and VOC.")] = False,
-    report: Annotated[bool, typer.Option("--report/--no-report", help="Write tables and figures at the end.")] = True,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write tables, figures and report.html at the end.")] = True,
     references: Annotated[bool, typer.Option(
         "--references/--no-references",
         help="Add the reference maps (centre, pixelstats) when the data set has pixel ground truth.")] = True,
@@ -215,19 +215,26 @@ def run(
     from xadbench.console import RichProgress, print_summary
 
     interrupt_note["text"] = f"every finished job is kept in {out}; rerun the same command to resume"
-    runner.write_config(out, {"command": "run", "argv": sys.argv[1:], "jobs": [s.job_id for s in specs]})
+    from xadbench.provenance import collect
+
+    provenance = collect(sys.argv[1:], {"device": device, "weights": weights, "pretrained": pretrained, "root": root})
+    runner.write_config(out, {"command": "run", "argv": sys.argv[1:], "jobs": [s.job_id for s in specs],
+                              "provenance": provenance})
     with RichProgress() as progress:
         results = runner.run_grid(specs, out, progress)
     print_summary(results[results["job_id"].isin([s.job_id for s in specs])])
     typer.echo(f"results: {out / 'results.csv'}")
     if report:
         from xadbench.reports.figures import write_figures
+        from xadbench.reports.html import write_html
         from xadbench.reports.tables import write_report
 
         tables = write_report(out)
         figures = write_figures(out)
+        page = write_html(out)
         typer.echo(f"tables:  {out / 'tables'} ({len(tables)} files)")
         typer.echo(f"figures: {out / 'figures'} ({len(figures)} files)")
+        typer.echo(f"report:  {page.resolve()}")
 
 
 @app.command(epilog="Example: xadbench evaluate runs/mvtec-semi-supervised-cpu")
@@ -249,10 +256,14 @@ def evaluate(
         from xadbench.reports.figures import write_figures
         from xadbench.reports.tables import write_report
 
+        from xadbench.reports.html import write_html
+
         tables = write_report(run_dir)
         figures = write_figures(run_dir)
+        page = write_html(run_dir)
         typer.echo(f"tables:  {run_dir / 'tables'} ({len(tables)} files)")
         typer.echo(f"figures: {run_dir / 'figures'} ({len(figures)} files)")
+        typer.echo(f"report:  {page.resolve()}")
 
 
 @methods_app.command("list", epilog="Example: xadbench methods list")

@@ -40,7 +40,7 @@ BLUR_POLICIES = ("gaussian", "none")
 ROUTED_OPTIONS = ("device", "weights", "pretrained", "seed")
 
 RESULT_COLUMNS = [
-    "job_id", "dataset", "class", "method", "seed", "preset", "protocol", "blur", "metric", "value",
+    "job_id", "dataset", "class", "method", "seed", "preset", "image_size", "protocol", "blur", "metric", "value",
     "oe", "oe_limit", "oe_exclude", "k", "weights", "n_train", "n_test", "fit_s", "predict_s", "sanity_s", "params",
 ]
 
@@ -220,7 +220,7 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
 
     common = {
         "job_id": spec.job_id, "dataset": spec.dataset, "class": spec.class_name, "method": spec.method,
-        "seed": spec.seed, "preset": spec.preset, "protocol": spec.protocol,
+        "seed": spec.seed, "preset": spec.preset, "image_size": image_size, "protocol": spec.protocol,
         "oe": spec.oe or "", "oe_limit": spec.oe_limit if spec.oe_limit is not None else ("all" if spec.oe else ""),
         "oe_exclude": ",".join(spec.oe_exclude),
         "k": spec.k if spec.protocol == "semi-supervised" else "",
@@ -295,8 +295,12 @@ def read_results(path: Path) -> pd.DataFrame:
 
 
 def append_results(path: Path, rows: list[dict[str, Any]], columns: Sequence[str] = RESULT_COLUMNS) -> None:
-    """Add a finished job's rows to a results CSV atomically (old text + new rows, then rename)."""
+    """Add a finished job's rows to a results CSV atomically (old text + new rows, then rename).
+    A file written with other columns (an older version) is rewritten with the current ones, its
+    rows keeping their values and leaving new columns empty."""
     old = path.read_text() if path.exists() else ""
+    if old and old.splitlines()[0] != ",".join(columns):
+        old = read_results(path).reindex(columns=list(columns)).to_csv(index=False)
     new = pd.DataFrame(rows, columns=list(columns)).to_csv(index=False, header=not old)
     with atomic_write(path) as handle:
         handle.write(old + new)

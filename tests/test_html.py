@@ -1,0 +1,117 @@
+"""The self-contained HTML report (`xadbench report RUN --html`, written by `run`) and the
+provenance it shows. The browser test loads the page in headless Chromium (the Debian package;
+`make test` installs it) and reads back what the page's own check script found in the DOM."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from test_reports import fake_predictions, row, write_results
+from typer.testing import CliRunner
+
+from xadbench import provenance
+from xadbench.reports.html import REPORT_NAME, render_html, write_html
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    """Fake predictions of three methods on one class, results with pixel AUCs and their mean
+    maps, and a config.json with real provenance (a weights file of known bytes)."""
+    run = fake_predictions(tmp_path / "run")
+    results = pd.read_csv(run / "results.csv")
+    pixel = {"fcdd": 0.91, "grad": 0.80, "ae": 0.70}
+    mean_map = {"fcdd": 0.60, "grad": 0.79, "ae": 0.66}  # grad within 0.05 of its mean map: flagged
+    extra = [results.assign(metric=metric, value=results["method"].map(values))
+             for metric, values in (("pixel_auc", pixel), ("pixel_auc_mean_map", mean_map))]
+    pd.concat([results, *extra]).to_csv(run / "results.csv", index=False)
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"stand-in weights")
+    prov = provenance.collect(["run", "--methods", "fcdd,grad,ae"], {"weights": str(weights), "root": str(tmp_path)})
+    (run / "config.json").write_text(json.dumps({"command": "run", "argv": [], "jobs": [], "provenance": prov}))
+    return run
+
+
+def test_provenance_is_read_from_the_machine(tmp_path):
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"\x00" * 1000)
+    prov = provenance.collect(["run"], {"weights": str(weights), "device": "cpu"})
+    assert prov["weights"]["sha256"] == hashlib.sha256(b"\x00" * 1000).hexdigest()
+    assert prov["torch"] == torch.__version__ and prov["device"] == "cpu"
+    assert prov["hardware"]["cpu_cores"] >= 1
+    repo = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert prov["git_commit"].startswith(head.stdout.strip())
+    assert provenance.collect(["run"], {"pretrained": False})["weights"]["source"] == "random init"
+
+
+def test_page_is_self_contained_and_shows_tables_figures_and_provenance(run):
+    page = render_html(run)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "the page fetches something"
+    assert "<link" not in page and "<script src" not in page
+    assert page.count("<table class='res' data-metric=") == 3  # image AUC, pixel AUC, its mean map
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == 3  # the grid and two ROC curves
+    for data in images:  # every embedded image decodes
+        assert np.asarray(Image.open(io.BytesIO(base64.b64decode(data)))).size > 10_000
+    prov = json.loads((run / "config.json").read_text())["provenance"]
+    for value in (prov["weights"]["sha256"], prov["torch"], prov["command"], prov["hardware"]["cpu"]):
+        assert value in page
+    assert "FCDD (paper)" in page and "Read with care" in page and "Preset cpu" in page
+
+
+def test_cells_not_above_their_mean_map_are_flagged(run):
+    page = render_html(run)
+    pixel = page[page.index("data-metric='pixel_auc'>"):]
+    pixel = pixel[:pixel.index("</div>")]
+    body = pixel[pixel.index("<tbody>"):pixel.index("</tbody>")]
+    flagged = re.findall(r"<td class='([^']*)'[^>]*>(?:<b>)?([0-9.]+)", body)
+    # By hand: fcdd 0.91 − 0.60 = 0.31 is clear; grad 0.80 − 0.79 and ae 0.70 − 0.66 are below 0.05.
+    assert {value for classes, value in flagged if "flag" in classes} == {"0.800", "0.700"}
+    assert "⚑ not above the method's own mean map" in pixel
+
+
+def test_single_method_reference_columns_come_first(tmp_path):
+    rows = [row(f"j-{m}", "mvtec", "bottle", m, 0, "pixel_auc", v) for m, v in (("fcdd", 0.9), ("pixelstats", 0.7))]
+    run = write_results(tmp_path / "run", rows)
+    page = render_html(run)
+    header = re.search(r"data-metric='pixel_auc'><thead><tr>(.*?)</tr>", page).group(1)
+    assert re.findall(r">([^<]+)</th>", header)[:3] == ["class", "pixelstats", "FCDD"]
+    assert "No config.json" in page and "holds none of the predictions" in page  # said, not hidden
+
+
+def test_cli_report_html(run):
+    from xadbench.cli import app
+
+    done = CliRunner().invoke(app, ["report", str(run), "--html"])
+    assert done.exit_code == 0, done.output
+    assert (run / REPORT_NAME).is_file() and f"report: {(run / REPORT_NAME).resolve()}" in done.output
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium; `make test` installs the Debian package")
+def test_page_renders_in_a_real_browser(run, tmp_path):
+    page = write_html(run)
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--virtual-time-budget=10000", "--window-size=1280,1800"]
+    dom = subprocess.run([*command, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    checks = json.loads(re.search(r'<pre id="xad-checks">([^<]*)</pre>', dom).group(1))
+    assert checks == {"images": 3, "images_decoded": 3, "tables": 5, "table_rows": 1 * 3 + 1 + 3,
+                      "external": 0, "errors": []}
+    shot = tmp_path / "report.png"
+    subprocess.run([*command, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert pixels.shape == (1800, 1280, 3)
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200  # text, tables and heatmaps, not a blank page
