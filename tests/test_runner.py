@@ -210,3 +210,15 @@ def test_predictions_from_an_older_version_are_a_one_line_error(tmp_path):
         runner.load_predictions(tmp_path / "old.npz")
     runner.save_predictions(tmp_path / "new.npz", result.predictions)
     assert set(runner.load_predictions(tmp_path / "new.npz")) >= set(runner.PREDICTION_KEYS)
+
+
+def test_appending_to_a_results_file_of_an_older_version_keeps_its_rows(tmp_path):
+    path = tmp_path / "results.csv"
+    older = [c for c in runner.RESULT_COLUMNS if c != "image_size"]
+    path.write_text(",".join(older) + "\n" + ",".join("0.5" if c == "value" else "old" for c in older) + "\n")
+    new = {c: "new" for c in runner.RESULT_COLUMNS} | {"value": 0.75, "image_size": 128}
+    runner.append_results(path, [new])
+    table = runner.read_results(path)
+    assert list(table.columns) == runner.RESULT_COLUMNS
+    assert table["value"].tolist() == [0.5, 0.75] and table["job_id"].tolist() == ["old", "new"]
+    assert table["image_size"].astype(str).tolist() == ["", "128"]
