@@ -49,10 +49,9 @@ from xadbench.reports.tables import (
     setup_notes,
 )
 from xadbench.runner import atomic_write
+from xadbench.sanity import MEAN_MAP_MARGIN
 
 REPORT_NAME = "report.html"
-#: Methods that are references (maps without learning), shown first in tables.
-REFERENCE_METHODS = ("centre", "pixelstats")
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d232a;background:#f7f8fa}
@@ -250,15 +249,30 @@ FLAG_NOTE = (f"<p class='flagnote'>⚑ not above the method's own mean map (the 
              "what the method saw in the image.</p>")
 
 
+#: Metrics of the headline tables; every other metric (the sanity checks) follows under its own heading.
+HEADLINE_METRICS = ("image_auc", "pixel_auc", "per_image_pixel_auc", "aupro")
+SANITY_HELP = (
+    "<p class='sub'>Sanity checks (xadbench.sanity): <code>*_mean_map</code> scores the method's own mean map "
+    "as every image's map (a method should clearly beat it); <code>randomised_*</code> compares maps before and "
+    "after re-initialising the trained layers (Adebayo et al., NeurIPS 2018; a correlation near 1 means the map "
+    "explains the architecture, not the model); <code>deletion_area</code>/<code>insertion_area</code> follow the "
+    "method's own score as its top-ranked pixels are replaced by their nominal counterpart (Petsiuk et al., BMVC "
+    "2018); <code>faithfulness_gain</code> is the random order's deletion area minus the map's (positive: the "
+    "map's pixels drive the score).</p>")
+
+
 def tables_section(tables: list[ResultTable]) -> str:
     parts = ['<section id="tables"><h2>Tables</h2>',
              "<p class='sub'>Click a column header to sort the classes. Bold: the best method of a row (only "
              "when the run compares several). Grey columns: reference maps that learn nothing about "
              "defects, the floor every method must clear. Purple: published in Liznerski et al. "
              "(ICLR 2021).</p>"]
-    for table in tables:
-        flags = mean_map_flags(table, tables, MEAN_MAP_MARGIN)
-        parts.append(table_html(table, results, flags))
+    headline = [t for t in tables if t.key["metric"] in HEADLINE_METRICS]
+    others = [t for t in tables if t.key["metric"] not in HEADLINE_METRICS]
+    parts += [table_html(t) for t in headline]
+    if others:
+        parts += ["<h2 id='sanity'>Sanity checks and other metrics</h2>", SANITY_HELP]
+        parts += [table_html(t) for t in others]
     parts.append("</section>")
     return "".join(parts)
 
