@@ -293,6 +293,10 @@ def _grid(preds: dict[str, dict[str, np.ndarray]], methods: dict[str, str], capt
     return fig, title, reference, quantile
 
 
+def _blur_words(blur: str) -> str:
+    return "blurred with FCDD's Gaussian kernel, FCDD not blurred" if blur == "gaussian" else "not blurred"
+
+
 def _roc_curves(preds: dict[str, dict[str, np.ndarray]], blur: str) -> dict[str, list]:
     """(label, fpr, tpr) per method at image level and, where masks exist, pixel level."""
     curves: dict[str, list] = {"image": [], "pixel": []}
