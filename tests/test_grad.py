@@ -8,7 +8,9 @@ import torch
 
 from xadbench.errors import NotFittedError, XadError
 from xadbench.method import Variant
-from xadbench.methods.grad import GRAD_IG, GRAD_SMOOTH, GradSaliency, hsc_loss, pseudo_huber
+from xadbench.methods.grad import (
+    GRAD_CAM, GRAD_IG, GRAD_SMOOTH, GradSaliency, build_network, cam_layer, hsc_loss, pseudo_huber,
+)
 from xadbench.registry import methods
 from xadbench.types import Sample, TrainData
 
@@ -87,7 +89,7 @@ def test_saliency_equals_abs_input_gradient_max_over_channels(cifar_model):
 def test_variants_resolve_through_the_registry():
     assert methods.get("grad") is GradSaliency
     for name, obj, attribution in (("grad-ig", GRAD_IG, "integrated_gradients"),
-                                   ("grad-smooth", GRAD_SMOOTH, "smoothgrad")):
+                                   ("grad-smooth", GRAD_SMOOTH, "smoothgrad"), ("grad-cam", GRAD_CAM, "gradcam")):
         plugin = methods.get(name)
         assert plugin is obj and isinstance(plugin, Variant)
         assert plugin.preset("cpu", "mvtec")["attribution"] == attribution
@@ -98,12 +100,39 @@ def test_variants_resolve_through_the_registry():
 def test_variants_give_the_same_scores_but_different_maps(cifar_model):
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     saliency = cifar_model.predict(x)
-    for name in ("grad-ig", "grad-smooth"):
+    for name in ("grad-ig", "grad-smooth", "grad-cam"):
         other = fitted(name)  # same seed, same training: only the attribution differs
         prediction = other.predict(x)
         np.testing.assert_allclose(prediction.score, saliency.score, rtol=1e-5)
         assert np.isfinite(prediction.anomaly_map).all() and prediction.anomaly_map.min() >= 0
         assert not np.allclose(prediction.anomaly_map, saliency.anomaly_map, rtol=1e-3, atol=1e-6), name
+
+
+def test_gradcam_is_relu_of_gradient_weighted_activations_upsampled_bilinearly():
+    """Selvaraju et al. (2017), eq. 1–2: α_k = mean over positions of ∂h/∂A^k, map ReLU(Σ_k α_k A^k),
+    then bilinear upsampling to the input; computed here with a forward hook and autograd."""
+    model = fitted("grad-cam")
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    prediction = model.predict(x)
+    layer = cam_layer(model.model_)
+    activations = []
+    handle = layer.register_forward_hook(lambda module, inputs, output: activations.append(output))
+    score = model.model_.score(x.clone().requires_grad_())
+    handle.remove()
+    (grad,) = torch.autograd.grad(score.sum(), activations[0])
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * activations[0]).sum(dim=1, keepdim=True))
+    assert cam.shape[-1] == 8  # the small cifar10 net's last activation, before its last 2×2 pool
+    expected = torch.nn.functional.interpolate(cam, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    np.testing.assert_allclose(prediction.anomaly_map, expected.detach().numpy(), rtol=1e-4, atol=1e-6 * float(expected.max()))
+    assert prediction.anomaly_map.max() > 0
+
+
+def test_gradcam_layer_of_the_vgg_net_is_the_last_relu_before_the_last_pool():
+    with pytest.warns(UserWarning, match="random initialisation"):
+        net, _ = build_network("mvtec", torch.zeros(1, 3, 64, 64), 8, 4, pretrained=False, weights=None)
+    vgg_tail = net.features[1]
+    assert cam_layer(net) is vgg_tail[-2] and isinstance(vgg_tail[-1], torch.nn.MaxPool2d)
 
 
 def test_smoothgrad_is_repeatable_per_image_and_leaves_the_global_rng_alone():
