@@ -13,5 +13,9 @@ class PluginError(XadError):
     """A plugin is unknown, broken, or registered twice."""
 
 
+class MissingExtraError(PluginError):
+    """A plugin needs an optional dependency that is not installed; the message names the extra."""
+
+
 class NotFittedError(XadError):
     """`predict` was called before `fit`."""

@@ -1,0 +1,306 @@
+"""anomalib's PatchCore and PaDiM as xadbench methods, on the VGG11-BN features FCDD and grad use.
+
+anomalib (Akcay et al., 2022) is the library the field uses for feature-embedding anomaly
+detectors. This adapter runs its torch models inside xadbench's runner, protocols and evaluator:
+`PatchcoreModel` (Roth et al., CVPR 2022: locally aggregated patch features, a memory bank
+thinned by greedy k-center coreset sampling, nearest-neighbour distances, the paper's reweighted
+image score) and `PadimModel` (Defard et al., ICPR 2021: a multivariate Gaussian per feature-map
+position over a random subset of the feature channels, Mahalanobis distance maps). Their feature
+extractor, sampling, statistics and anomaly-map generators (nearest or bilinear upsampling, then
+anomalib's Gaussian blur with σ = 4) are anomalib's own; its Lightning engine and data modules are
+not used.
+
+Backbone: anomalib's models take a timm model name, whose ImageNet weights timm downloads. Here
+they get an `nn.Module` instead, which anomalib's `TimmFeatureExtractor` wraps with torchvision's
+`create_feature_extractor`: torchvision's VGG11-BN `features` from `xadbench.backbones`, with the
+same weights as FCDD and grad (a weights file, torchvision's cache, or random initialisation), so
+a comparison of heatmap methods runs on equal features. Inputs are standardised with ImageNet
+statistics before the backbone (greyscale repeated to RGB). The default layers are the outputs
+of the ReLUs after VGG11-BN's second 256-channel conv (`features.13`, stride 4) and after its
+second 512-channel conv (`features.20`, stride 8, where FCDD's net ends): the mid-level pair
+PatchCore and PaDiM take from ResNets (their `layer2`/`layer3`), at one block earlier because
+the cpu preset's 128 px images are smaller than anomalib's 256 px.
+
+To wrap another anomalib image model that learns from nominal features without an optimiser
+(e.g. DFM, DFKDE), subclass `AnomalibMethod`: an `__init__` with its hyperparameters,
+`build_model(backbone)` returning the anomalib torch model, and `finish_fit(model)` for the
+step that turns the collected training features into the model (PatchCore: coreset sampling;
+PaDiM: the Gaussian fit); then declare it under the entry-point group `xadbench.methods`.
+
+Needs the optional extra: `pip install 'xadbench[anomalib]'`. Without it this module fails to
+load with one line naming the extra (`MissingExtraError`), so the registry reports it and the
+other methods keep working.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import io
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, redirect_stderr
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from xadbench import backbones
+from xadbench.errors import MissingExtraError, XadError
+from xadbench.layers import Standardise
+from xadbench.method import EpochCallback, Method, resolve_device
+from xadbench.profiles import check_preset, get_profile
+from xadbench.training import predict_in_batches
+from xadbench.types import Prediction, TrainData, stack_images
+
+INSTALL_HINT = "anomalib's models need the optional extra: pip install 'xadbench[anomalib]'"
+if importlib.util.find_spec("anomalib") is None:
+    raise MissingExtraError(f"anomalib is not installed; {INSTALL_HINT}")
+
+#: Backbones the adapter builds; each is shared with xadbench's other methods.
+BACKBONES = ("vgg11_bn",)
+#: torchvision's vgg11_bn module names: ReLU after conv256 #2 (stride 4), after conv512 #2 (stride 8).
+VGG_LAYERS = ("features.13", "features.20")
+
+
+def _anomalib_model(module: str, name: str) -> type[nn.Module]:
+    """An anomalib torch-model class, imported on first use (anomalib's import takes seconds
+    and pulls Lightning); its import-time deprecation notices from timm and anomalib are muted."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise MissingExtraError(f"cannot use anomalib ({type(exc).__name__}: {exc}); {INSTALL_HINT}") from None
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """torch's and numpy's global RNGs seeded inside, the caller's states restored after: anomalib
+    draws PaDiM's channel subset (torch), PatchCore's first coreset centre (torch) and its random
+    projection (torch and numpy's global RNG, through scikit-learn) from them."""
+    numpy_state = np.random.get_state()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+
+
+class AnomalibMethod(Method):
+    """An anomalib torch model fitted on nominal images: features of every training image are
+    collected by the model's own training-mode forward pass, then `finish_fit` builds the model
+    from them; `predict` returns anomalib's image scores and anomaly maps (already blurred by
+    anomalib's generator, hence `receptive_field_maps`: the runner's shared blur does not apply).
+
+    Subclasses set the hyperparameters backbone, layers, batch_size, pretrained, weights, seed and
+    device (plus their own), and implement `build_model` and `finish_fit`."""
+
+    supervision = "none"
+    receptive_field_maps = True
+
+    backbone: str
+    layers: Sequence[str]
+    batch_size: int
+    pretrained: bool
+    weights: str | None
+    seed: int
+    device: str
+
+    @classmethod
+    def preset(cls, preset: str, profile: str) -> dict[str, Any]:
+        check_preset(preset)
+        get_profile(profile)
+        return {}
+
+    def build_model(self, backbone: nn.Module) -> nn.Module:
+        """The anomalib torch model on `backbone` with this method's layers and hyperparameters."""
+        raise NotImplementedError
+
+    def finish_fit(self, model: nn.Module) -> None:
+        """Turn the features the model collected in training mode into the fitted model."""
+        raise NotImplementedError
+
+    def _check(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise XadError(f"{type(self).__name__}: unknown backbone {self.backbone!r}; known: {', '.join(BACKBONES)}")
+        if isinstance(self.layers, str) or not self.layers:
+            raise XadError(f"{type(self).__name__}: layers must be a non-empty list of module names, "
+                           f"e.g. {list(VGG_LAYERS)}; got {self.layers!r}")
+        if self.batch_size < 1:
+            raise XadError(f"{type(self).__name__}: batch_size must be at least 1, got {self.batch_size}")
+
+    def _build(self, device: torch.device) -> nn.Module:
+        features, self.weights_used_ = backbones.vgg11_bn_features(self.pretrained, self.weights)
+        backbone = nn.Sequential()
+        backbone.add_module("features", features)  # torchvision's names: features.<index>
+        try:
+            with seeded(self.seed, device):
+                return self.build_model(backbone.eval()).to(device)
+        except ValueError as exc:  # torchvision names a layer the backbone lacks; anomalib a bad size
+            raise XadError(f"{type(self).__name__}: {' '.join(str(exc).split())[:300]}") from None
+
+    def fit(self, train: TrainData, on_epoch: EpochCallback | None = None) -> "AnomalibMethod":
+        self._check()
+        device = resolve_device(self.device)
+        model = self._build(device)
+        standardise = Standardise(backbones.IMAGENET_MEAN, backbones.IMAGENET_STD).to(device)
+        images = stack_images(train.nominal)
+        model.train()  # anomalib's models collect training features in training mode
+        with torch.no_grad():
+            for start in range(0, len(images), self.batch_size):
+                model(standardise(images[start : start + self.batch_size].to(device)))
+        try:
+            with seeded(self.seed, device):
+                self.finish_fit(model)
+        except ValueError as exc:  # e.g. a coreset of size zero
+            raise XadError(f"{type(self).__name__}: {' '.join(str(exc).split())[:300]}") from None
+        self.input_shape_ = tuple(int(s) for s in images.shape[1:])
+        self.standardise_ = standardise
+        self.model_ = model.eval()
+        if on_epoch is not None:
+            on_epoch(1, 1, 0.0)
+        return self
+
+    def _score_and_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = self.model_(self.standardise_(x))
+        return output.pred_score.reshape(len(x)), output.anomaly_map.reshape(len(x), *x.shape[-2:])
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        self._check_fitted("model_")
+        if tuple(images.shape[1:]) != self.input_shape_:
+            raise XadError(f"{type(self).__name__} was fitted on images {self.input_shape_}, got {tuple(images.shape[1:])}")
+        device = self.standardise_.mean.device
+        with torch.inference_mode():
+            score, amap = predict_in_batches(self._score_and_map, images, self.batch_size, device)
+        return Prediction(score=score.numpy().astype(np.float32), anomaly_map=amap.numpy().astype(np.float32))
+
+
+class PatchCore(AnomalibMethod):
+    """PatchCore (Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR
+    2022) through anomalib's `PatchcoreModel` on the shared VGG11-BN features.
+
+    Features of `layers` are averaged over 3×3 neighbourhoods, the deeper map upsampled to the
+    first and concatenated; the memory bank keeps `coreset_ratio` of all nominal patch features,
+    chosen by greedy k-center sampling on a sparse random projection. A patch's anomaly is its
+    distance to the nearest memory-bank feature; the image score is the largest patch distance,
+    reweighted by the distances to that neighbour's `num_neighbors` nearest memory entries
+    (paper eq. 7). Map: nearest upsampling of the patch distances, Gaussian blur σ = 4.
+
+    Hyperparameters: backbone ("vgg11_bn"), layers, coreset_ratio, num_neighbors, batch_size,
+    pretrained and weights (the VGG backbone, as for FCDD), seed (coreset sampling), device.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "vgg11_bn",
+        layers: Sequence[str] = VGG_LAYERS,
+        coreset_ratio: float = 0.1,
+        num_neighbors: int = 9,
+        batch_size: int = 32,
+        pretrained: bool = True,
+        weights: str | None = None,
+        seed: int = 0,
+        device: str = "auto",
+    ):
+        self.backbone = backbone
+        self.layers = layers
+        self.coreset_ratio = coreset_ratio
+        self.num_neighbors = num_neighbors
+        self.batch_size = batch_size
+        self.pretrained = pretrained
+        self.weights = weights
+        self.seed = seed
+        self.device = device
+
+    @classmethod
+    def preset(cls, preset: str, profile: str) -> dict[str, Any]:
+        """"paper": anomalib's default coreset of 10 % (the paper's PatchCore-10%). "cpu": 1 %
+        (the paper's PatchCore-1%, within about 0.5 points of it on MVTec-AD, Roth et al.
+        table 1), which makes the greedy sampling ten times shorter."""
+        super().preset(preset, profile)
+        return {"layers": VGG_LAYERS, "coreset_ratio": 0.1 if preset == "paper" else 0.01, "num_neighbors": 9}
+
+    def _check(self) -> None:
+        super()._check()
+        if not 0 < self.coreset_ratio <= 1:
+            raise XadError(f"PatchCore: coreset_ratio must be in (0, 1], got {self.coreset_ratio}")
+        if self.num_neighbors < 1:
+            raise XadError(f"PatchCore: num_neighbors must be at least 1, got {self.num_neighbors}")
+
+    def build_model(self, backbone: nn.Module) -> nn.Module:
+        model_class = _anomalib_model("anomalib.models.image.patchcore.torch_model", "PatchcoreModel")
+        return model_class(layers=list(self.layers), backbone=backbone, pre_trained=False,
+                           num_neighbors=self.num_neighbors)
+
+    def finish_fit(self, model: nn.Module) -> None:
+        # anomalib's tqdm bar would break into the run's progress display; its deprecation notice
+        # for the `embeddings` argument fires on every call, passed or not (anomalib 2.x).
+        with redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            model.subsample_embedding(self.coreset_ratio)
+
+
+class PaDiM(AnomalibMethod):
+    """PaDiM (Defard et al., "PaDiM: a Patch Distribution Modeling Framework for Anomaly
+    Detection and Localization", ICPR 2021) through anomalib's `PadimModel` on the shared
+    VGG11-BN features.
+
+    Features of `layers` are upsampled to the first and concatenated; `n_features` channels are
+    kept at random (drawn once with `seed`, as the paper does); a Gaussian per feature-map
+    position is fitted to the nominal images (covariance + 0.01·I). Map: the Mahalanobis distance
+    per position, bilinearly upsampled, Gaussian blur σ = 4; score: the map's maximum.
+
+    Hyperparameters: backbone ("vgg11_bn"), layers, n_features, batch_size, pretrained and
+    weights (the VGG backbone, as for FCDD), seed (channel subset), device.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "vgg11_bn",
+        layers: Sequence[str] = VGG_LAYERS,
+        n_features: int = 200,
+        batch_size: int = 32,
+        pretrained: bool = True,
+        weights: str | None = None,
+        seed: int = 0,
+        device: str = "auto",
+    ):
+        self.backbone = backbone
+        self.layers = layers
+        self.n_features = n_features
+        self.batch_size = batch_size
+        self.pretrained = pretrained
+        self.weights = weights
+        self.seed = seed
+        self.device = device
+
+    @classmethod
+    def preset(cls, preset: str, profile: str) -> dict[str, Any]:
+        """Both presets: 200 of the 768 channels of the default layers, about the fraction the
+        paper keeps for its ResNet-18 (100 of 448) and WideResNet-50 (550 of 1792) backbones."""
+        super().preset(preset, profile)
+        return {"layers": VGG_LAYERS, "n_features": 200}
+
+    def _check(self) -> None:
+        super()._check()
+        if self.n_features < 1:
+            raise XadError(f"PaDiM: n_features must be at least 1, got {self.n_features}")
+
+    def build_model(self, backbone: nn.Module) -> nn.Module:
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        with torch.no_grad():  # the layers' channels, from a dry run
+            outputs = create_feature_extractor(backbone, list(self.layers))(torch.zeros(1, 3, 32, 32))
+        channels = sum(int(f.shape[1]) for f in outputs.values())
+        if self.n_features > channels:
+            raise XadError(f"PaDiM: n_features={self.n_features} exceeds the {channels} channels of layers "
+                           f"{list(self.layers)}")
+        model_class = _anomalib_model("anomalib.models.image.padim.torch_model", "PadimModel")
+        return model_class(backbone=backbone, layers=list(self.layers), pre_trained=False,
+                           n_features=self.n_features)
+
+    def finish_fit(self, model: nn.Module) -> None:
+        model.fit()
