@@ -50,6 +50,7 @@ from xadbench.errors import MissingExtraError, XadError
 from xadbench.layers import Standardise
 from xadbench.method import EpochCallback, Method, resolve_device
 from xadbench.profiles import check_preset, get_profile
+from xadbench.sanity import randomised_copy
 from xadbench.training import predict_in_batches
 from xadbench.types import Prediction, TrainData, stack_images
 
@@ -61,6 +62,8 @@ if importlib.util.find_spec("anomalib") is None:
 BACKBONES = ("vgg11_bn",)
 #: torchvision's vgg11_bn module names: ReLU after conv256 #2 (stride 4), after conv512 #2 (stride 8).
 VGG_LAYERS = ("features.13", "features.20")
+#: Modules of vgg11_bn's `features`: conv, BN, ReLU per channel entry, one per max pool (29).
+VGG11_MODULES = sum(1 if item == "M" else 3 for item in backbones.VGG11_LAYOUT)
 
 
 def _anomalib_model(module: str, name: str) -> type[nn.Module]:
@@ -126,16 +129,20 @@ class AnomalibMethod(Method):
     def _check(self) -> None:
         if self.backbone not in BACKBONES:
             raise XadError(f"{type(self).__name__}: unknown backbone {self.backbone!r}; known: {', '.join(BACKBONES)}")
-        if isinstance(self.layers, str) or not self.layers:
-            raise XadError(f"{type(self).__name__}: layers must be a non-empty list of module names, "
-                           f"e.g. {list(VGG_LAYERS)}; got {self.layers!r}")
+        if isinstance(self.layers, str) or not self.layers or not all(
+                isinstance(name, str) and name.startswith("features.") and name[9:].isdigit()
+                and int(name[9:]) < VGG11_MODULES for name in self.layers):
+            raise XadError(f"{type(self).__name__}: layers must be a non-empty list of vgg11_bn module names "
+                           f"features.0 … features.{VGG11_MODULES - 1}, e.g. "
+                           f"{list(VGG_LAYERS)}; got {self.layers!r}")
         if self.batch_size < 1:
             raise XadError(f"{type(self).__name__}: batch_size must be at least 1, got {self.batch_size}")
 
     def _build(self, device: torch.device) -> nn.Module:
         features, self.weights_used_ = backbones.vgg11_bn_features(self.pretrained, self.weights)
+        deepest = max(int(name.split(".")[1]) for name in self.layers)
         backbone = nn.Sequential()
-        backbone.add_module("features", features)  # torchvision's names: features.<index>
+        backbone.add_module("features", features[: deepest + 1])  # torchvision's names: features.<index>
         try:
             with seeded(self.seed, device):
                 return self.build_model(backbone.eval()).to(device)
@@ -163,6 +170,13 @@ class AnomalibMethod(Method):
         if on_epoch is not None:
             on_epoch(1, 1, 0.0)
         return self
+
+    def randomised(self, cascade_step: int | None) -> "AnomalibMethod":
+        """A copy whose backbone has its top `cascade_step` layers (None: all) re-initialised,
+        the memory bank or Gaussians fitted on the original features kept (Adebayo et al., 2018:
+        the model's parameters randomised, the explanation method unchanged); see
+        `Method.randomised`."""
+        return randomised_copy(self, "model_", cascade_step)
 
     def _score_and_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         output = self.model_(self.standardise_(x))

@@ -140,6 +140,7 @@ def test_bad_settings_are_one_line_errors_before_fitting(toy):
 
     cases = [(PatchCore(backbone="resnet18", pretrained=False), "unknown backbone 'resnet18'"),
              (PatchCore(layers=("features.99",), pretrained=False), "features.99"),
+             (PatchCore(layers=("layer2",), pretrained=False), "layer2"),
              (PatchCore(coreset_ratio=0.0, pretrained=False), "coreset_ratio"),
              (PaDiM(n_features=5000, pretrained=False), "n_features")]
     for method, message in cases:
@@ -197,3 +198,19 @@ def test_without_the_extra_the_plugin_fails_in_one_line_naming_it(monkeypatch, t
     assert not (tmp_path / "run").exists()  # nothing ran, nothing written
     listed = CliRunner().invoke(app, ["methods", "list"])
     assert listed.exit_code == 0 and "pixelstats" in listed.output and "xadbench[anomalib]" in listed.output
+
+
+@needs_anomalib
+def test_randomised_backbone_changes_the_maps_and_leaves_the_method_alone(vgg_weights, toy):
+    path, _ = vgg_weights
+    _, train, test_images = toy
+    from xadbench.methods.anomalib_models import PaDiM
+
+    method = PaDiM(layers=("features.6", "features.13"), n_features=16, weights=str(path), device="cpu").fit(train)
+    before = method.predict(test_images)
+    top = method.randomised(1)
+    convs = [m for m in top.model_.feature_extractor.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 4  # the backbone ends at features.13, so the top layer is one that counts
+    after = top.predict(test_images)
+    np.testing.assert_array_equal(method.predict(test_images).anomaly_map, before.anomaly_map)
+    assert not np.allclose(after.anomaly_map, before.anomaly_map, rtol=1e-3)
