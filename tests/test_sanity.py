@@ -177,11 +177,12 @@ def test_deletion_and_insertion_of_a_region_sum_follow_the_analytic_curves():
     region = np.zeros((h, w), bool)
     region[5:15, 10:30] = True
     method = RegionSum(region)
-    images = torch.zeros(3, 3, h, w)
-    images[:, :, torch.from_numpy(region)] = 1.0  # ones in the region, zeros (= reference) elsewhere
+    reference = torch.full((3, h, w), 0.25)  # its score r = 0.25 k; curves are scaled by s(0) − r = 0.75 k
+    images = reference.repeat(3, 1, 1, 1)
+    images[:, :, torch.from_numpy(region)] = 1.0  # ones in the region, the reference elsewhere
     maps = method.predict(images).anomaly_map
     labels = np.array([1, 1, 1])
-    metrics = sanity.faithfulness_metrics(method.score_images, images, labels, maps, torch.zeros(3, h, w))
+    metrics = sanity.faithfulness_metrics(method.score_images, images, labels, maps, reference)
     p = region.mean()
     # Deletion by the map: s(f) = k − min(fN, k), area ∫₀^½ max(1 − f/p, 0) df / ½ = p.
     assert metrics["deletion_area"] == pytest.approx(p, abs=1e-9)

@@ -171,3 +171,30 @@ def zscore_pixel_auc(task) -> float:
 def test_zscore_baseline_is_informative_but_not_perfect(default_set, name):
     auc = zscore_pixel_auc(MVTecAD(default_set).load(name, synthetic.SIZE))
     assert 0.6 < auc < 1.0, auc
+
+
+#: Half-extents (y, x) of the synthetic objects as fractions of the side: the cap's radius, the
+#: pill's half-width and half-length (see _cap and _pill).
+OBJECT_EXTENT = {"cap": (0.33, 0.33), "pill": (0.14, 0.30)}
+EDGE_DEFECTS = ("missing", "chip")  # on the outline by definition
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_defects_reach_the_borders_of_textures_and_the_rims_of_objects(name):
+    """Defects are placed anywhere on the texture or object: many centroids lie in the outer band
+    a centre prior would miss (the generator used to keep them in the middle)."""
+    size = 64
+    centroids = []
+    for kind in DEFECTS[name]:
+        if kind in EDGE_DEFECTS:
+            continue
+        for index in range(12):
+            _, _, mask = render_sample(name, kind, index=index, size=size)
+            if mask.any():
+                centroids.append(np.argwhere(mask).mean(axis=0))
+    centroids = np.array(centroids) / size - 0.5
+    if name in OBJECT_EXTENT:  # beyond 70 % of the object's extent (uniform over its area: about half)
+        outer = (np.sqrt(((centroids / OBJECT_EXTENT[name]) ** 2).sum(axis=1)) > 0.7).mean()
+    else:  # textures: the outer 20 % of the image on either side (uniform: 64 %)
+        outer = (np.abs(centroids).max(axis=1) > 0.3).mean()
+    assert outer > 0.25, f"{name}: only {outer:.0%} of the defects lie near a border or rim"
