@@ -5,7 +5,7 @@ sha256 is known (5,264,982,680 bytes; the value anomalib checks, and the one sev
 downloads record); no checksum is published for the per-class archives. So: when every class is
 missing and wanted, the complete archive is fetched and verified; otherwise only the wanted
 classes' archives are, each with a one-line warning that names the sha256 it had (see
-`xadbench.download.verify`).
+`xadbench.download`).
 """
 from __future__ import annotations
 

@@ -2,11 +2,13 @@
 
 `install` downloads each archive into `<root>/.downloads/<name>.part` (a killed or dropped
 download resumes there with an HTTP Range request), checks its sha256 against the published
-value, extracts it with tarfile's "data" filter (no absolute paths, no `..`, no links out of the
-target, no device files; absolute names are refused rather than made relative) into `<root>/.downloads/<name>.extract`, checks that every folder the
-archive should hold is there, and only then renames those folders into `root`. A data set folder
-therefore appears whole or not at all; the hidden `.downloads` folder is all an interruption
-leaves behind, and it is removed once everything is installed.
+value, extracts it with tarfile's "data" filter (no `..`, no links out of the target, no device
+files; absolute names are refused rather than made relative) into
+`<root>/.downloads/<name>.extract`, checks that every folder the archive should hold is there,
+and only then renames those folders into `root`. A data set folder therefore appears whole or
+not at all; the hidden `.downloads` folder is all an interruption leaves behind (a partial
+download to resume, or a staging folder the next run clears), and it is removed once everything
+is installed.
 
 Only https URLs are fetched; plain http is accepted for the loopback interface alone, which is
 how the tests serve their archives.
@@ -70,12 +72,11 @@ def _reason(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def download(archive: Archive, part: Path, progress: Progress) -> None:
+def _download(archive: Archive, part: Path, progress: Progress) -> None:
     """Fetch `archive` into `part`, continuing a partial file with an HTTP Range request.
 
     A dropped connection raises a one-line DataError and keeps `part`, so the same call resumes.
     """
-    _check_url(archive.url)
     done = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "xadbench"}
     if done:
@@ -117,7 +118,7 @@ def download(archive: Archive, part: Path, progress: Progress) -> None:
         )
 
 
-def sha256_of(path: Path) -> str:
+def _sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(CHUNK):
@@ -125,9 +126,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify(archive: Archive, part: Path) -> None:
+def _verify(archive: Archive, part: Path) -> None:
     """Compare `part` with the published sha256; a mismatch deletes it (a retry refetches)."""
-    actual = sha256_of(part)
+    actual = _sha256_of(part)
     if archive.sha256 is None:
         warnings.warn(
             f"{archive.name}: its publisher gives no checksum, so it is checked only by HTTPS and "
@@ -151,7 +152,7 @@ def _strict_data_filter(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
     return tarfile.data_filter(member, path)
 
 
-def extract(archive: Archive, part: Path, target: Path) -> None:
+def _extract(archive: Archive, part: Path, target: Path) -> None:
     """Unpack `part` into the empty folder `target` with tarfile's "data" filter and check that
     each of `archive.folders` is there. Any failure deletes `target` and `part`: an archive that
     is unsafe or incomplete stays so on a second try."""
@@ -185,7 +186,10 @@ def install(root: Path, archives: Sequence[Archive], notice: str) -> None:
     """
     if not archives:
         return
+    for archive in archives:
+        _check_url(archive.url)
     workdir = root / DOWNLOADS
+    made_root = not root.exists()
     try:
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -196,12 +200,12 @@ def install(root: Path, archives: Sequence[Archive], notice: str) -> None:
         with Progress(*columns, console=console) as progress:
             for archive in archives:
                 part = workdir / f"{archive.name}.part"
-                download(archive, part, progress)
-                verify(archive, part)
+                _download(archive, part, progress)
+                _verify(archive, part)
                 staging = workdir / f"{archive.name}.extract"
                 shutil.rmtree(staging, ignore_errors=True)  # what a killed extraction left
                 staging.mkdir()
-                extract(archive, part, staging)
+                _extract(archive, part, staging)
                 for folder in archive.folders:
                     if not (root / folder).exists():
                         (staging / folder).rename(root / folder)
@@ -210,3 +214,5 @@ def install(root: Path, archives: Sequence[Archive], notice: str) -> None:
     finally:
         if not any(workdir.iterdir()):
             workdir.rmdir()
+        if made_root and not any(root.iterdir()):
+            root.rmdir()  # a failed first download must not leave a root that looks like data
