@@ -114,7 +114,8 @@ def randomise_layers(module: nn.Module, cascade_step: int | None, seed: int = SA
     batch norms back to identity statistics), seeded; returns how many layers were reset."""
     groups = _layer_groups(module)[::-1]
     chosen = groups if cascade_step is None else groups[:cascade_step]
-    with torch.random.fork_rng(devices=[]):
+    cuda = sorted({p.device.index or 0 for p in module.parameters() if p.is_cuda})
+    with torch.random.fork_rng(devices=cuda):  # the caller's random state is left as it was
         torch.manual_seed(seed)
         with torch.no_grad():
             for layer in (m for group in chosen for m in group):
