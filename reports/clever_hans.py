@@ -43,8 +43,8 @@ policy (`runner.postprocess`), each shifted by its own minimum so that it is non
 A Clever Hans model shows mass_watermarked well above mass_clean and the box area, and
 auc_watermarked above auc_clean, while the control model does not.
 
-Files under the study folder: clever_hans.csv (tidy rows, appended atomically per finished job;
-a rerun skips finished jobs), predictions/<job_id>.npz, tables/clever_hans.{csv,tex} (mean ± std
+Files under the study folder: clever_hans.sqlite (the results store, xadbench.store: one
+transaction per finished job; a rerun skips finished jobs) exported to clever_hans.csv (tidy rows), predictions/<job_id>.npz, tables/clever_hans.{csv,tex} (mean ± std
 over seeds, one row per method × condition), figures/clever_hans.{png,pdf}.
 
 Figure (like Figure 8): columns are watermarked anomalous test images (paper form: the most
@@ -84,6 +84,7 @@ from xadbench.options import check_weights_file
 from xadbench.reports.figures import save_figure
 from xadbench.profiles import check_preset, get_profile
 from xadbench.registry import methods as method_registry
+from xadbench.store import ResultStore, remove_stale_temporaries
 from xadbench.types import Prediction, Sample, TrainData, stack_images
 
 # ---- watermark ------------------------------------------------------------------------------
@@ -579,28 +580,22 @@ def run_study_job(job: StudyJob, setup: SwappedSetup,
     return rows, predictions
 
 
-def read_study_results(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        return pd.DataFrame(columns=COLUMNS)
-    try:
-        table = pd.read_csv(path, dtype={"job_id": str, "max_nominal": str, "weights": str}, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise XadError(f"{path}: not a readable study results file ({type(exc).__name__}: {exc}); move it away and rerun") from None
-    if not {"job_id", "metric", "value"} <= set(table.columns):
-        raise XadError(f"{path}: not a Clever Hans results file (no job_id/metric/value columns); pass another --out")
-    table["value"] = pd.to_numeric(table["value"], errors="coerce")
-    return table
+def study_store(out: Path) -> ResultStore:
+    """The study's results store: out/clever_hans.sqlite, exported to out/clever_hans.csv."""
+    return ResultStore(out, COLUMNS, name=Path(RESULTS_FILE).stem, text_columns=("max_nominal", "weights"))
 
 
 def run_study(study: OpenedStudy | StudyConfig, out: Path, progress: runner.Progress | None = None) -> pd.DataFrame:
-    """Run every job of the study not yet in out/clever_hans.csv; returns the rows of the
-    study's jobs (finished now or before)."""
+    """Run every job of the study not yet in its store (a finished job whose predictions file
+    is gone runs again); returns the rows of the study's jobs (finished now or before)."""
     study = study if isinstance(study, OpenedStudy) else open_study(study)
     progress = progress or runner.Progress()
     out = Path(out)
-    path = out / RESULTS_FILE
+    store = study_store(out).open()
+    remove_stale_temporaries(out)
+    store.drop_jobs(j for j in store.finished() if not (out / "predictions" / f"{j}.npz").is_file())
     jobs = plan_jobs(study)
-    done = set(read_study_results(path)["job_id"].astype(str))
+    done = set(store.finished())
     cached: tuple[tuple[bool, int], SwappedSetup] | None = None
     for index, job in enumerate(jobs):
         if job.job_id in done:
@@ -612,10 +607,11 @@ def run_study(study: OpenedStudy | StudyConfig, out: Path, progress: runner.Prog
             cached = (key, study.setup(watermark_training=key[0], seed=job.seed))
         rows, predictions = run_study_job(job, cached[1], on_epoch=progress.epoch)
         runner.save_predictions(out / "predictions" / f"{job.job_id}.npz", predictions)
-        runner.append_results(path, rows, COLUMNS)
+        store.add_job(job.job_id, rows, checkpoint=False)
+        store.export_csv()
         done.add(job.job_id)
         progress.job_finished(job, rows, skipped=False)  # type: ignore[arg-type]
-    results = read_study_results(path)
+    results = store.read()
     return results[results["job_id"].isin([j.job_id for j in jobs])].reset_index(drop=True)
 
 
@@ -730,7 +726,7 @@ def draw_figure(out: Path, results: pd.DataFrame, columns: int = FIGURE_COLUMNS)
     for _, job_id, _ in rows:
         path = Path(out) / "predictions" / f"{job_id}.npz"
         if not path.is_file():
-            raise XadError(f"{path} is missing; delete the job's rows from {Path(out) / RESULTS_FILE} and rerun")
+            raise XadError(f"{path} is missing; rerun the study to run its job again")
         preds[job_id] = runner.load_predictions(path, PREDICTION_KEYS)
     shortcut = [(label, j) for label, j, c in rows if c in (WATERMARK, PAPER)] or [(rows[0][0], rows[0][1])]
     order_label, order_job = next((r for r in shortcut if r[0].startswith(_display("fcdd") + "\n")), shortcut[0])

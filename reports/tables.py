@@ -1,4 +1,4 @@
-"""Result tables of a run, computed from its `results.csv` only.
+"""Result tables of a run, computed from its results rows only (`runner.read_results`).
 
 One table per (data set, protocol, preset, blur policy, metric) found in the results: rows are the
 classes, then "Mean" (over classes) and "σ" (standard deviation over classes), as in the paper's
@@ -40,7 +40,7 @@ from rich.table import Table as RichTable
 
 from xadbench.errors import XadError
 from xadbench.sanity import MEAN_MAP_MARGIN, MEAN_MAP_SUFFIX, REFERENCE_METHODS, not_above_mean_map
-from xadbench.runner import RESULT_COLUMNS, atomic_write, read_results
+from xadbench.runner import atomic_write, read_results, results_store
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
 COMPARE_CHOICES = ("paper",)
@@ -134,20 +134,18 @@ class ResultTable:
 
 
 def load_results(run_dir: Path) -> pd.DataFrame:
-    """The rows of RUN_DIR/results.csv; XadError when the folder, the file or its rows are missing."""
+    """The results rows of RUN_DIR (runner.read_results); XadError when the folder or its rows
+    are missing."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise XadError(f"run folder {run_dir} does not exist; pass the folder `xadbench run` wrote (its --out)")
-    path = run_dir / "results.csv"
-    if not path.is_file():
-        raise XadError(f"{path} not found; run `xadbench run --out {run_dir}` first, or pass another run folder")
-    results = read_results(path)
-    missing = [c for c in ("job_id", "class", "method", "seed", *TABLE_KEYS, "value", *VARIANT_FIELDS)
-               if c not in results.columns]
-    if missing:
-        raise XadError(f"{path} lacks column(s) {', '.join(dict.fromkeys(missing))}; expected {', '.join(RESULT_COLUMNS)}")
+    store = results_store(run_dir)
+    if not store.exists() and not store.csv_path.is_file():
+        raise XadError(f"{run_dir} holds no results ({store.path.name}); run `xadbench run --out {run_dir}` first, "
+                       "or pass another run folder")
+    results = read_results(run_dir)
     if results.empty:
-        raise XadError(f"{path} has no results yet; let `xadbench run --out {run_dir}` finish a job first")
+        raise XadError(f"{store.path} has no results yet; let `xadbench run --out {run_dir}` finish a job first")
     for column in ("job_id", "class", "method", *TABLE_KEYS, *VARIANT_FIELDS):
         results[column] = results[column].astype(str)
     results["value"] = pd.to_numeric(results["value"], errors="coerce")

@@ -251,7 +251,7 @@ def test_report_errors_name_the_problem(tmp_path, run_dir):
     with pytest.raises(XadError, match="does not exist"):
         tab.write_report(tmp_path / "nowhere")
     (tmp_path / "bare").mkdir()
-    with pytest.raises(XadError, match="results.csv not found"):
+    with pytest.raises(XadError, match=r"bare holds no results \(results.sqlite\)"):
         tab.write_report(tmp_path / "bare")
     write_results(tmp_path / "empty", [])
     with pytest.raises(XadError, match="no results yet"):

@@ -184,8 +184,9 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
 def test_unreadable_results_file_is_one_line_error(tmp_path):
     (tmp_path / "results.csv").write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(XadError, match="results.csv: not a readable results file"):
+    with pytest.raises(XadError, match="results.csv: not a results file"):
         run_grid([spec()], tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
 
 
 def test_unknown_method_parameter_is_named(tmp_path):
@@ -212,13 +213,14 @@ def test_predictions_from_an_older_version_are_a_one_line_error(tmp_path):
     assert set(runner.load_predictions(tmp_path / "new.npz")) >= set(runner.PREDICTION_KEYS)
 
 
-def test_appending_to_a_results_file_of_an_older_version_keeps_its_rows(tmp_path):
-    path = tmp_path / "results.csv"
+def test_a_results_file_of_an_older_version_keeps_its_rows_in_the_store(tmp_path):
+    old_id, new_id = "a" * 16, "b" * 16
     older = [c for c in runner.RESULT_COLUMNS if c != "image_size"]
-    path.write_text(",".join(older) + "\n" + ",".join("0.5" if c == "value" else "old" for c in older) + "\n")
-    new = {c: "new" for c in runner.RESULT_COLUMNS} | {"value": 0.75, "image_size": 128}
-    runner.append_results(path, [new])
-    table = runner.read_results(path)
+    (tmp_path / "results.csv").write_text(
+        ",".join(older) + "\n" + ",".join({"value": "0.5", "job_id": old_id}.get(c, "old") for c in older) + "\n")
+    new = {c: "new" for c in runner.RESULT_COLUMNS} | {"job_id": new_id, "value": 0.75, "image_size": 128}
+    runner.results_store(tmp_path).open().add_job(new_id, [new], checkpoint=False)
+    table = runner.read_results(tmp_path)
     assert list(table.columns) == runner.RESULT_COLUMNS
-    assert table["value"].tolist() == [0.5, 0.75] and table["job_id"].tolist() == ["old", "new"]
-    assert table["image_size"].astype(str).tolist() == ["", "128"]
+    assert table["value"].tolist() == [0.5, 0.75] and table["job_id"].tolist() == [old_id, new_id]
+    assert table["image_size"].isna().tolist() == [True, False] and table["image_size"].iloc[1] == 128

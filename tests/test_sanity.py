@@ -248,7 +248,9 @@ def test_tables_put_references_first_and_flag_a_method_not_above_its_mean_map(tm
              "protocol": "unsupervised", "blur": "gaussian", "metric": metric, "value": value, "oe": "",
              "oe_limit": "", "oe_exclude": "", "k": "", "weights": "none", "params": "{}"}
             for (method, metric), value in values.items()]
-    runner.append_results(tmp_path / "results.csv", rows)
+    store = runner.results_store(tmp_path).open()
+    for method in ("fcdd", "grad", "centre"):
+        store.add_job(method, [r for r in rows if r["job_id"] == method], checkpoint=False)
     table = next(t for t in report_tables(tmp_path) if t.key["metric"] == "pixel_auc")
     assert list(table.mean.columns) == ["centre", "FCDD", "Grad"]
     assert table.flags == {"wood": ["centre", "Grad"]}

@@ -266,6 +266,29 @@ def evaluate(
         typer.echo(f"report:  {page.resolve()}")
 
 
+@app.command(epilog="Example: xadbench check runs/mvtec-unsupervised-cpu")
+def check(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `xadbench run` (its --out).", show_default=False)],
+) -> None:
+    """Verify a run folder without changing it: its results store, and every finished job's
+    predictions and checkpoint read in full. One line per problem, exit code 1 when there is
+    any; `xadbench run` into the folder reruns the jobs named."""
+    from xadbench import runner
+
+    if not run_dir.is_dir():
+        raise XadError(f"run folder {run_dir} does not exist; pass the folder `xadbench run` wrote (its --out)")
+    problems = runner.check_run(run_dir)
+    for problem in problems:
+        typer.echo(problem.message)
+    if problems:
+        raise typer.Exit(1)
+    store = runner.results_store(run_dir)
+    if not store.exists() and not store.csv_path.exists():
+        raise XadError(f"{run_dir} holds no results ({store.path.name} or {store.csv_path.name})")
+    note = "" if store.exists() else f" ({store.csv_path.name} of an older xadbench; `xadbench run` imports it)"
+    typer.echo(f"{run_dir}: ok, {len(store.finished())} finished jobs{note}")
+
+
 @methods_app.command("list", epilog="Example: xadbench methods list")
 def methods_list() -> None:
     """List registered methods (imports each to show what supervision it uses)."""

@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBar, Te
 from rich.table import Table
 
 from xadbench.runner import JobSpec, Progress
+from xadbench.store import Owner
 
 console = Console(stderr=True)
 
@@ -45,6 +46,9 @@ class RichProgress(Progress):
             values = ", ".join(f"{r['metric']}[{r['blur']}]={r['value']:.3f}" for r in rows)
             fit = rows[0]["fit_s"] if rows else float("nan")
             console.print(f"done  {self.describe(spec)} ({fit:.0f}s fit): {values}")
+
+    def job_waiting(self, spec: JobSpec, owner: Owner) -> None:
+        console.print(f"wait  {self.describe(spec)}: {owner} runs it")
 
 
 def print_summary(results: pd.DataFrame) -> None:

@@ -71,13 +71,13 @@ def rescore_job(predictions_path: Path, checkpoint_path: Path, *, device: str = 
 
 def rescore_run(run_dir: Path, *, device: str = "auto", with_sanity: bool = True,
                 on_job: Callable[[str, str, str], None] | None = None) -> int:
-    """Score every job of RUN_DIR/results.csv that has saved predictions again and replace its rows
-    (atomically, job by job, so an interrupted call loses nothing); returns how many jobs.
+    """Score every job of RUN_DIR's results store that has saved predictions again and replace its
+    rows (one transaction per job, so an interrupted call loses nothing); returns how many jobs.
     on_job(job_id, method, class) is called before each."""
-    path = Path(run_dir) / "results.csv"
+    path = runner.results_store(run_dir).path
     if not path.is_file():
         raise XadError(f"{path} not found; pass the folder `xadbench run` wrote (its --out)")
-    results = runner.read_results(path)
+    results = runner.read_results(run_dir)
     if results.empty:
         raise XadError(f"{path} has no results yet")
     jobs = results.drop_duplicates("job_id")
@@ -96,6 +96,6 @@ def rescore_run(run_dir: Path, *, device: str = "auto", with_sanity: bool = True
         kept = {c: job[c] for c in KEPT_COLUMNS if c in job}
         rows = [{**kept, "blur": blur, "metric": metric, "value": value, "sanity_s": sanity_s}
                 for blur, metric, value in metrics]
-        runner.replace_results(path, job_id, rows)
+        runner.replace_results(run_dir, job_id, rows)
         done += 1
     return done

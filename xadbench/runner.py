@@ -2,9 +2,11 @@
 
 A job is (dataset, class, method, seed, preset, protocol, ...): self-contained and idempotent.
 `run_job` takes its spec and returns its result rows and predictions without touching the run
-folder, so a distributed engine can run the same job list across machines; `run_grid` runs a
-grid here, writes each finished job's predictions and rows atomically, and skips finished jobs
-on a second invocation.
+folder, so a distributed engine can run the same job list across machines; `save_job_result`
+stores one finished job (files, then its rows in one transaction of the results store,
+xadbench.store) whatever ran it, and `finished_jobs` says which jobs a folder holds. `run_grid`
+runs a grid here: it checks the folder first (`check_run`), claims each job in the store before
+starting it, and skips finished jobs, so a killed run resumes and concurrent runs share the work.
 """
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from xadbench.errors import XadError
 from xadbench.method import Method
 from xadbench.profiles import Profile, check_preset, get_profile
 from xadbench.registry import datasets, methods, plugin_call
+from xadbench.store import CLAIMED, FINISHED, Owner, ResultStore, append_json, atomic_write, remove_stale_temporaries
 from xadbench.types import Prediction, Sample, stack_images
 
 BLUR_POLICIES = ("gaussian", "none")
@@ -257,62 +261,54 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
     return JobResult(rows, predictions, None if state is None else {"method": spec.method, "state": state})
 
 
-@contextmanager
-def atomic_write(path: Path, mode: str = "w") -> Iterator[Any]:
-    """Write to a temporary file beside `path`, then rename: readers see the old or the new
-    file, never a half-written one. The file gets the permissions of a plainly created one
-    (0666 less the umask), not mkstemp's owner-only 0600, so a shared run folder stays readable."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+#: Result columns read back as text (values such as 8 or 'all', 1 or '').
+TEXT_COLUMNS = ("oe", "oe_limit", "oe_exclude", "k")
+
+
+def results_store(run_dir: Path) -> ResultStore:
+    """The results store of a run folder: <run>/results.sqlite, exported to <run>/results.csv."""
+    return ResultStore(run_dir, RESULT_COLUMNS, text_columns=TEXT_COLUMNS)
 
 
 def write_config(out: Path, config: dict[str, Any]) -> None:
-    with atomic_write(out / "config.json") as handle:
-        json.dump(config, handle, indent=2, default=str)
+    """Add one invocation to <out>/config.json (a list: every invocation is kept), creating the
+    run folder and its results store where missing."""
+    store = results_store(out).open()
+    with store.locked():
+        append_json(Path(out) / "config.json", {**config, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                "pid": os.getpid()})
 
 
-def read_results(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        return pd.DataFrame(columns=RESULT_COLUMNS)
-    try:
-        # Text columns keep "" as text; a metric that does not apply (NaN) is written as "".
-        return pd.read_csv(path, dtype={"oe_limit": str, "oe_exclude": str, "k": str, "oe": str}, keep_default_na=False,
-                           na_values={"value": [""], "sanity_s": [""]})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise XadError(f"{path}: not a readable results file ({type(exc).__name__}: {exc})") from None
+def read_results(run_dir: Path) -> pd.DataFrame:
+    """Every results row of a run folder (from its store; a folder written before there was a
+    store is read from its checked results.csv); an empty frame where there are none."""
+    return results_store(run_dir).read()
 
 
-def append_results(path: Path, rows: list[dict[str, Any]], columns: Sequence[str] = RESULT_COLUMNS) -> None:
-    """Add a finished job's rows to a results CSV atomically (old text + new rows, then rename).
-    A file written with other columns (an older version) is rewritten with the current ones, its
-    rows keeping their values and leaving new columns empty."""
-    old = path.read_text() if path.exists() else ""
-    if old and old.splitlines()[0] != ",".join(columns):
-        old = read_results(path).reindex(columns=list(columns)).to_csv(index=False)
-    new = pd.DataFrame(rows, columns=list(columns)).to_csv(index=False, header=not old)
-    with atomic_write(path) as handle:
-        handle.write(old + new)
+def finished_jobs(run_dir: Path) -> set[str]:
+    """The ids of the jobs whose rows are in the run folder's store."""
+    return set(results_store(run_dir).finished())
 
 
-def replace_results(path: Path, job_id: str, rows: list[dict[str, Any]]) -> None:
-    """Replace every row of one job in a results CSV by `rows`, atomically."""
-    old = read_results(path)
-    kept = old[old["job_id"].astype(str) != job_id]
-    frame = pd.concat([kept, pd.DataFrame(rows, columns=RESULT_COLUMNS)], ignore_index=True)
-    with atomic_write(path) as handle:
-        handle.write(frame.to_csv(index=False))
+def save_job_result(out: Path, job_id: str, result: JobResult) -> None:
+    """Store one finished job: its checkpoint and predictions files (each written atomically),
+    then its rows in one transaction of the results store, then results.csv exported. The one
+    way results are written, whatever ran the job; a process killed at any point leaves the
+    job's rows complete or absent (absent: the job runs again, its files are overwritten)."""
+    out = Path(out)
+    if result.checkpoint is not None:
+        save_checkpoint(out / "checkpoints" / f"{job_id}.pt", result.checkpoint)
+    save_predictions(out / "predictions" / f"{job_id}.npz", result.predictions)
+    store = results_store(out)
+    store.add_job(job_id, result.rows, checkpoint=result.checkpoint is not None)
+    store.export_csv()
+
+
+def replace_results(run_dir: Path, job_id: str, rows: list[dict[str, Any]]) -> None:
+    """Replace every row of one finished job by `rows` in one transaction, then export results.csv."""
+    store = results_store(run_dir)
+    store.replace_job(job_id, rows)
+    store.export_csv()
 
 
 def save_predictions(path: Path, predictions: dict[str, np.ndarray]) -> None:
@@ -361,29 +357,125 @@ def load_predictions(path: Path, required: Sequence[str] = PREDICTION_KEYS) -> d
     return predictions
 
 
+def verify_predictions(path: Path) -> None:
+    """Read a predictions file in full (every array decompressed and its checksum compared)
+    and check it holds PREDICTION_KEYS; XadError saying what is wrong otherwise."""
+    if not path.is_file():
+        raise XadError("missing")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            names = {name.removesuffix(".npy") for name in archive.namelist()}
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise XadError(f"unreadable ({type(exc).__name__}: {exc})") from None
+    if bad is not None:
+        raise XadError(f"unreadable (array {bad!r} fails its checksum)")
+    missing = [key for key in PREDICTION_KEYS if key not in names]
+    if missing:
+        raise XadError(f"without {', '.join(missing)} (written by an older xadbench)")
+
+
+def verify_checkpoint(path: Path) -> None:
+    if not path.is_file():
+        raise XadError("missing")
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types for a bad file
+        raise XadError(f"unreadable ({type(exc).__name__}: {exc})") from None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a run folder; `job_id` names the job the next run reruns for it."""
+
+    message: str
+    job_id: str | None = None
+
+
+def check_run(run_dir: Path) -> list[Problem]:
+    """What is wrong with a run folder, one line each: the results store (SQLite's integrity
+    check, values that are not numbers, a results.csv of an older xadbench that cannot be
+    imported) and, per finished job, a predictions file or checkpoint that is missing or cannot
+    be read in full. Reads only."""
+    run_dir = Path(run_dir)
+    store = results_store(run_dir)
+    problems = [Problem(line) for line in store.problems()]
+    if problems:
+        return problems
+    for job_id, has_checkpoint in store.finished().items():
+        files = [("predictions", f"{job_id}.npz", verify_predictions)]
+        checkpoint = run_dir / "checkpoints" / f"{job_id}.pt"
+        if has_checkpoint or (has_checkpoint is None and checkpoint.is_file()):  # None: imported from a CSV
+            files.append(("checkpoints", checkpoint.name, verify_checkpoint))
+        for folder, name, verify in files:
+            path = run_dir / folder / name
+            try:
+                verify(path)
+            except XadError as exc:
+                problems.append(Problem(f"{path}: {exc}; `xadbench run` reruns job {job_id}", job_id))
+                break
+    return problems
+
+
+def prepare_run(out: Path) -> ResultStore:
+    """Open (or create) a run folder's store before the first job: remove the temporary files
+    of killed writers, refuse a damaged store, forget the jobs whose predictions or checkpoint
+    are missing or unreadable (one warning each; they run again) and export results.csv."""
+    store = results_store(out).open()
+    remove_stale_temporaries(Path(out))
+    problems = check_run(out)
+    for problem in problems:
+        if problem.job_id is None:
+            raise XadError(problem.message)
+        warnings.warn(problem.message, stacklevel=2)
+    store.drop_jobs({p.job_id for p in problems if p.job_id})
+    store.export_csv()
+    return store
+
+
 class Progress:
     """What run_grid reports; the CLI implements it with rich, tests with nothing."""
 
     def job_started(self, index: int, total: int, spec: JobSpec) -> None: ...
     def epoch(self, epoch: int, epochs: int, loss: float) -> None: ...
     def job_finished(self, spec: JobSpec, rows: list[dict[str, Any]], skipped: bool) -> None: ...
+    def job_waiting(self, spec: JobSpec, owner: Owner) -> None: ...
+
+
+#: Seconds between looks at the jobs another process runs.
+POLL_S = 2.0
 
 
 def run_grid(specs: Sequence[JobSpec], out: Path, progress: Progress | None = None) -> pd.DataFrame:
-    """Run every job whose id is not yet in out/results.csv; returns the whole results table."""
+    """Run every job of `specs` that the run folder's store does not hold yet; returns every
+    row of the store. A job is claimed in the store before it starts: a job another live
+    process claimed is left to it and waited for (and taken over should that process die), so
+    concurrent runs into one folder share the work and each returns with the grid complete."""
     progress = progress or Progress()
-    results_path = out / "results.csv"
-    done = set(read_results(results_path)["job_id"].astype(str))
-    for index, spec in enumerate(specs):
-        if spec.job_id in done:
-            progress.job_finished(spec, [], skipped=True)
-            continue
-        progress.job_started(index, len(specs), spec)
-        result = run_job(spec, on_epoch=progress.epoch)
-        if result.checkpoint is not None:
-            save_checkpoint(out / "checkpoints" / f"{spec.job_id}.pt", result.checkpoint)
-        save_predictions(out / "predictions" / f"{spec.job_id}.npz", result.predictions)
-        append_results(results_path, result.rows)
-        done.add(spec.job_id)
-        progress.job_finished(spec, result.rows, skipped=False)
-    return read_results(results_path)
+    out = Path(out)
+    store = prepare_run(out)
+    pending, waited = list(enumerate(specs)), set()
+    while pending:
+        waiting = []
+        for index, spec in pending:
+            claim = store.claim(spec.job_id)
+            if claim == FINISHED:
+                progress.job_finished(spec, [], skipped=True)
+            elif claim == CLAIMED:
+                progress.job_started(index, len(specs), spec)
+                try:
+                    result = run_job(spec, on_epoch=progress.epoch)
+                    save_job_result(out, spec.job_id, result)
+                except BaseException:
+                    store.release(spec.job_id)
+                    raise
+                progress.job_finished(spec, result.rows, skipped=False)
+            else:
+                if spec.job_id not in waited:
+                    progress.job_waiting(spec, claim)
+                    waited.add(spec.job_id)
+                waiting.append((index, spec))
+        if waiting:
+            time.sleep(POLL_S)
+        pending = waiting
+    return store.read()

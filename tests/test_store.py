@@ -1,0 +1,262 @@
+"""The results store (xadbench.store) and the run folder around it (runner.check_run,
+save_job_result, run_grid's claims): rows stored whole or not at all, never twice; an older
+release's results.csv imported or refused with one line; damaged stores, predictions and
+leftovers found. Expectations are written out by hand or read back with plain sqlite3/csv."""
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from xadbench import runner, store
+from xadbench.cli import app
+from xadbench.errors import XadError
+from xadbench.runner import RESULT_COLUMNS, JobSpec, Progress, run_grid
+from xadbench.store import CLAIMED, FINISHED, Owner, ResultStore
+
+COLUMNS = ["job_id", "blur", "metric", "value", "note"]
+
+
+def row(job, metric="auc", value=0.5, **kw):
+    return {"job_id": job, "blur": "none", "metric": metric, "value": value, "note": "", **kw}
+
+
+def raw_rows(path, table="results"):
+    with sqlite3.connect(path) as conn:
+        return conn.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+
+
+def spec(**kw):
+    return JobSpec(**{"dataset": "synthetic", "class_name": "fabric", "method": "pixelstats", "blur": ("none",), **kw})
+
+
+# ---------------------------------------------------------------- the store itself
+def test_a_job_is_stored_whole_or_not_at_all(tmp_path):
+    results = ResultStore(tmp_path, COLUMNS).open()
+    with pytest.raises(XadError, match="metric 'bad' has value 'abc', not a number"):
+        results.add_job("a", [row("a", "auc"), row("a", "bad", "abc")], checkpoint=False)
+    assert raw_rows(results.path) == [] and results.finished() == {}
+    results.add_job("a", [row("a", "auc", 0.25), row("a", "ap", np.float32(0.5))], checkpoint=True)
+    assert raw_rows(results.path) == [("a", "none", "auc", 0.25, ""), ("a", "none", "ap", 0.5, "")]
+    assert results.finished() == {"a": True}
+
+
+def test_a_row_is_never_stored_twice(tmp_path):
+    results = ResultStore(tmp_path, COLUMNS).open()
+    results.add_job("a", [row("a")], checkpoint=False)
+    with pytest.raises(XadError, match="job a is already finished"):
+        results.add_job("a", [row("a")], checkpoint=False)
+    with pytest.raises(XadError, match="job b already has a row for blur 'none', metric 'auc'"):
+        results.add_job("b", [row("b"), row("b")], checkpoint=False)
+    with sqlite3.connect(results.path) as conn:  # the UNIQUE key holds whoever writes
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute("INSERT INTO results VALUES ('a', 'none', 'auc', 0.9, '')")
+    assert raw_rows(results.path) == [("a", "none", "auc", 0.5, "")]
+
+
+def test_the_store_uses_wal_and_a_busy_timeout(tmp_path):
+    results = ResultStore(tmp_path, COLUMNS).open()
+    with sqlite3.connect(results.path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    conn = results._connect()
+    assert conn.execute("PRAGMA busy_timeout").fetchone() == (store.BUSY_TIMEOUT_S * 1000,)
+    conn.close()
+
+
+def test_a_store_of_an_older_version_gets_the_new_columns(tmp_path):
+    ResultStore(tmp_path, COLUMNS).open().add_job("a", [row("a")], checkpoint=False)
+    newer = ResultStore(tmp_path, [*COLUMNS, "ci_low"]).open()
+    newer.add_job("b", [row("b", ci_low=0.25)], checkpoint=False)
+    assert raw_rows(newer.path) == [("a", "none", "auc", 0.5, "", None), ("b", "none", "auc", 0.5, "", 0.25)]
+    table = newer.read()
+    assert list(table.columns) == [*COLUMNS, "ci_low"] and table["ci_low"].isna().tolist() == [True, False]
+
+
+def test_read_equals_the_exported_csv_read_by_pandas(tmp_path):
+    results = ResultStore(tmp_path, COLUMNS, text_columns=["note"]).open()
+    results.add_job("a", [row("a", note=8), row("a", "ap", float("nan"), note="all")], checkpoint=False)
+    results.export_csv()
+    text = (tmp_path / "results.csv").read_text()
+    assert text.splitlines() == ["job_id,blur,metric,value,note", "a,none,auc,0.5,8", "a,none,ap,,all"]
+    table = results.read()
+    assert table["note"].tolist() == ["8", "all"] and table["value"].iloc[0] == 0.5 and np.isnan(table["value"].iloc[1])
+
+
+def test_an_unknown_result_field_is_named(tmp_path):
+    results = ResultStore(tmp_path, COLUMNS).open()
+    with pytest.raises(XadError, match="field\\(s\\) ci_high that are not results columns"):
+        results.add_job("a", [row("a", ci_high=1.0)], checkpoint=False)
+
+
+# ---------------------------------------------------------------- claims and processes
+def dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_process_alive_knows_dead_zombie_and_reused_pids():
+    me = store.this_process()
+    assert store.process_alive(me)
+    assert not store.process_alive(Owner(me.host, dead_pid(), ""))
+    assert not store.process_alive(Owner(me.host, me.pid, "1"))  # the PID of a process started at another time
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    for _ in range(200):
+        if store._proc_stat(zombie.pid) is None or store._proc_stat(zombie.pid)[0] == "Z":
+            break
+        __import__("time").sleep(0.05)
+    assert not store.process_alive(Owner(me.host, zombie.pid, ""))  # exited, not yet reaped
+    zombie.wait()
+    assert store.process_alive(Owner("another-host", dead_pid(), ""))  # cannot be asked
+
+
+def test_a_claim_of_a_live_process_is_respected_and_of_a_dead_one_taken_over(tmp_path):
+    results = ResultStore(tmp_path, COLUMNS).open()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with sqlite3.connect(results.path) as conn:
+            conn.execute("INSERT INTO jobs (job_id, host, pid, start) VALUES (?, ?, ?, ?)",
+                         ("live", store.this_process().host, sleeper.pid, store._proc_stat(sleeper.pid)[1]))
+            conn.execute("INSERT INTO jobs (job_id, host, pid, start) VALUES (?, ?, ?, '')",
+                         ("dead", store.this_process().host, dead_pid()))
+        assert results.claim("live") == Owner(store.this_process().host, sleeper.pid, store._proc_stat(sleeper.pid)[1])
+        assert results.claim("dead") == CLAIMED and results.claim("new") == CLAIMED
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert results.claim("live") == CLAIMED
+    results.add_job("new", [row("new")], checkpoint=False)
+    assert results.claim("new") == FINISHED
+    results.release("dead")
+    assert set(raw_rows(results.path, "jobs")[i][0] for i in range(2)) == {"live", "new"}
+
+
+# ---------------------------------------------------------------- the CSV of the current release
+def old_release_folder(tmp_path, specs):
+    """What the current release leaves: results.csv (header + rows), predictions, no store."""
+    folder = tmp_path / "old"
+    rows = []
+    for s in specs:
+        result = runner.run_job(s)
+        runner.save_predictions(folder / "predictions" / f"{s.job_id}.npz", result.predictions)
+        rows += result.rows
+    folder.mkdir(exist_ok=True)
+    pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(folder / "results.csv", index=False)
+    return folder, rows
+
+
+def test_a_folder_of_the_current_release_is_imported_and_resumed(tmp_path):
+    specs = [spec(), spec(class_name="wood")]
+    folder, rows = old_release_folder(tmp_path, specs[:1])
+    before = (folder / "results.csv").read_text()
+    assert runner.read_results(folder)["value"].tolist() == [r["value"] for r in rows]
+    assert not (folder / "results.sqlite").exists(), "reading must not write"
+    table = run_grid(specs, folder)
+    assert (folder / "results.sqlite").is_file() and runner.finished_jobs(folder) == {s.job_id for s in specs}
+    assert table["value"].tolist()[: len(rows)] == [r["value"] for r in rows]
+    assert (folder / "results.csv").read_text().startswith(before)
+
+
+def cut_row(text, line, keep):
+    """Line `line` (1-based) cut after `keep` characters, the next row glued onto it."""
+    lines = text.splitlines(True)
+    lines[line - 1] = lines[line - 1][:keep]
+    return "".join(lines)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda t: t[:-30], r"results.csv: the last line is incomplete \(a torn write\)"),
+    (lambda t: cut_row(t, 2, 8), r"results.csv, line 2: job_id '\w{24}' is not 16 hex digits"),
+    (lambda t: cut_row(t, 2, 30), r"results.csv, line 2: \d+ fields where the header has 20"),
+    (lambda t: cut_row(t, 3, 100), r"results.csv, line 3: \d+ fields where the header has 20"),
+    (lambda t: t.replace("job_id,", "job_id,extra,", 1), "results.csv: unknown column\\(s\\) extra in the header"),
+    (lambda t: t.replace(",image_auc,0.", ",image_auc,x0.", 1), r"results.csv, line 2: value 'x0.\d+' is not a number"),
+    (lambda t: t + t.splitlines(True)[1], r"results.csv, line 5: a second row for job \w+, blur none, metric image_auc"),
+])
+def test_a_damaged_csv_of_the_current_release_is_refused_with_one_line(tmp_path, damage, message):
+    folder, _ = old_release_folder(tmp_path, [spec()])
+    path = folder / "results.csv"
+    path.write_text(damage(path.read_text()))
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(XadError, match=message):
+        run_grid([spec()], folder)
+    assert sorted(p.name for p in folder.iterdir()) == before, "a refused import must leave the folder as it was"
+
+
+# ---------------------------------------------------------------- the run folder
+def test_config_json_keeps_every_invocation(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"command": "run", "argv": ["older"]}))
+    runner.write_config(tmp_path, {"command": "run", "argv": ["first"]})
+    runner.write_config(tmp_path, {"command": "run", "argv": ["second"]})
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert [c["argv"] for c in config] == [["older"], ["first"], ["second"]] and config[2]["pid"] == os.getpid()
+
+
+def test_leftover_temporary_files_of_dead_writers_are_removed_at_run_start(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "predictions").mkdir()
+        dead = tmp_path / "predictions" / f".x.npz.{dead_pid()}.k2j_x9.tmp"
+        older = tmp_path / ".results.csv.abc123.tmp"  # an older release: no PID in the name
+        live = tmp_path / f".results.csv.{sleeper.pid}.q1w2e3.tmp"
+        for path in (dead, older, live):
+            path.write_text("half")
+        run_grid([spec()], tmp_path)
+        assert not dead.exists() and not older.exists() and live.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_check_names_a_truncated_predictions_file_and_run_reruns_its_job(tmp_path):
+    specs = [spec(), spec(class_name="wood")]
+    first = run_grid(specs, tmp_path)
+    npz = tmp_path / "predictions" / f"{specs[1].job_id}.npz"
+    npz.write_bytes(npz.read_bytes()[:-200])
+    (tmp_path / "predictions" / f"{specs[0].job_id}.npz").unlink()
+    result = invoke("check", str(tmp_path))
+    lines = result.output.splitlines()
+    assert result.exit_code == 1 and len(lines) == 2, result.output
+    assert lines[0].startswith(f"{tmp_path}/predictions/{specs[0].job_id}.npz: missing; `xadbench run` reruns job")
+    assert lines[1].startswith(f"{npz}: unreadable (BadZipFile")
+    with pytest.warns(UserWarning, match="unreadable"):
+        again = run_grid(specs, tmp_path)
+    assert invoke("check", str(tmp_path)).output == f"{tmp_path}: ok, 2 finished jobs\n"
+    assert again.drop(columns=["fit_s", "predict_s"]).sort_values("job_id").reset_index(drop=True).equals(
+        first.drop(columns=["fit_s", "predict_s"]).sort_values("job_id").reset_index(drop=True))
+
+
+def test_check_reads_every_array_of_a_predictions_file(tmp_path):
+    run_grid([spec()], tmp_path)
+    npz = tmp_path / "predictions" / f"{spec().job_id}.npz"
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside the compressed arrays
+    npz.write_bytes(bytes(data))
+    problems = runner.check_run(tmp_path)
+    assert len(problems) == 1 and problems[0].job_id == spec().job_id and "unreadable" in problems[0].message
+
+
+def test_a_damaged_store_is_one_line_naming_it(tmp_path):
+    run_grid([spec()], tmp_path)
+    path = tmp_path / "results.sqlite"
+    data = path.read_bytes()
+    path.write_bytes(data[:100] + b"\0" * 4096 + data[4196:])  # a torn page
+    result = invoke("check", str(tmp_path))
+    assert result.exit_code == 1 and result.output.startswith(f"{path}: "), result.output
+    path.write_bytes(b"not a database at all" * 100)
+    for result in (invoke("check", str(tmp_path)), invoke("report", str(tmp_path)),
+                   invoke("run", "--methods", "pixelstats", "--classes", "fabric", "--out", str(tmp_path))):
+        lines = result.output.splitlines()
+        assert result.exit_code == 1 and len(lines) == 1, result.output
+        assert f"{path}: damaged results store (file is not a database); move it aside" in lines[0]
