@@ -1,6 +1,6 @@
 """Tables, LaTeX, the paper comparison and figures of `xadbench report` / `xadbench figures`.
 
-Everything is built by hand here: a results.csv with known values and a small folder of fake
+Everything is built by hand here: a results store with known values and a small folder of fake
 predictions, so no model is trained. Standard deviations are sample std (ddof=1).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from xadbench.errors import XadError
 from xadbench.reports import figures as figs
 from xadbench.reports import tables as tab
 from xadbench.reports.cli import figures, report
-from xadbench.runner import RESULT_COLUMNS, load_predictions, save_predictions
+from xadbench.runner import load_predictions, results_store, save_predictions
 
 CLASSES = ("bottle", "metal_nut")
 METHODS = ("fcdd", "grad", "ae")
@@ -45,8 +45,17 @@ def row(job_id: str, dataset: str, class_name: str, method: str, seed: int, metr
 
 
 def write_results(run_dir: Path, rows: list[dict]) -> Path:
+    """A run folder whose results store holds exactly `rows` (written as `xadbench run` does)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(run_dir / "results.csv", index=False)
+    for old in [*run_dir.glob("results.sqlite*"), *run_dir.glob("results.csv")]:
+        old.unlink()
+    store = results_store(run_dir).open()
+    jobs: dict[str, list[dict]] = {}
+    for r in rows:
+        jobs.setdefault(r["job_id"], []).append(r)
+    for job_id, job_rows in jobs.items():
+        store.add_job(job_id, job_rows, checkpoint=False)
+    store.export_csv()
     return run_dir
 
 

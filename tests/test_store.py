@@ -33,8 +33,36 @@ def raw_rows(path, table="results"):
         return conn.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
 
 
+CLASSES = ("bottle", "cable", "capsule")
+TREE: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_mvtec_tree(tmp_path_factory):
+    """Three classes in the MVTec-AD layout, 16 x 16 noise images (4 train, 2 good and 2
+    defective test images with masks): the cheapest real data a run can load."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("mvtec")
+    rng = np.random.default_rng(0)
+    for name in CLASSES:
+        files = [f"train/good/{i}.png" for i in range(4)] + [f"test/good/{i}.png" for i in range(2)]
+        files += [f"test/crack/{i}.png" for i in range(2)]
+        for file in files:
+            (root / name / file).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / name / file)
+        for i in range(2):
+            mask = np.zeros((16, 16), np.uint8)
+            mask[i * 4: i * 4 + 6, 3:9] = 255
+            (root / name / "ground_truth" / "crack").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask).save(root / name / "ground_truth" / "crack" / f"{i}_mask.png")
+    TREE["root"] = str(root)
+    return root
+
+
 def spec(**kw):
-    return JobSpec(**{"dataset": "synthetic", "class_name": "fabric", "method": "pixelstats", "blur": ("none",), **kw})
+    return JobSpec(**{"dataset": "mvtec", "root": TREE["root"], "class_name": CLASSES[0], "method": "pixelstats",
+                      "blur": ("none",), **kw})
 
 
 # ---------------------------------------------------------------- the store itself
@@ -153,7 +181,7 @@ def old_release_folder(tmp_path, specs):
 
 
 def test_a_folder_of_the_current_release_is_imported_and_resumed(tmp_path):
-    specs = [spec(), spec(class_name="wood")]
+    specs = [spec(), spec(class_name=CLASSES[1])]
     folder, rows = old_release_folder(tmp_path, specs[:1])
     before = (folder / "results.csv").read_text()
     assert runner.read_results(folder)["value"].tolist() == [r["value"] for r in rows]
@@ -220,7 +248,7 @@ def invoke(*args):
 
 
 def test_check_names_a_truncated_predictions_file_and_run_reruns_its_job(tmp_path):
-    specs = [spec(), spec(class_name="wood")]
+    specs = [spec(), spec(class_name=CLASSES[1])]
     first = run_grid(specs, tmp_path)
     npz = tmp_path / "predictions" / f"{specs[1].job_id}.npz"
     npz.write_bytes(npz.read_bytes()[:-200])
@@ -256,7 +284,162 @@ def test_a_damaged_store_is_one_line_naming_it(tmp_path):
     assert result.exit_code == 1 and result.output.startswith(f"{path}: "), result.output
     path.write_bytes(b"not a database at all" * 100)
     for result in (invoke("check", str(tmp_path)), invoke("report", str(tmp_path)),
-                   invoke("run", "--methods", "pixelstats", "--classes", "fabric", "--out", str(tmp_path))):
+                   invoke(*run_args(), "--out", str(tmp_path))):
         lines = result.output.splitlines()
         assert result.exit_code == 1 and len(lines) == 1, result.output
         assert f"{path}: damaged results store (file is not a database); move it aside" in lines[0]
+
+
+# ---------------------------------------------------------------- fault injection: real processes
+# Runs are separate processes forked from the test process (xadbench imported once, so each
+# costs well under a second), and they die by SIGKILL: nothing is cleaned up, as after kill -9.
+SEEDS = (0, 1)  # with CLASSES: 6 pixelstats jobs
+KILL_POINTS = ("time", "predictions", "rows", "commit", "export")
+
+
+def run_args():
+    return ["run", "--methods", "pixelstats", "--dataset", "mvtec", "--root", TREE["root"], "--classes",
+            ",".join(CLASSES), "--seeds", ",".join(map(str, SEEDS)), "--blur", "none", "--no-report"]
+
+
+def grid_specs():
+    return [spec(class_name=c, seed=s) for c in CLASSES for s in SEEDS]
+
+
+def _die_after_call(owner, name, n):
+    """Wrap owner.name so the process kills itself (SIGKILL) when the n-th call returns."""
+    original, calls = getattr(owner, name), [0]
+
+    def wrapper(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    setattr(owner, name, wrapper)
+
+
+def _die_inside_export(n):
+    """Kill the process while its n-th CSV export is written (the temporary file full, not renamed)."""
+    from contextlib import contextmanager
+
+    original, calls = store.atomic_write, [0]
+
+    @contextmanager
+    def wrapper(path, mode="w"):
+        with original(path, mode) as handle:
+            yield handle
+            calls[0] += 1
+            if calls[0] == n:
+                handle.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+    store.atomic_write = wrapper
+
+
+def _cli_run(out, log, kill_point="", n=0):
+    """`xadbench run` of the grid in this process, optionally set to die at a point of the store's
+    real write path: after the n-th predictions file, inside the transaction after the n-th
+    row, after the n-th commit (before the export), or inside the n-th export."""
+    import torch
+
+    torch.set_num_threads(1)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    if kill_point == "predictions":
+        _die_after_call(runner, "save_predictions", n)
+    elif kill_point == "rows":
+        _die_after_call(ResultStore, "_insert", n)
+    elif kill_point == "commit":
+        _die_after_call(ResultStore, "add_job", n)
+    elif kill_point == "export":
+        _die_inside_export(n)
+    sys.argv = ["xadbench", *run_args(), "--out", str(out)]
+    from xadbench.cli import main
+
+    main()
+
+
+@pytest.fixture(scope="module")
+def processes():
+    """Processes forked from this one (xadbench already imported); each child computes with
+    one thread, as PyTorch's own forked DataLoader workers do."""
+    import multiprocessing
+
+    return multiprocessing.get_context("fork")
+
+
+def comparable(table):
+    """The results without the timings, in a fixed order."""
+    return table.drop(columns=["fit_s", "predict_s"]).sort_values(["job_id", "metric"]).reset_index(drop=True)
+
+
+def test_runs_killed_at_random_points_resume_to_identical_results(tmp_path, processes):
+    """Runs killed (SIGKILL) at random times and inside the store's write path, each followed
+    by a rerun, until 10 have died; every folder a rerun completes must equal an undisturbed
+    run (timings aside), with no duplicate, no leftover temporary file and a clean check."""
+    import random
+    import time
+
+    reference = comparable(run_grid(grid_specs(), tmp_path / "reference"))
+    log, rng = tmp_path / "log.txt", random.Random(10)
+    kills, folders, out = [], 0, None
+    while len(kills) < 10:
+        if out is None:
+            folders, out = folders + 1, tmp_path / f"killed-{folders}"
+        point = KILL_POINTS[len(kills) % len(KILL_POINTS)]
+        n = rng.randint(1, 4 if point == "rows" else 2)
+        child = processes.Process(target=_cli_run, args=(out, log, "" if point == "time" else point, n))
+        child.start()
+        if point == "time":
+            time.sleep(rng.uniform(0.05, 1.0))
+            child.kill()
+        child.join(60)
+        assert child.exitcode in (0, -signal.SIGKILL), log.read_text()[-2000:]
+        if child.exitcode == -signal.SIGKILL:
+            kills.append(f"{point}:{n}")
+            assert not [p for p in runner.check_run(out) if p.job_id is None]  # the store is always sound
+            partial = runner.read_results(out)
+            assert not partial.duplicated(["job_id", "blur", "metric"]).any()
+            assert set(partial.groupby("job_id").size()) <= {3}  # a job's 3 rows or none
+        else:  # this rerun completed the grid
+            assert_complete(out, reference)
+            out = None
+    if out is not None:
+        _cli_run_here(out)
+        assert_complete(out, reference)
+    print(f"{len(kills)} kills over {folders} run folders, all resumed to identical results: {' '.join(kills)}")
+
+
+def assert_complete(out, reference):
+    final = runner.read_results(out)
+    assert comparable(final).equals(reference)
+    exported = pd.read_csv(out / "results.csv", dtype={"job_id": str})
+    assert exported[list(store.KEY) + ["value"]].equals(final[list(store.KEY) + ["value"]])
+    assert runner.check_run(out) == [] and not list(out.rglob("*.tmp"))
+
+
+def _cli_run_here(out):
+    result = CliRunner().invoke(app, [*run_args(), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+
+
+def test_two_runs_into_one_folder_share_the_jobs(tmp_path, processes):
+    out = tmp_path / "shared"
+    logs = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    children = [processes.Process(target=_cli_run, args=(out, log)) for log in logs]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(120)
+    texts = [log.read_text() for log in logs]
+    assert [c.exitcode for c in children] == [0, 0], texts
+    jobs = sorted(f"mvtec/{s.class_name} pixelstats seed {s.seed}" for s in grid_specs())
+
+    def reported(text, *kinds):  # "done  mvtec/bottle pixelstats seed 0 (0s fit): ..."
+        return sorted(line[6:].split(":")[0].split(" (")[0] for line in text.splitlines() if line[:6] in kinds)
+    assert sorted(reported(texts[0], "done  ") + reported(texts[1], "done  ")) == jobs  # each trained once
+    assert all(reported(text, "done  ", "skip  ") == jobs for text in texts)  # each run saw the grid complete
+    table = runner.read_results(out)
+    assert len(table) == 6 * 3 and not table.duplicated(["job_id", "blur", "metric"]).any()
+    assert comparable(table).equals(comparable(run_grid(grid_specs(), tmp_path / "alone")))

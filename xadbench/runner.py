@@ -443,7 +443,7 @@ class Progress:
 
 
 #: Seconds between looks at the jobs another process runs.
-POLL_S = 2.0
+POLL_S = 1.0
 
 
 def run_grid(specs: Sequence[JobSpec], out: Path, progress: Progress | None = None) -> pd.DataFrame:
