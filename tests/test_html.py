@@ -36,7 +36,7 @@ def run(tmp_path: Path) -> Path:
     mean_map = {"fcdd": 0.60, "grad": 0.79, "ae": 0.66}  # grad within 0.05 of its mean map: flagged
     extra = [results.assign(metric=metric, value=results["method"].map(values))
              for metric, values in (("pixel_auc", pixel), ("pixel_auc_mean_map", mean_map))]
-    pd.concat([results, *extra]).to_csv(run / "results.csv", index=False)
+    write_results(run, pd.concat([results, *extra]).to_dict("records"))
     weights = tmp_path / "weights.pt"
     weights.write_bytes(b"stand-in weights")
     prov = provenance.collect(["run", "--methods", "fcdd,grad,ae"], {"weights": str(weights), "root": str(tmp_path)})

@@ -326,7 +326,7 @@ def test_grid_shows_every_methods_scores_and_roc_legend_shows_the_tables_auc(tmp
     results = pd.read_csv(run / "results.csv")
     exact = {"fcdd": 0.912345, "grad": 0.601234, "ae": 0.755555}  # not what the drawn curves give
     pixel_rows = results.assign(metric="pixel_auc", value=results["method"].map(exact))
-    pd.concat([results, pixel_rows]).to_csv(run / "results.csv", index=False)
+    write_results(run, pd.concat([results, pixel_rows]).to_dict("records"))
     drawn = {d.kind: d for d in figs.render_figures(run, samples=3)}
     texts = {t.get_text() for t in drawn["grid"].figure.axes[0].texts}
     for m in METHODS:
