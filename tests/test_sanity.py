@@ -258,3 +258,16 @@ def test_tables_put_references_first_and_flag_a_method_not_above_its_mean_map(tm
     assert "centre,Grad" in to_csv(table) and FLAG_COLUMN in to_csv(table)
     latex = to_latex(table)
     assert "0.810$^\\dagger$" in latex and "0.900$^\\dagger$" not in latex and "References" in latex
+
+
+def test_evaluate_refuses_predictions_without_a_saved_spec_before_scoring_anything(tmp_path):
+    from xadbench.errors import XadError
+    from xadbench.rescore import rescore_run
+
+    spec = runner.JobSpec(dataset="synthetic", class_name="fabric", method="centre")
+    runner.run_grid([spec], tmp_path)
+    path = tmp_path / "predictions" / f"{spec.job_id}.npz"
+    old = {k: v for k, v in runner.load_predictions(path).items() if k != "spec"}
+    runner.save_predictions(path, old)
+    with pytest.raises(XadError, match=f"{spec.job_id}.npz: predictions without the job's spec"):
+        rescore_run(tmp_path)

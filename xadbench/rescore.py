@@ -28,11 +28,15 @@ KEPT_COLUMNS = [c for c in runner.RESULT_COLUMNS if c not in ("blur", "metric", 
 _TUPLE_FIELDS = ("blur", "oe_exclude")
 
 
+def _without_spec(path: Path) -> XadError:
+    return XadError(f"{path}: predictions without the job's spec (written before `xadbench evaluate` existed); "
+                    "rerun the job into a new --out")
+
+
 def saved_spec(predictions: dict[str, np.ndarray], path: Path) -> runner.JobSpec:
     """The JobSpec a predictions file records."""
     if "spec" not in predictions:
-        raise XadError(f"{path}: predictions without the job's spec (written before `xadbench evaluate` existed); "
-                       "rerun the job into a new --out")
+        raise _without_spec(path)
     values: dict[str, Any] = json.loads(str(predictions["spec"]))
     known = {f.name for f in fields(runner.JobSpec)}
     values = {k: v for k, v in values.items() if k in known}
@@ -81,6 +85,12 @@ def rescore_run(run_dir: Path, *, device: str = "auto", with_sanity: bool = True
     if results.empty:
         raise XadError(f"{path} has no results yet")
     jobs = results.drop_duplicates("job_id")
+    for job_id in jobs["job_id"].astype(str):  # every saved spec checked before any job is scored
+        predictions = Path(run_dir) / "predictions" / f"{job_id}.npz"
+        if predictions.is_file():
+            with np.load(predictions, allow_pickle=False) as saved:
+                if "spec" not in saved.files:
+                    raise _without_spec(predictions)
     done = 0
     for _, job in jobs.iterrows():
         job_id = str(job["job_id"])
