@@ -122,3 +122,43 @@ def test_metric_names():
     assert (ev.IMAGE_AUC, ev.PIXEL_AUC, ev.PER_IMAGE_PIXEL_AUC) == (
         "image_auc", "pixel_auc", "per_image_pixel_auc"
     )
+
+
+def _level_maps(rng, dtype, n=6, shape=(15, 17), levels=8):
+    maps = [(np.round(rng.standard_normal(shape) * levels) / levels).astype(dtype) for _ in range(n)]
+    masks = [rng.random(shape) < 0.1 * (i % 3) for i in range(n)]
+    return maps, masks
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_counting_path_equals_sklearn_and_the_sorting_path_with_heavy_ties(seed, dtype):
+    rng = np.random.default_rng(seed)
+    maps, masks = _level_maps(rng, dtype)
+    maps[0][0, :3] = [-0.0, 0.0, -0.0]  # -0.0 and 0.0 tie
+    flat_y = np.concatenate([y.ravel() for y in masks])
+    flat_m = np.concatenate([m.ravel() for m in maps])
+    expected = roc_auc_score(flat_y, flat_m)
+    counted = ev.pixel_auc_counting(maps, masks)
+    assert abs(counted - expected) <= 1e-12
+    assert counted == ev.pixel_auc_sorting(maps, masks) == ev.pixel_auc(maps, masks)
+
+
+def test_counting_path_refuses_maps_that_are_not_float16_levels():
+    rng = np.random.default_rng(0)
+    maps, masks = _level_maps(rng, np.float32)
+    maps[1][2, 3] += np.float32(1e-6)
+    with pytest.raises(ValueError, match="float16 levels"):
+        ev.pixel_auc_counting(maps, masks)
+    # pixel_auc falls back to sorting, still exact.
+    flat = np.concatenate([m.ravel() for m in maps])
+    assert abs(ev.pixel_auc(maps, masks) - roc_auc_score(np.concatenate([y.ravel() for y in masks]), flat)) <= 1e-12
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_counting_path_rejects_non_finite(dtype, bad):
+    maps, masks = _level_maps(np.random.default_rng(1), dtype)
+    maps[2][0, 0] = bad
+    with pytest.raises(ValueError, match="NaN or inf"):
+        ev.pixel_auc_counting(maps, masks)

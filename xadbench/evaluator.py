@@ -4,19 +4,27 @@ Pure functions over numpy arrays: no I/O, no plotting. Higher scores mean more a
 True (1) marks an anomaly (positive). Ties are counted exactly like
 `sklearn.metrics.roc_auc_score`: a positive and a negative with equal scores count 1/2.
 
-The AUC is computed as the Mann-Whitney statistic
+The AUC is the Mann-Whitney statistic
     AUC = (#{pos > neg} + 1/2 #{pos == neg}) / (P * N)
-by sorting positives and negatives separately (in place, at the input's dtype) and counting with
-`np.searchsorted`. The sums are int64, so the result is exact up to the final division. Peak
-extra memory is one copy of the scores at their own dtype plus small chunk buffers: no float64
-copy and no argsort of the whole array, which matters for MVTec-AD's pooled pixel AUC
-(~67 million pixels for one class).
+counted in integers, so the result is exact up to the final division, by one of two paths:
+
+- counting (O(n)): when every score is a float16 level (float16 maps, or float32 maps holding
+  float16 values), per-value counts of positives and negatives over order-preserving integer
+  keys come from `np.bincount` (`metrics.counts.level_histograms`); no sort at all;
+- sorting (O(n log n)): otherwise positives and negatives are sorted separately (in place, at
+  the input's dtype) and counted with `np.searchsorted`.
+
+Peak extra memory is one copy of the scores at their own dtype plus small buffers (counting:
+one image's keys): no float64 copy and no argsort of the whole array, which matters for
+MVTec-AD's pooled pixel AUC (~67 million pixels for one class).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+
+from xadbench.metrics.counts import exact_auc_from_counts, level_histograms
 
 IMAGE_AUC = "image_auc"
 PIXEL_AUC = "pixel_auc"
@@ -108,10 +116,34 @@ def pixel_auc(maps: Sequence, masks: Sequence) -> float:
 
     One ROC over every pixel of every test image of a class, nominal images included (their masks
     are all False). `maps[i]` must already be at `masks[i]`'s resolution; sizes may differ
-    between images. Pixels go straight into one float32 buffer of positives and one of
-    negatives (float64 only if a map is float64, so no ties are invented), so the peak extra
-    memory is about 4 bytes per pixel.
+    between images. Counted in O(n) when all maps hold float16 levels (`pixel_auc_counting`),
+    else sorted (`pixel_auc_sorting`).
     """
+    counted = _level_counts(maps, masks)
+    if counted is not None:
+        return exact_auc_from_counts(*counted)
+    return pixel_auc_sorting(maps, masks)
+
+
+def _level_counts(maps: Sequence, masks: Sequence):
+    pairs = list(_image_pairs(maps, masks))
+    return level_histograms([m for m, _ in pairs], [y for _, y in pairs])
+
+
+def pixel_auc_counting(maps: Sequence, masks: Sequence) -> float:
+    """`pixel_auc` of maps holding float16 levels (float16, or float32 with float16 values) by
+    counting: one `np.bincount` over order-preserving keys per image, O(n) and no sort. Raises
+    ValueError for other maps."""
+    counted = _level_counts(maps, masks)
+    if counted is None:
+        raise ValueError("pixel_auc_counting wants maps of float16 levels (float16, or float32 holding float16 values)")
+    return exact_auc_from_counts(*counted)
+
+
+def pixel_auc_sorting(maps: Sequence, masks: Sequence) -> float:
+    """`pixel_auc` by sorting: pixels go straight into one float32 buffer of positives and one of
+    negatives (float64 only if a map is float64, so no ties are invented), sorted in place, so
+    the peak extra memory is about 4 bytes per pixel."""
     pairs = list(_image_pairs(maps, masks))
     n_pos = sum(int(np.count_nonzero(y)) for _, y in pairs)
     n_neg = sum(y.size for _, y in pairs) - n_pos
