@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, sparse
 
 from xadbench.metrics.counts import ImageCounts, rows
 
@@ -39,44 +39,64 @@ def region_weights(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 class RegionCounts:
-    """What AUPRO needs of a test set, per image: `overlap` (images × K), the per-value sums of
-    1 / region size over defect pixels; `regions` (images,), the number of regions; and the
-    nominal pixel counts `counts.neg`. A reweighting of images gives its PRO curve."""
+    """What AUPRO needs of a test set, per image, over the distinct values from the highest
+    down: `nominal` (images × K) nominal pixel counts; `overlap` (images × K) the sums of
+    1 / region size over defect pixels; `regions` (images,) the number of regions. A
+    reweighting of images gives its PRO curve."""
 
     def __init__(self, counts: ImageCounts):
         weights, regions = zip(*(region_weights(y) for y in counts.masks))
-        self.counts = counts
-        self.overlap = counts.weighted([w.ravel() for w in weights])
+        self.nominal = _descending(counts.neg)
+        self.overlap = _descending(counts.weighted([w.ravel() for w in weights]))
         self.regions = np.asarray(regions, dtype=np.float64)
+        self.n_nominal = np.asarray(counts.neg.sum(axis=1)).ravel()
+        self.n_values = counts.n_values
 
-    def curves(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(FPR, PRO), each (B × (K + 1)), for weights (B × images): the points at every distinct
-        threshold from the highest down, after (0, 0)."""
+    def curves(self, weights: np.ndarray, max_fpr: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """(FPR, PRO), each (B × (C + 1)), for weights (B × images): (0, 0) and the points at
+        the C highest distinct thresholds, C just large enough that every row reaches
+        `max_fpr` (all K values for max_fpr 1)."""
         n_regions = weights @ self.regions
-        nominal = rows(weights, self.counts.neg)
-        overlap = rows(weights, self.overlap)
         if np.any(n_regions == 0):
             raise ValueError("AUPRO needs at least one anomalous region in the test set")
-        fpr = np.cumsum(nominal[:, ::-1], axis=1) / nominal.sum(axis=1, keepdims=True)
-        pro = np.cumsum(overlap[:, ::-1], axis=1) / n_regions[:, None]
+        n_nominal = weights @ self.n_nominal
+        # Thresholds below the one where every row reaches max_fpr cannot matter: count the top
+        # values only, doubling how many until every row gets there.
+        used = min(self.n_values, 256)
+        while True:
+            fpr = np.cumsum(rows(weights, self.nominal[:, :used]), axis=1) / n_nominal[:, None]
+            if used == self.n_values or np.all(fpr[:, -1] >= max_fpr):
+                break
+            used = min(self.n_values, 4 * used)
+        pro = np.cumsum(rows(weights, self.overlap[:, :used]), axis=1) / n_regions[:, None]
         zeros = np.zeros((len(weights), 1))
         return np.hstack([zeros, fpr]), np.hstack([zeros, pro])
 
 
+def _descending(matrix):
+    """The columns of a count matrix from the highest value down (dense or CSR)."""
+    return matrix[:, ::-1] if not sparse.issparse(matrix) else matrix[:, np.arange(matrix.shape[1])[::-1]].tocsr()
+
+
 def area_up_to(x: np.ndarray, y: np.ndarray, max_x: float) -> np.ndarray:
-    """Trapezoid area under the polylines (x, y) (rows; x non-decreasing) from x[0] to max_x,
-    the segment crossing max_x cut by linear interpolation."""
-    x0, x1, y0, y1 = x[..., :-1], x[..., 1:], y[..., :-1], y[..., 1:]
-    left, right = np.minimum(x0, max_x), np.minimum(x1, max_x)
-    width = x1 - x0
-    slope = np.divide(y1 - y0, width, out=np.zeros_like(width), where=width > 0)
-    y_left, y_right = y0 + slope * (left - x0), y0 + slope * (right - x0)
-    return ((right - left) * (y_left + y_right) / 2).sum(axis=-1)
+    """Trapezoid area under the polylines (x, y) (2-D: one per row; x non-decreasing) from x[0]
+    to max_x, the segment crossing max_x cut by linear interpolation."""
+    x0, x1, y0, y1 = x[:, :-1], x[:, 1:], y[:, :-1], y[:, 1:]
+    inside = x1 <= max_x
+    area = np.where(inside, (x1 - x0) * (y0 + y1), 0.0).sum(axis=1) / 2
+    # The first segment ending beyond max_x, if any, up to max_x.
+    crossing = np.flatnonzero(~inside.all(axis=1))
+    j = (~inside[crossing]).argmax(axis=1)
+    a_x, b_x = x0[crossing, j], x1[crossing, j]
+    a_y, b_y = y0[crossing, j], y1[crossing, j]
+    cut_y = a_y + (b_y - a_y) * (max_x - a_x) / (b_x - a_x)  # b_x > max_x >= a_x
+    area[crossing] += np.maximum(max_x - a_x, 0) * (a_y + cut_y) / 2
+    return area
 
 
 def aupro_resamples(regions: RegionCounts, weights: np.ndarray, max_fpr: float = MAX_FPR) -> np.ndarray:
     """Normalised AUPRO of each reweighting of the images (rows of `weights`)."""
-    fpr, pro = regions.curves(weights)
+    fpr, pro = regions.curves(weights, max_fpr)
     return area_up_to(fpr, pro, max_fpr) / max_fpr
 
 

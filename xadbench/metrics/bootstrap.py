@@ -3,10 +3,18 @@ Bootstrap", 1993, ch. 13: percentile intervals).
 
 A resample draws the nominal and the anomalous test images separately with replacement (each
 class keeps its size, so every resample has both classes); the pixels of an image stay together.
-A resample is therefore a vector of multiplicities over the images, and every metric of it is a
-weighted sum of per-image terms: per-image counts over the pooled set's sorted distinct values
-(`counts.ImageCounts`) turn a batch of resamples into one matrix product, and each resample's
-pooled pixel AUC is the exact AUC of the resampled pixels.
+A resample is therefore a vector w of multiplicities over the images, and its metrics are
+weighted sums of per-image terms, from per-image counts over the pooled set's sorted distinct
+values (`counts.ImageCounts`):
+
+- pooled pixel AUC: 2·P·N·AUC counts pairs (positive pixel, negative pixel), and a pair's images
+  are drawn independently, so 2·P·N·AUC = wᵀ M w with M[i, j] the (doubled, ties 1) pair count
+  between image i's positive and image j's negative pixels, and P = w·p, N = w·n. M is one
+  matrix product of the count matrices, built once; each resample then costs O(images²) and is
+  the exact AUC of the resampled pixels;
+- image AUC and AUPRO: the pooled counts (or weighted counts) of a batch of resamples are one
+  matrix product W @ C, and the statistic follows from their cumulative sums;
+- per-image pixel AUC: a weighted mean of the images' own AUCs.
 
 `TestSet` holds one method's predictions for one test set; its `*_resamples(weights)` give the
 metric of every row of `weights` (B × images). Weights that are zero outside a subset of the
@@ -25,7 +33,7 @@ from xadbench.metrics.counts import ImageCounts, auc_from_counts, rows
 RESAMPLES = 1000
 CONFIDENCE = 0.95
 #: Resamples per matrix product: bounds the (batch × K) temporaries.
-BATCH_ELEMENTS = 1 << 23
+BATCH_ELEMENTS = 1 << 21
 
 
 def stratified_weights(labels: np.ndarray, n_resamples: int, seed: int,
@@ -63,6 +71,23 @@ def _batched(weights: np.ndarray, n_values: int, fn) -> np.ndarray:
     return np.concatenate([fn(weights[i:i + step]) for i in range(0, len(weights), step)])
 
 
+def pair_counts(pos, neg) -> np.ndarray:
+    """M[i, j] = Σ over (positive pixel of image i, negative pixel of image j) of 2 if the
+    positive scores higher, 1 if they tie (doubled Mann-Whitney counts); pos, neg are (images ×
+    K) count matrices over ascending values. Built one negative image at a time, so memory is
+    O(images · K) at most once."""
+    n_images = pos.shape[0]
+    pairs = np.zeros((n_images, n_images))
+    for j in range(n_images):
+        negatives = neg[j].toarray()[0] if sparse.issparse(neg) else neg[j]
+        if not negatives.any():
+            continue
+        # For each value: 2 · #negatives below it + #negatives at it.
+        beaten = 2 * np.cumsum(negatives) - negatives
+        pairs[:, j] = np.asarray(pos @ beaten).ravel()
+    return pairs
+
+
 class TestSet:
     """One method's predictions on one test set: image scores and labels, and (optionally) maps
     and masks at one resolution. Builds the per-image counts once."""
@@ -79,28 +104,26 @@ class TestSet:
                                    shape=(len(scores), len(distinct)))
         self._image_pos = onehot.multiply(self.labels[:, None].astype(float)).tocsr()
         self._image_neg = onehot.multiply((~self.labels)[:, None].astype(float)).tocsr()
-        self.pixels = self.regions = self._per_image_auc = None
+        self.pixels = self.regions = None
         if maps is not None:
             self.pixels = ImageCounts(maps, masks)
-            self._per_image_auc = np.array([self._own_auc(i) for i in range(len(maps))])
-
-    def _own_auc(self, i: int) -> float:
-        """Image i's own pixel AUC, NaN when its mask has one class only."""
-        pos, neg = self.pixels.pos[i], self.pixels.neg[i]
-        pos = pos.toarray()[0] if sparse.issparse(pos) else pos
-        neg = neg.toarray()[0] if sparse.issparse(neg) else neg
-        if pos.sum() == 0 or neg.sum() == 0:
-            return np.nan
-        return float(auc_from_counts(pos, neg))
+            self._pairs = pair_counts(self.pixels.pos, self.pixels.neg)
+            self._n_pos = np.asarray(self.pixels.pos.sum(axis=1)).ravel()
+            self._n_neg = np.asarray(self.pixels.neg.sum(axis=1)).ravel()
+            own = np.diag(self._pairs)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                # An image's own pixel AUC; NaN when its mask has one class only.
+                self._per_image_auc = np.where((self._n_pos > 0) & (self._n_neg > 0),
+                                               own / (2 * self._n_pos * self._n_neg), np.nan)
 
     def image_auc_resamples(self, weights: np.ndarray) -> np.ndarray:
         return _batched(weights, self._image_pos.shape[1], lambda w: auc_from_counts(
             rows(w, self._image_pos), rows(w, self._image_neg)))
 
     def pixel_auc_resamples(self, weights: np.ndarray) -> np.ndarray:
-        """Exact pooled pixel AUC of each resample's pixels."""
-        return _batched(weights, self.pixels.n_values, lambda w: auc_from_counts(
-            rows(w, self.pixels.pos), rows(w, self.pixels.neg)))
+        """Exact pooled pixel AUC of each resample's pixels: wᵀ M w / (2 · w·p · w·n)."""
+        twice = np.einsum("bi,ij,bj->b", weights, self._pairs, weights)
+        return twice / (2 * (weights @ self._n_pos) * (weights @ self._n_neg))
 
     def per_image_pixel_auc_resamples(self, weights: np.ndarray) -> np.ndarray:
         """Mean of the images' own pixel AUCs over a resample's images with both pixel classes."""
