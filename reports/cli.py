@@ -1,5 +1,6 @@
-"""The `report` and `figures` commands: plain Typer-annotated functions over the library's
-`write_report` and `write_figures`. The main app registers them with `app.command(name)(function)`.
+"""The `report`, `compare` and `figures` commands: plain Typer-annotated functions over the
+library's `write_report`, `write_intervals`, `interval_tables` and `write_figures`. The main app
+registers them with `app.command(name)(function)`.
 """
 from __future__ import annotations
 
@@ -9,12 +10,25 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from xadbench.errors import XadError
+from xadbench.metrics.bootstrap import RESAMPLES
+from xadbench.reports.compare import compare_tables, delong_rows
 from xadbench.reports.figures import CMAP, write_figures
 from xadbench.reports.html import write_html
+from xadbench.reports.intervals import check_style, interval_summary, interval_tables, write_intervals
 from xadbench.reports.tables import report_tables, summary_table, write_report
 
 RunDir = Annotated[Path, typer.Argument(help="Run folder written by `xadbench run` (holds results.csv).",
                                         show_default=False)]
+
+
+Resamples = Annotated[int, typer.Option(help="Bootstrap resamples of the test images.")]
+CiSeed = Annotated[int, typer.Option(help="Seed of the bootstrap resampling.")]
+
+
+def _check_resamples(resamples: int) -> None:
+    if resamples < 100:
+        raise XadError(f"--resamples {resamples}: use at least 100 (default {RESAMPLES}) for a 95 % percentile interval")
 
 
 def report(
@@ -24,15 +38,32 @@ def report(
     html: Annotated[bool, typer.Option(
         "--html/--no-html", help="Also write RUN_DIR/report.html: one self-contained page with provenance, "
                                  "tables (the paper's numbers beside ours) and figures.")] = False,
+    ci: Annotated[str, typer.Option(
+        help="Bootstrap interval tables from the saved predictions: interval ('value [low, high]'), "
+             "halfwidth ('value ± half-width') or off.")] = "interval",
+    resamples: Resamples = RESAMPLES,
+    ci_seed: CiSeed = 0,
 ) -> None:
     """Write the run's class × method tables (mean ± std over seeds, Mean and σ rows) as CSV and
-    LaTeX to RUN_DIR/tables and print a summary.
+    LaTeX to RUN_DIR/tables and print a summary; with --ci (default) also the bootstrap interval
+    tables per class and per defect type, with significance marks, and RUN_DIR/intervals.csv.
 
-    Example: xadbench report runs/mvtec-unsupervised-cpu --compare paper --html
+    Example: xadbench report runs/mvtec-unsupervised-cpu --compare paper --ci halfwidth --html
     """
+    if ci != "off":
+        check_style(ci)
+        _check_resamples(resamples)
     paths = write_report(run_dir, compare)
     tables = report_tables(run_dir, compare)
     Console().print(summary_table(tables))
+    if ci != "off":
+        intervals = interval_tables(run_dir, n_resamples=resamples, seed=ci_seed)
+        if intervals:
+            paths += write_intervals(run_dir, ci, intervals)
+            Console().print(interval_summary(intervals, ci))
+        else:
+            typer.echo(f"note: no saved predictions in {Path(run_dir) / 'predictions'}, so no bootstrap interval tables",
+                       err=True)
     if compare and not any(len(t.paper.columns) for t in tables):
         typer.echo("note: the paper publishes no numbers for this run's data sets, methods and metrics "
                    "(it has MVTec-AD pixel AUC and Fashion-MNIST, CIFAR-10, ImageNet-30 detection AUC "
@@ -43,6 +74,26 @@ def report(
     if html:
         page = write_html(run_dir)
         typer.echo(f"report: {page.resolve()}")
+
+
+def compare(
+    run_dir: RunDir,
+    metric: Annotated[str, typer.Option(help="image_auc, pixel_auc, per_image_pixel_auc or aupro.")] = "pixel_auc",
+    resamples: Resamples = RESAMPLES,
+    ci_seed: CiSeed = 0,
+) -> None:
+    """Print the pairwise matrix of paired bootstrap differences (row method minus column method,
+    95 % interval; * where it excludes 0) per class and over the class mean, for every protocol,
+    preset and blur policy of the run; for image_auc also DeLong's test per seed.
+
+    Example: xadbench compare runs/mvtec-unsupervised-cpu --metric pixel_auc
+    """
+    _check_resamples(resamples)
+    console = Console()
+    for matrix in compare_tables(run_dir, metric, resamples, ci_seed):
+        console.print(matrix)
+    if metric == "image_auc":
+        console.print(delong_rows(run_dir))
 
 
 def figures(

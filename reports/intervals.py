@@ -21,25 +21,34 @@ images of the class.
 
 Marks: a best value of a row is "best" when its paired difference to every other method's
 interval excludes 0; otherwise the methods whose difference to the best includes 0 form the
-"tied" group.
+"tied" group. Reference maps (`sanity.REFERENCE_METHODS`) come first and are never marked.
+
+Written by `write_intervals`: RUN_DIR/intervals.csv (one row per cell: value, ci_low, ci_high,
+seed_std, mark) and per table RUN_DIR/tables/<slug>_ci.csv and .tex ("<slug>_defects_ci" for the
+defect-type tables), cells as `value [low, high]` or `value ± half-width` (CI_STYLES).
 """
 from __future__ import annotations
 
+import re
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich.table import Table as RichTable
 
 from xadbench.errors import XadError
 from xadbench.evaluator import IMAGE_AUC, PER_IMAGE_PIXEL_AUC, PIXEL_AUC
 from xadbench.metrics.aupro import AUPRO
 from xadbench.metrics.bootstrap import CONFIDENCE, RESAMPLES, TestSet, percentile_interval, stratified_weights
-from xadbench.reports.tables import TABLE_KEYS, load_results
-from xadbench.runner import load_predictions, postprocess
+from xadbench.reports.tables import DIGITS, METRIC_NAMES, TABLE_KEYS, format_interval, load_results, tex_escape
+from xadbench.runner import atomic_write, load_predictions, postprocess
+from xadbench.sanity import REFERENCE_METHODS
 
 METRICS = (IMAGE_AUC, PIXEL_AUC, PER_IMAGE_PIXEL_AUC, AUPRO)
+CI_STYLES = ("interval", "halfwidth")
 PIXEL_METRICS = (PIXEL_AUC, PER_IMAGE_PIXEL_AUC, AUPRO)
 MEAN = "Mean"
 NOMINAL = "good"
@@ -69,6 +78,13 @@ class IntervalTable:
     by_defect: bool = False
     n_resamples: int = RESAMPLES
     confidence: float = CONFIDENCE
+    references: list[str] = field(default_factory=list)  # first in `columns`, never marked
+
+    @property
+    def slug(self) -> str:
+        parts = [Path(self.key["dataset"]).name] + [self.key[k] for k in TABLE_KEYS[1:]]
+        parts += ["defects"] if self.by_defect else []
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts + ["ci"]))
 
     def cell(self, row: str, column: str) -> Cell | None:
         return self.cells.get((row, column))
@@ -83,7 +99,7 @@ class IntervalTable:
 
     def marks(self, row: str) -> dict[str, str]:
         """{column: "best" | "tied"} for one row (see the module docstring)."""
-        present = [c for c in self.columns if self.cell(row, c) is not None]
+        present = [c for c in self.columns if self.cell(row, c) is not None and c not in self.references]
         if len(present) < 2:
             return {}
         best = max(present, key=lambda c: self.cell(row, c).value)
@@ -98,15 +114,12 @@ def _class_seed(class_name: str, seed: int) -> int:
     return (zlib.crc32(class_name.encode()) + seed) % 2**32
 
 
+def _prediction_path(run_dir: Path, job_id: str) -> Path:
+    return run_dir / "predictions" / f"{job_id}.npz"
+
+
 def _load_jobs(run_dir: Path, jobs: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
-    loaded = {}
-    for job_id in jobs["job_id"].unique():
-        path = run_dir / "predictions" / f"{job_id}.npz"
-        if not path.is_file():
-            raise XadError(f"{path}: predictions of job {job_id} are missing; intervals are computed from them "
-                           "(rerun the job, or use --ci off)")
-        loaded[job_id] = load_predictions(path)
-    return loaded
+    return {job_id: load_predictions(_prediction_path(run_dir, job_id)) for job_id in jobs["job_id"].unique()}
 
 
 def _test_set(p: dict[str, np.ndarray], blur: str, metric_needs_maps: bool) -> TestSet:
@@ -133,11 +146,19 @@ def interval_tables(run_dir: Path, n_resamples: int = RESAMPLES, seed: int = 0,
     predictions support, for every (data set, protocol, preset, blur policy) of its results."""
     run_dir = Path(run_dir)
     results = load_results(run_dir)
+    saved = results["job_id"].map(lambda job_id: _prediction_path(run_dir, job_id).is_file())
+    missing = results.loc[~saved, "job_id"].unique()
+    if len(missing) and saved.any():
+        warnings.warn(f"{len(missing)} job(s) of the run have no predictions in {run_dir / 'predictions'} and are "
+                      f"left out of the intervals (e.g. {missing[0]})", stacklevel=2)
+    results = results[saved]
     tables = []
     for group_key, group in results.groupby(list(GROUP_KEYS), sort=False):
         key = dict(zip(GROUP_KEYS, group_key))
         jobs = group.drop_duplicates("job_id")
         columns = list(dict.fromkeys(jobs["column"]))
+        references = [c for c in columns if jobs.loc[jobs["column"] == c, "method"].iloc[0] in REFERENCE_METHODS]
+        columns = references + [c for c in columns if c not in references]
         per_metric = {m: {} for m in metrics}   # metric -> {(row, column): Cell}
         defect_rows: dict[str, list[str]] = {m: [] for m in metrics}
         class_resamples = {m: {} for m in metrics}  # metric -> column -> [class resamples]
@@ -209,11 +230,11 @@ def interval_tables(run_dir: Path, n_resamples: int = RESAMPLES, seed: int = 0,
                                                      float(high), np.nan, seeds, resampled)
                 rows.append(MEAN)
             table_key = {**key, "metric": metric}
-            tables.append(IntervalTable({k: str(table_key[k]) for k in TABLE_KEYS}, rows, columns, cells,
-                                        False, n_resamples, confidence))
+            table_key = {k: str(table_key[k]) for k in TABLE_KEYS}
+            tables.append(IntervalTable(table_key, rows, columns, cells, False, n_resamples, confidence, references))
             if defect_rows[metric]:
-                tables.append(IntervalTable({k: str(table_key[k]) for k in TABLE_KEYS}, defect_rows[metric],
-                                            columns, cells, True, n_resamples, confidence))
+                tables.append(IntervalTable(table_key, defect_rows[metric], columns, cells, True, n_resamples,
+                                            confidence, references))
     return tables
 
 
@@ -232,3 +253,110 @@ def interval_rows(tables: list[IntervalTable]) -> pd.DataFrame:
                                 "n_seeds": cell.n_seeds, "resamples": table.n_resamples,
                                 "confidence": table.confidence, "mark": table.marks(row).get(column, "")})
     return pd.DataFrame.from_records(records)
+
+
+def _cell_text(table: IntervalTable, row: str, column: str, style: str, latex: bool) -> str:
+    cell = table.cell(row, column)
+    if cell is None:
+        return "--" if latex else "–"
+    text = format_interval(cell.value, cell.low, cell.high, style, latex=latex)
+    if cell.n_seeds > 1 and not np.isnan(cell.seed_std):
+        text += f" ({cell.seed_std:.{DIGITS}f})"
+    mark = table.marks(row).get(column)
+    if latex:
+        return {BEST: "\\textbf{%s}", TIED: "\\underline{%s}"}.get(mark, "%s") % text
+    return text + {BEST: " *", TIED: " ~"}.get(mark, "")
+
+
+def to_interval_csv(table: IntervalTable) -> str:
+    """Rows as in the table; per method its value, "<m> low", "<m> high", "<m> seed std" (empty
+    for one seed or the Mean) and "<m> mark" ("best", "tied" or empty)."""
+    frame = pd.DataFrame(index=table.rows)
+    for column in table.columns:
+        cells = [table.cell(row, column) for row in table.rows]
+        frame[column] = [np.nan if c is None else c.value for c in cells]
+        frame[f"{column} low"] = [np.nan if c is None else c.low for c in cells]
+        frame[f"{column} high"] = [np.nan if c is None else c.high for c in cells]
+        frame[f"{column} seed std"] = [np.nan if c is None else c.seed_std for c in cells]
+        frame[f"{column} mark"] = [table.marks(row).get(column, "") for row in table.rows]
+    return frame.rename_axis("defect type" if table.by_defect else "class").reset_index().to_csv(index=False)
+
+
+def _caption(table: IntervalTable, style: str) -> str:
+    key = table.key
+    seeds = max((c.n_seeds for c in table.cells.values()), default=1)
+    shown = "[low, high]" if style == "interval" else "$\\pm$ half-width"
+    rows = ("each defect type's anomalous images with all nominal images" if table.by_defect
+            else "per class; Mean: classes resampled independently, averaged per resample")
+    text = (f"{METRIC_NAMES.get(key['metric'], key['metric'])} on {tex_escape(Path(key['dataset']).name)}, protocol "
+            f"{tex_escape(key['protocol'])}, preset {tex_escape(key['preset'])}, blur {tex_escape(key['blur'])}, "
+            f"at the model's resolution: value {shown} of the {table.confidence:.0%} percentile interval of "
+            f"{table.n_resamples} stratified bootstrap resamples of the test images ({rows})")
+    if seeds > 1:
+        text += f"; mean over {seeds} seeds per resample, (std over seeds) in parentheses"
+    text += ("; bold: best, its paired difference to every other method excludes 0; underlined: the best and "
+             "the methods not significantly below it.")
+    return text.replace("%", "\\%")
+
+
+def to_interval_latex(table: IntervalTable, style: str) -> str:
+    """A booktabs table float (needs \\usepackage{booktabs})."""
+    refs = len(table.references)
+    header = ["Defect type" if table.by_defect else "Class", *(tex_escape(c) for c in table.columns)]
+    groups = []
+    if refs and len(table.columns) > refs:
+        span = len(table.columns) - refs
+        groups = [f" & \\multicolumn{{{refs}}}{{c}}{{References}} & \\multicolumn{{{span}}}{{c}}{{Methods}} \\\\",
+                  f"\\cmidrule(lr){{2-{refs + 1}}}\\cmidrule(lr){{{refs + 2}-{refs + 1 + span}}}"]
+    lines = ["% Written by xadbench from the run's predictions. Needs \\usepackage{booktabs}.",
+             "\\begin{table}[htbp]", "\\centering", f"\\caption{{{_caption(table, style)}}}",
+             f"\\label{{tab:xadbench-{re.sub(r'[^A-Za-z0-9]+', '-', table.slug)}}}",
+             f"\\begin{{tabular}}{{l{'c' * len(table.columns)}}}", "\\toprule", *groups,
+             " & ".join(header) + " \\\\", "\\midrule"]
+    for row in table.rows:
+        if row == MEAN:
+            lines.append("\\midrule")
+        cells = [_cell_text(table, row, c, style, latex=True) for c in table.columns]
+        lines.append(" & ".join([tex_escape(row), *cells]) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    return "\n".join(lines)
+
+
+def write_intervals(run_dir: Path, style: str = "interval", tables: list[IntervalTable] | None = None,
+                    **options) -> list[Path]:
+    """Compute (unless given) and write the interval tables and RUN_DIR/intervals.csv; returns
+    the paths written. `options` go to `interval_tables`."""
+    check_style(style)
+    run_dir = Path(run_dir)
+    tables = interval_tables(run_dir, **options) if tables is None else tables
+    paths = []
+    for table in tables:
+        for suffix, text in ((".csv", to_interval_csv(table)), (".tex", to_interval_latex(table, style))):
+            path = run_dir / "tables" / f"{table.slug}{suffix}"
+            with atomic_write(path) as handle:
+                handle.write(text)
+            paths.append(path)
+    with atomic_write(run_dir / "intervals.csv") as handle:
+        handle.write(interval_rows(tables).to_csv(index=False))
+    return [*paths, run_dir / "intervals.csv"]
+
+
+def check_style(style: str) -> None:
+    if style not in CI_STYLES:
+        raise XadError(f"--ci {style!r} is unknown; use {', '.join(CI_STYLES)} or off")
+
+
+def interval_summary(tables: list[IntervalTable], style: str) -> RichTable:
+    """Terminal view: the class tables' last row (Mean, or the one class) per metric."""
+    columns = list(dict.fromkeys(c for t in tables for c in t.columns))
+    summary = RichTable(title=f"Bootstrap {tables[0].confidence:.0%} intervals ({tables[0].n_resamples} resamples; "
+                              "* best, ~ tied group)" if tables else "Bootstrap intervals")
+    for name in ["protocol", "blur", "metric", "row", *columns]:
+        summary.add_column(name, justify="right" if name in columns else "left")
+    for table in tables:
+        if table.by_defect:
+            continue
+        row = table.rows[-1]
+        summary.add_row(table.key["protocol"], table.key["blur"], table.key["metric"], row,
+                        *(_cell_text(table, row, c, style, latex=False) if c in table.columns else "" for c in columns))
+    return summary

@@ -50,6 +50,7 @@ METRIC_NAMES = {
     "image_auc": "Detection AUC",
     "pixel_auc": "Pixel-wise AUC (pooled)",
     "per_image_pixel_auc": "Per-image pixel AUC",
+    "aupro": "AUPRO (per-region overlap up to FPR 0.3, normalised)",
     "pixel_auc_mean_map": "Pixel-wise AUC (pooled) of the method's own mean map",
     "per_image_pixel_auc_mean_map": "Per-image pixel AUC of the method's own mean map",
     "randomised_spearman_top": "Spearman correlation with the map after re-initialising the top layer",
@@ -326,6 +327,16 @@ def format_cell(mean: float, std: float = np.nan, *, bold: bool = False, pm: str
         return missing
     text = f"{mean:.{digits}f}" + ("" if pd.isna(std) else f"{pm}{std:.{digits}f}")
     return strong % text if bold else text
+
+
+def format_interval(value: float, low: float, high: float, style: str = "interval", *, latex: bool = False,
+                    digits: int = DIGITS) -> str:
+    """"0.912 [0.890, 0.931]" (style "interval") or "0.912 ± 0.021" (style "halfwidth": half the
+    interval's width, which need not be centred on the value)."""
+    if style == "interval":
+        return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+    pm = " $\\pm$ " if latex else " ± "
+    return f"{value:.{digits}f}{pm}{(high - low) / 2:.{digits}f}"
 
 
 _TEX_SPECIALS = {

@@ -324,10 +324,11 @@ def data_synth(
 
 
 def _register_reports() -> None:
-    from xadbench.reports.cli import figures, report
+    from xadbench.reports.cli import compare, figures, report
     from xadbench.reports.studies import study_app
 
     app.command("report")(report)
+    app.command("compare")(compare)
     app.command("figures")(figures)
     app.add_typer(study_app, name="study")
 

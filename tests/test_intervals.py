@@ -1,0 +1,158 @@
+"""Bootstrap interval tables, paired comparisons and the `report --ci` / `compare` commands, on
+hand-made predictions files (no training); values checked against sklearn on the resampled
+images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
+
+from xadbench.errors import XadError
+from xadbench.metrics.bootstrap import stratified_weights
+from xadbench.reports import intervals as iv
+from xadbench.reports.cli import compare, report
+from xadbench.reports.tables import format_interval
+from xadbench.runner import RESULT_COLUMNS, postprocess, save_predictions
+
+N, SIZE = 16, 16
+DEFECTS = ("crack", "hole")
+
+
+def make_run(run_dir: Path, strengths: dict[str, float], seeds=(0, 1), n_resamples_hint: int = 0) -> Path:
+    """One class, methods with a defect signal of the given strength, several seeds; nominal
+    images first, then two defect types."""
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 6 + [1] * (N - 6), dtype=np.int8)
+    categories = np.array(["good"] * 6 + [DEFECTS[i % 2] for i in range(N - 6)])
+    truth = np.zeros((N, SIZE, SIZE), bool)
+    for i in np.flatnonzero(labels):
+        y, x = rng.integers(0, SIZE - 5, 2)
+        truth[i, y:y + rng.integers(2, 5), x:x + rng.integers(2, 5)] = True
+    rows = []
+    for method, strength in strengths.items():
+        for seed in seeds:
+            maps = rng.normal(0, 1, (N, SIZE, SIZE)) + strength * truth
+            job = f"{method}-{seed}"
+            save_predictions(run_dir / "predictions" / f"{job}.npz", {
+                "score": (maps.max(axis=(1, 2)) + rng.normal(0, 0.5, N)).astype(np.float32),
+                "anomaly_map": maps.astype(np.float16), "label": labels,
+                "key": np.array([f"test/{i:02d}.png" for i in range(N)]), "category": categories,
+                "image": np.zeros((N, 1, SIZE, SIZE), np.uint8), "method_smooth": np.array(False),
+                "blur_size": np.array(5), "blur_sigma": np.array(1.0), "profile": np.array("mvtec"),
+                "mask": truth})
+            rows.append({"job_id": job, "dataset": "mvtec", "class": "bottle", "method": method, "seed": seed,
+                         "preset": "cpu", "protocol": "unsupervised", "blur": "gaussian", "metric": "image_auc",
+                         "value": 0.5, "oe": "", "oe_limit": "", "oe_exclude": "", "k": "", "weights": "none",
+                         "n_train": 1, "n_test": N, "fit_s": 0, "predict_s": 0, "params": "{}"})
+    pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(run_dir / "results.csv", index=False)
+    return run_dir
+
+
+def _maps(run_dir: Path, job: str):
+    p = np.load(run_dir / "predictions" / f"{job}.npz")
+    maps = postprocess(p["anomaly_map"].astype(np.float32), "gaussian", False, 5, 1.0).astype(np.float16)
+    return p["score"], p["label"].astype(bool), maps, p["mask"], p["category"]
+
+
+def _table(tables, metric, by_defect=False):
+    return next(t for t in tables if t.key["metric"] == metric and t.by_defect == by_defect)
+
+
+def test_cells_are_seed_means_of_the_metrics_of_the_resampled_images(tmp_path):
+    run = make_run(tmp_path / "run", {"fcdd": 1.5})
+    tables = iv.interval_tables(run, n_resamples=100, seed=0, metrics=("image_auc", "pixel_auc"))
+    weights = stratified_weights(_maps(run, "fcdd-0")[1], 100, iv._class_seed("bottle", 0))
+    for metric in ("image_auc", "pixel_auc"):
+        cell = _table(tables, metric).cell("bottle", "FCDD")
+        full, resampled = [], []
+        for seed in (0, 1):
+            scores, labels, maps, masks, _ = _maps(run, f"fcdd-{seed}")
+
+            def value(index):
+                if metric == "image_auc":
+                    return roc_auc_score(labels[index], scores[index])
+                return roc_auc_score(masks[index].ravel(), maps[index].ravel())
+
+            full.append(value(np.arange(N)))
+            resampled.append([value(np.repeat(np.arange(N), w.astype(int))) for w in weights[:3]])
+        assert cell.value == pytest.approx(np.mean(full), abs=1e-12)
+        assert cell.seed_std == pytest.approx(np.std(full, ddof=1), abs=1e-12)
+        assert np.allclose(cell.resamples[:3], np.mean(resampled, axis=0), atol=1e-9)
+        assert cell.n_seeds == 2 and len(cell.resamples) == 100
+        assert (cell.low, cell.high) == pytest.approx(tuple(np.percentile(cell.resamples, [2.5, 97.5])))
+
+
+def test_defect_rows_take_one_type_and_all_nominal_images(tmp_path):
+    run = make_run(tmp_path / "run", {"fcdd": 1.5}, seeds=(0,))
+    table = _table(iv.interval_tables(run, n_resamples=100, metrics=("pixel_auc",)), "pixel_auc", by_defect=True)
+    assert table.rows == [f"bottle/{d}" for d in DEFECTS]
+    scores, labels, maps, masks, categories = _maps(run, "fcdd-0")
+    for defect in DEFECTS:
+        chosen = (categories == "good") | (categories == defect)
+        expected = roc_auc_score(masks[chosen].ravel(), maps[chosen].ravel())
+        assert table.cell(f"bottle/{defect}", "FCDD").value == pytest.approx(expected, abs=1e-12)
+
+
+def test_marks_bold_a_significant_best_else_the_tied_group(tmp_path):
+    far = iv.interval_tables(make_run(tmp_path / "far", {"fcdd": 3.0, "ae": 0.3}), n_resamples=300, metrics=("pixel_auc",))
+    assert _table(far, "pixel_auc").marks("bottle") == {"FCDD": iv.BEST}
+    # Image AUC of 16 images with the same signal: far too few images to tell them apart.
+    close = iv.interval_tables(make_run(tmp_path / "close", {"fcdd": 1.0, "ae": 1.0}), n_resamples=300, metrics=("image_auc",))
+    table = _table(close, "image_auc")
+    marks = table.marks("bottle")
+    assert set(marks.values()) == {iv.TIED} and set(marks) == {"FCDD", "AE"}
+    diff, low, high = table.difference("bottle", "FCDD", "AE")
+    paired = table.cell("bottle", "FCDD").resamples - table.cell("bottle", "AE").resamples
+    assert (low, high) == pytest.approx(tuple(np.percentile(paired, [2.5, 97.5])))
+    assert low <= 0 <= high
+
+
+def test_reference_columns_come_first_and_are_never_marked(tmp_path):
+    run = make_run(tmp_path / "run", {"fcdd": 0.5, "pixelstats": 3.0}, seeds=(0,))
+    table = _table(iv.interval_tables(run, n_resamples=100, metrics=("pixel_auc",)), "pixel_auc")
+    assert table.columns[0] == "pixelstats" and table.references == ["pixelstats"]
+    assert "pixelstats" not in table.marks("bottle")
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command("report")(report)
+    app.command("compare")(compare)
+    return app
+
+
+def test_interval_styles():
+    assert format_interval(0.9123, 0.89, 0.931) == "0.912 [0.890, 0.931]"
+    assert format_interval(0.9123, 0.89, 0.931, "halfwidth") == "0.912 ± 0.021"
+    assert format_interval(0.9123, 0.89, 0.931, "halfwidth", latex=True) == "0.912 $\\pm$ 0.021"
+
+
+def test_cli_report_ci_and_compare(cli, tmp_path):
+    run = make_run(tmp_path / "run", {"fcdd": 2.0, "ae": 1.0}, seeds=(0,))
+    runner = CliRunner()
+    done = runner.invoke(cli, ["report", str(run), "--ci", "halfwidth", "--resamples", "100", "--compare", "paper"])
+    assert done.exit_code == 0, done.output
+    tex = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_aupro_ci.tex").read_text()
+    assert "$\\pm$" in tex and "\\textbf{" in tex and "bottle" in tex
+    assert (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc_defects_ci.csv").is_file()
+    rows = pd.read_csv(run / "intervals.csv")
+    assert set(rows["metric"]) == set(iv.METRICS)
+    assert (rows["ci_low"] <= rows["value"]).all() and (rows["value"] <= rows["ci_high"]).all()
+    done = runner.invoke(cli, ["compare", str(run), "--metric", "image_auc", "--resamples", "100"])
+    assert done.exit_code == 0, done.output
+    assert "DeLong" in done.output and "row − column" in done.output
+
+
+@pytest.mark.parametrize("args,option", [(["report", "--ci", "wide"], "--ci"), (["report", "--resamples", "10"], "--resamples"),
+                                          (["compare", "--metric", "f1"], "--metric")])
+def test_cli_bad_options_are_one_line_errors(cli, tmp_path, args, option):
+    run = make_run(tmp_path / "run", {"fcdd": 2.0}, seeds=(0,))
+    done = CliRunner().invoke(cli, [args[0], str(run), *args[1:]])
+    assert isinstance(done.exception, XadError) and option in str(done.exception)
+    assert not (run / "intervals.csv").exists()
