@@ -36,6 +36,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import io
+import random
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr
@@ -79,17 +80,20 @@ def _anomalib_model(module: str, name: str) -> type[nn.Module]:
 
 @contextmanager
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """torch's and numpy's global RNGs seeded inside, the caller's states restored after: anomalib
-    draws PaDiM's channel subset (torch), PatchCore's first coreset centre (torch) and its random
-    projection (torch and numpy's global RNG, through scikit-learn) from them."""
-    numpy_state = np.random.get_state()
+    """torch's, numpy's and Python's global RNGs seeded inside, the caller's states restored after:
+    anomalib draws PaDiM's channel subset (torch; Python's `random` in older releases such as
+    2.1), PatchCore's first coreset centre (torch) and its random projection (torch, and numpy's
+    global RNG through scikit-learn) from them."""
+    numpy_state, python_state = np.random.get_state(), random.getstate()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         np.random.seed(seed)
+        random.seed(seed)
         try:
             yield
         finally:
             np.random.set_state(numpy_state)
+            random.setstate(python_state)
 
 
 class AnomalibMethod(Method):
