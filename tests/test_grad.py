@@ -108,24 +108,36 @@ def test_variants_give_the_same_scores_but_different_maps(cifar_model):
         assert not np.allclose(prediction.anomaly_map, saliency.anomaly_map, rtol=1e-3, atol=1e-6), name
 
 
-def test_gradcam_is_relu_of_gradient_weighted_activations_upsampled_bilinearly():
-    """Selvaraju et al. (2017), eq. 1–2: α_k = mean over positions of ∂h/∂A^k, map ReLU(Σ_k α_k A^k),
-    then bilinear upsampling to the input; computed here with a forward hook and autograd."""
-    model = fitted("grad-cam")
-    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
-    prediction = model.predict(x)
-    layer = cam_layer(model.model_)
+def weighted_activations(model: GradSaliency, x: torch.Tensor) -> torch.Tensor:
+    """Σ_k α_k A^k (B, 1, h, w) with α_k the mean over positions of ∂h/∂A^k (Selvaraju et al.,
+    2017, eq. 1–2), from a forward hook on the Grad-CAM layer and autograd."""
     activations = []
-    handle = layer.register_forward_hook(lambda module, inputs, output: activations.append(output))
+    handle = cam_layer(model.model_).register_forward_hook(lambda module, inputs, output: activations.append(output))
     score = model.model_.score(x.clone().requires_grad_())
     handle.remove()
     (grad,) = torch.autograd.grad(score.sum(), activations[0])
-    weights = grad.mean(dim=(2, 3), keepdim=True)
-    cam = torch.relu((weights * activations[0]).sum(dim=1, keepdim=True))
-    assert cam.shape[-1] == 8  # the small cifar10 net's last activation, before its last 2×2 pool
-    expected = torch.nn.functional.interpolate(cam, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
-    np.testing.assert_allclose(prediction.anomaly_map, expected.detach().numpy(), rtol=1e-4, atol=1e-6 * float(expected.max()))
-    assert prediction.anomaly_map.max() > 0
+    return (grad.mean(dim=(2, 3), keepdim=True) * activations[0]).sum(dim=1, keepdim=True).detach()
+
+
+def test_gradcam_is_relu_of_gradient_weighted_activations_upsampled_bilinearly():
+    """The map is ReLU(Σ_k α_k A^k) upsampled bilinearly to the input, for the trained net and
+    for one whose first dense layer is redrawn so that the weighted sum is partly negative (the
+    trained net's is positive everywhere, which would not tell the ReLU apart)."""
+    model = fitted("grad-cam")
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    for redraw in (False, True):
+        if redraw:
+            torch.manual_seed(10)
+            with torch.no_grad():
+                model.model_.head[1].weight.normal_(0, 0.05)
+                model.model_.head[1].bias.normal_(0, 1)
+        raw = weighted_activations(model, x)
+        assert raw.shape[-1] == 8  # the small cifar10 net's last activation, before its last 2×2 pool
+        assert (raw < 0).any() == redraw
+        expected = torch.nn.functional.interpolate(torch.relu(raw), size=(32, 32), mode="bilinear",
+                                                   align_corners=False)[:, 0].numpy()
+        np.testing.assert_allclose(model.predict(x).anomaly_map, expected, rtol=1e-4, atol=1e-6 * float(expected.max()))
+        assert expected.max() > 0
 
 
 def test_gradcam_layer_of_the_vgg_net_is_the_last_relu_before_the_last_pool():
