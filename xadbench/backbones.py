@@ -209,3 +209,15 @@ def vgg11_bn_features(pretrained: bool = True, weights: str | None = None) -> tu
     if weights is not None:
         return features, _load_file(features, str(weights))
     return features, _load_torchvision(features)
+
+
+def export_features(out: str | Path) -> str:
+    """Write torchvision's ImageNet VGG11-BN `features.*` state dict (from its cache, or downloaded
+    when the host is reachable) to `out` for `--weights`; returns the file's sha256."""
+    from xadbench.runner import atomic_write
+
+    features, _ = vgg11_bn_features(pretrained=True)
+    state = {f"features.{k}": v for k, v in features.state_dict().items()}
+    with atomic_write(Path(out), "wb") as handle:
+        torch.save(state, handle)
+    return sha256_of(out)

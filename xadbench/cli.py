@@ -120,7 +120,9 @@ datasets_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Regist
 data_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Built-in data.")
 app.add_typer(methods_app, name="methods")
 app.add_typer(datasets_app, name="datasets")
+weights_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Backbone weights files.")
 app.add_typer(data_app, name="data")
+app.add_typer(weights_app, name="weights")
 
 
 def _parse_set(assignments: list[str]) -> tuple[tuple[str, Any], ...]:
@@ -321,6 +323,18 @@ def data_synth(
 
     path = generate(out, seed=seed)
     typer.echo(f"wrote {path}")
+
+
+@weights_app.command("export", epilog="Example: xadbench weights export --out vgg11_bn_features.pt")
+def weights_export(
+    out: Annotated[Path, typer.Option(help="File to write (a state dict with torchvision's features.* keys).")] = Path("vgg11_bn_features.pt"),
+) -> None:
+    """Save torchvision's ImageNet VGG11-BN features (the paper's backbone) as a file for
+    --weights, from torchvision's cache or downloaded once; prints its sha256."""
+    from xadbench.backbones import export_features
+
+    digest = export_features(out)
+    typer.echo(f"wrote {out} (sha256 {digest})")
 
 
 def _register_reports() -> None:
