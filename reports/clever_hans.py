@@ -444,7 +444,7 @@ def open_study(config: StudyConfig) -> OpenedStudy:
         imagenet = _open_folder(config.imagenet_root, "--imagenet-root", "an ImageNet-1k tree (train/<wnid>/, val/<wnid>/)")
         profile, opened, name, class_name = "voc", (voc, imagenet), "voc-vs-imagenet", "horse"
     else:
-        what = "a folder-per-class data set (train/<class>/, val|test/<class>/), e.g. --root ../shared/data/imagenette"
+        what = "a folder-per-class data set (train/<class>/, val|test/<class>/), e.g. --root ~/data/imagenette"
         if config.dataset == "folder":
             data = _open_folder(config.root, "--root", what)
             name = Path(config.root).name

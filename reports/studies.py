@@ -23,19 +23,19 @@ from xadbench.options import (
 )
 
 study_app = typer.Typer(
-    no_args_is_help=True, add_completion=False,
+    no_args_is_help=True, add_completion=False, context_settings={"help_option_names": ["-h", "--help"]},
     help="The paper's studies: the Clever Hans effect (sec. 4.3, Figure 8) and the Outlier Exposure size (Figure 6).",
-    epilog="Example: xadbench study clever-hans --root ../shared/data/imagenette --max-nominal 300",
+    epilog="Example: xadbench study clever-hans --root ~/data/imagenette --max-nominal 300",
 )
 
 CLEVER_HANS_EXAMPLE = (
-    "Example: xadbench study clever-hans --root ../shared/data/imagenette --anomalous-class n03888257 "
-    "--methods fcdd,grad,ae --weights ../shared/weights/vgg11_bn_features_imagenette.pt --max-nominal 300 "
+    "Example: xadbench study clever-hans --root ~/data/imagenette --anomalous-class n03888257 "
+    "--methods fcdd,grad,ae --weights vgg11_bn_features.pt --max-nominal 300 "
     "--out runs/clever-hans  (paper form: --voc-root ~/data/voc --imagenet-root ~/data/imagenet --max-nominal 20000)"
 )
 OE_SIZE_EXAMPLE = (
-    "Example: xadbench study oe-size --dataset ../shared/data/cifar10_jpg --oe ../shared/data/cifar10_jpg "
-    "--class airplane --limits 2,8,128,2048,all --methods fcdd,grad,ae --out runs/oe-size"
+    "Example: xadbench study oe-size --dataset ~/data/cifar10_jpg --oe ~/data/cifar10_jpg "
+    "--classes airplane --limits 2,8,128,2048,all --methods fcdd,grad,ae --out runs/oe-size"
 )
 
 
@@ -86,7 +86,7 @@ def clever_hans(
     if form == "auto":
         form = "paper" if (voc_root or imagenet_root) else "controlled"
     if form == "controlled" and root is None and dataset == "folder":
-        raise XadError("--root is missing: pass a folder-per-class data set, e.g. --root ../shared/data/imagenette "
+        raise XadError("--root is missing: pass a folder-per-class data set, e.g. --root ~/data/imagenette "
                        "(or the paper form: --voc-root DIR --imagenet-root DIR)")
     if columns < 1:
         raise XadError(f"--columns {columns}: need at least 1 image in the figure")
@@ -117,7 +117,7 @@ def clever_hans(
 def oe_size(
     dataset: Annotated[str, typer.Option(help="Registered data set name, or a folder-per-class path.")],
     oe: Annotated[str, typer.Option(help="Outlier Exposure source: a registered data set name or a folder path.")],
-    class_: Annotated[str, typer.Option("--class", help="The nominal class.")],
+    classes: Annotated[str, typer.Option(help="The nominal class (one; the option is named as in `run`).")],
     root: Annotated[str | None, typer.Option(help="Where the data set (and a registered OE source) lives.")] = None,
     limits: Annotated[str, typer.Option(help="OE sizes, comma-separated numbers or 'all' (the paper: 2,8,128,2048,all).")] = "2,8,128,2048,all",
     methods: Annotated[str, typer.Option(help="Comma-separated methods; those that cannot use OE (ae) run once.")] = "fcdd,grad,ae",
@@ -144,7 +144,9 @@ def oe_size(
         raise XadError(f"--samples {samples}: need at least 1 sample in the figure")
     if not 0 < eta <= 1:
         raise XadError(f"--eta {eta} is out of range; use a quantile in (0, 1], e.g. --eta 0.85")
-    class_name = oe_study.check_inputs(dataset, class_, oe, root, method_names, preset)
+    if len(split_list(classes)) != 1:
+        raise XadError(f"--classes {classes!r}: the OE-size study takes one nominal class, e.g. --classes airplane")
+    class_name = oe_study.check_inputs(dataset, split_list(classes)[0], oe, root, method_names, preset)
     exclude: Any = {"auto": oe_study.AUTO, "none": ()}.get(oe_exclude, tuple(split_list(oe_exclude)))
     specs = oe_study.plan_jobs(dataset, class_name, oe, methods=method_names, limits=limit_values, seeds=seed_values,
                                root=root, preset=preset, oe_exclude=exclude, weights=weights, pretrained=pretrained,

@@ -43,7 +43,7 @@ def test_missing_data_folder_is_one_line(tmp_path):
 
 def test_bad_option_is_one_line():
     one_line_error(invoke("run", "--no-such-option"), "No such option")
-    one_line_error(invoke("run", "--protocol", "weird"), "unknown protocol 'weird'")
+    one_line_error(invoke("run", "--protocol", "weird"), "'weird' is not one of 'unsupervised', 'semi-supervised'")
     one_line_error(invoke("run", "--seeds", "a,b"), "--seeds")
 
 

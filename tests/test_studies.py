@@ -231,10 +231,10 @@ def test_missing_root_and_unknown_class_are_one_line(tree, tmp_path):
     one_line_error(cli.invoke(study_app, ["clever-hans", "--form", "paper", "--out", str(tmp_path / "o")]),
                    "--voc-root")
     one_line_error(cli.invoke(study_app, ["oe-size", "--dataset", str(tmp_path / "nope"), "--oe", str(tree),
-                                          "--class", "owl", "--out", str(tmp_path / "o")]), "nope")
-    one_line_error(cli.invoke(study_app, ["oe-size", "--dataset", str(tree), "--oe", str(tree), "--class", "emu",
+                                          "--classes", "owl", "--out", str(tmp_path / "o")]), "nope")
+    one_line_error(cli.invoke(study_app, ["oe-size", "--dataset", str(tree), "--oe", str(tree), "--classes", "emu",
                                           "--methods", "pixelstats", "--out", str(tmp_path / "o")]), "emu")
-    one_line_error(cli.invoke(study_app, ["oe-size", "--dataset", str(tree), "--oe", str(tree), "--class", "owl",
+    one_line_error(cli.invoke(study_app, ["oe-size", "--dataset", str(tree), "--oe", str(tree), "--classes", "owl",
                                           "--limits", "2,x", "--out", str(tmp_path / "o")]), "--limits")
 
 
@@ -267,7 +267,7 @@ def test_oe_size_plan_has_one_job_per_method_and_limit_with_ae_once(tree):
 
 def test_oe_size_command_runs_the_grid_and_draws_the_figure(tree, tmp_path, with_fake_method):
     out = tmp_path / "oe"
-    args = ["oe-size", "--dataset", str(tree), "--oe", str(tree), "--class", "owl", "--limits", "2,4,all",
+    args = ["oe-size", "--dataset", str(tree), "--oe", str(tree), "--classes", "owl", "--limits", "2,4,all",
             "--methods", "fake-labels,pixelstats", "--samples", "2", "--out", str(out)]
     result = cli.invoke(study_app, args)
     assert result.exit_code == 0, result.output

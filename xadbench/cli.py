@@ -18,11 +18,14 @@ from typer.core import TyperGroup
 
 from xadbench.errors import XadError
 from xadbench.options import (
+    BlurOption,
     DeviceOption,
     PresetOption,
     PretrainedOption,
+    ProtocolOption,
     WeightsOption,
     check_weights_file,
+    choice_hint,
     parse_seeds,
     split_list,
 )
@@ -106,23 +109,73 @@ class OneLineErrors(TyperGroup):
                 typer.echo(f"error: {exc}", err=True)
                 sys.exit(exc.exit_code)
             except typer.TyperException as exc:
-                typer.echo(f"error: {_one_line(exc.format_message())}", err=True)
+                typer.echo(f"error: {choice_hint(_one_line(exc.format_message()))}", err=True)
                 sys.exit(1)
         if standalone_mode:
             sys.exit(result if isinstance(result, int) else 0)
         return result
 
 
-app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False,
+#: -h as well as --help, on every command.
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False, context_settings=HELP_OPTIONS,
                   help="Explainability benchmark for deep anomaly detection on images (FCDD and baselines).")
-methods_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Registered anomaly detection methods.")
-datasets_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Registered data sets.")
-data_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Built-in data.")
+methods_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, context_settings=HELP_OPTIONS,
+                          help="Registered anomaly detection methods.")
+datasets_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, context_settings=HELP_OPTIONS,
+                           help="Registered data sets.")
+data_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, context_settings=HELP_OPTIONS, help="Built-in data.")
+weights_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, context_settings=HELP_OPTIONS,
+                          help="Backbone weights files.")
 app.add_typer(methods_app, name="methods")
 app.add_typer(datasets_app, name="datasets")
-weights_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Backbone weights files.")
 app.add_typer(data_app, name="data")
 app.add_typer(weights_app, name="weights")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from xadbench.provenance import xadbench_version
+
+        typer.echo(f"xadbench {xadbench_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Explainability benchmark for deep anomaly detection on images (FCDD and baselines)."""
+
+
+def _load_config(ctx: typer.Context, path: Path | None) -> Path | None:
+    """--config FILE.toml: its keys (option names, with - or _) become the defaults of `run`'s
+    options; options given on the command line win. Unknown keys are a one-line error."""
+    if path is None:
+        return None
+    import difflib
+    import tomllib
+
+    try:
+        values = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise typer.BadParameter(f"{path}: no such file", param_hint="--config") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise typer.BadParameter(f"{path}: not a readable TOML file ({_one_line(exc)})", param_hint="--config") from None
+    names = {p.name for p in ctx.command.params if p.name not in ("config", "dry_run")}
+    defaults = {}
+    for key, value in values.items():
+        name = {"set": "set_"}.get(key.replace("-", "_"), key.replace("-", "_"))
+        if name not in names:
+            close = difflib.get_close_matches(name, sorted(names), n=1)
+            hint = f"; did you mean {close[0].rstrip('_').replace('_', '-')!r}?" if close else ""
+            raise typer.BadParameter(f"{path}: unknown option {key!r}{hint}", param_hint="--config")
+        if isinstance(value, list) and name != "set_":
+            value = ",".join(map(str, value))  # classes = ["bottle", "wood"] as well as "bottle,wood"
+        defaults[name] = value
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return Path(path)
 
 
 def _parse_set(assignments: list[str]) -> tuple[tuple[str, Any], ...]:
@@ -142,18 +195,32 @@ def _parse_set(assignments: list[str]) -> tuple[tuple[str, Any], ...]:
     return tuple(parsed)
 
 
-@app.command(epilog="Example: xadbench run --methods fcdd,grad,ae --dataset mvtec --classes bottle --download --weights vgg11_bn.pt")
+RUN_EXAMPLES = """Examples:
+
+xadbench run --methods fcdd,grad,ae --dataset mvtec --root ~/data/mvtec_ad --classes bottle --weights vgg11_bn_features.pt
+
+xadbench run --config my-run.toml --dry-run   (a TOML file of options, e.g. methods = "fcdd,ae" and classes = ["bottle"])
+"""
+
+
+@app.command(epilog=RUN_EXAMPLES)
 def run(
+    config: Annotated[Path | None, typer.Option(
+        is_eager=True, callback=_load_config, show_default=False,
+        help="TOML file of run options (keys: the option names, e.g. methods, classes, preset); options on the "
+             "command line override it; the file is saved in the run folder as run-config.toml.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the job grid and which jobs the run folder already holds; train nothing.")] = False,
     methods: Annotated[str, typer.Option(help="Comma-separated method names (see `xadbench methods list`).")] = "fcdd,grad,ae",
     dataset: Annotated[str, typer.Option(help="Registered data set name, or a folder-per-class path.")] = "synthetic",
     root: Annotated[str | None, typer.Option(help="Where the data set lives (default: $XADBENCH_DATA/<folder>, else ~/.cache/xadbench/data/<folder>; synthetic: its cache).")] = None,
     classes: Annotated[str, typer.Option(help="Comma-separated class names, or 'all'.")] = "all",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
     preset: PresetOption = "cpu",
-    protocol: Annotated[str, typer.Option(help="unsupervised | semi-supervised | synthetic-gt.")] = "unsupervised",
+    protocol: ProtocolOption = "unsupervised",
     device: DeviceOption = "auto",
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<dataset>-<protocol>-<preset>).")] = None,
-    blur: Annotated[str, typer.Option(help="Baseline blur policy: gaussian (FCDD's kernel) | none | both.")] = "gaussian",
+    blur: BlurOption = "gaussian",
     weights: WeightsOption = None,
     pretrained: PretrainedOption = True,
     oe: Annotated[str | None, typer.Option(help="Outlier Exposure: a registered data set name or a folder path.")] = None,
@@ -173,20 +240,15 @@ def run(
              "(default: on for the cpu preset, off for paper).")] = None,
 ) -> None:
     """Train and score every (class × method × seed) job; resumes where a killed run stopped."""
-    from xadbench import protocols, runner
-    from xadbench.profiles import check_preset
+    from xadbench import runner
     from xadbench.registry import methods as method_registry
 
-    check_preset(preset)
-    protocols.check_protocol(protocol)
     method_names = split_list(methods)
     if not method_names:
         raise XadError("--methods is empty; e.g. --methods fcdd,grad,ae")
     for name in method_names:
         method_registry.get(name)
     blur_policies = {"both": runner.BLUR_POLICIES}.get(blur, (blur,))
-    if any(b not in runner.BLUR_POLICIES for b in blur_policies):
-        raise XadError(f"--blur {blur!r}: use gaussian, none or both")
     seed_list = parse_seeds(seeds)
     try:
         limit = None if oe_limit == "all" else int(oe_limit)
@@ -203,7 +265,6 @@ def run(
     class_list = found if classes == "all" else split_list(classes)
     if not class_list:
         raise XadError(f"no classes found for data set {dataset!r} under {data.root}")
-    data.fetch(class_list)  # before any job starts, so a failed download stops the run here
     out = out or Path("runs") / f"{Path(dataset).name}-{protocol}-{preset}"
     common = dict(dataset=dataset, preset=preset, protocol=protocol, root=root, blur=tuple(blur_policies),
                   weights=weights, pretrained=pretrained, oe=oe, oe_root=oe_root, oe_limit=limit,
@@ -214,6 +275,13 @@ def run(
     specs = [runner.without_unused_outlier_exposure(replace(runner.JobSpec(class_name=c, method=m, seed=s, **common),
                                                             params=()))
              for c in class_list for m in added for s in seed_list] + specs
+    if dry_run:
+        print_job_grid(specs, out)
+        return
+    data.fetch(class_list)  # before any job starts, so a failed download stops the run here
+    if config is not None:
+        with runner.atomic_write(out / "run-config.toml") as handle:
+            handle.write(config.read_text())
     from xadbench.console import RichProgress, print_summary
 
     interrupt_note["text"] = f"every finished job is kept in {out}; rerun the same command to resume"
@@ -237,6 +305,19 @@ def run(
         typer.echo(f"tables:  {out / 'tables'} ({len(tables)} files)")
         typer.echo(f"figures: {out / 'figures'} ({len(figures)} files)")
         typer.echo(f"report:  {page.resolve()}")
+
+
+def print_job_grid(specs: list, out: Path) -> None:
+    """The dry run's output: one line per job (class, method, seed, id) and whether `out`
+    already holds its results, then the counts."""
+    from xadbench.runner import read_results
+
+    done = set(read_results(out / "results.csv")["job_id"].astype(str))
+    for spec in specs:
+        state = "done" if spec.job_id in done else "to run"
+        typer.echo(f"{state:<7} {spec.class_name:<16} {spec.method:<12} seed {spec.seed:<3} {spec.job_id}")
+    finished = sum(spec.job_id in done for spec in specs)
+    typer.echo(f"{len(specs)} jobs into {out}: {finished} done, {len(specs) - finished} to run (dry run: nothing trained)")
 
 
 @app.command(epilog="Example: xadbench evaluate runs/mvtec-semi-supervised-cpu")
@@ -302,6 +383,43 @@ def methods_list() -> None:
         except XadError as exc:
             supervision = f"BROKEN: {exc}"
         typer.echo(f"{name:<14} {supervision:<8} {target}  [{dist}]")
+
+
+@methods_app.command("show", epilog="Example: xadbench methods show fcdd")
+def methods_show(
+    name: Annotated[str, typer.Argument(help="A registered method (see `xadbench methods list`).", show_default=False)],
+) -> None:
+    """A method's description and reference, supervision, hyperparameters with their defaults, and
+    the values each preset sets per data set profile."""
+    import inspect
+    import json
+
+    from xadbench.profiles import PRESETS, PROFILES
+    from xadbench.registry import methods as registry
+
+    plugin = registry.get(name)
+    target = next((t for n, t, _ in registry.describe() if n == name), "")
+    cls = getattr(plugin, "method_class", plugin)
+    fixed = getattr(plugin, "fixed", {})
+    about = " ".join(inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].split())
+    typer.echo(f"{name}  ({target})")
+    typer.echo(f"about:        {about or '(no docstring)'}")
+    typer.echo(f"supervision:  {plugin.supervision} (what it can learn from beyond nominal images)")
+    if plugin.reference:
+        typer.echo("reference:    yes (a trivial map runs beside the methods; it detects nothing)")
+    typer.echo(f"maps:         {'smoothed by construction (not blurred again)' if plugin.receptive_field_maps else 'blurred by the shared policy (--blur gaussian)'}")
+    typer.echo("hyperparameters (defaults; --set KEY=VALUE overrides):")
+    parameters = inspect.signature(cls.__init__).parameters
+    for key in plugin.param_names():
+        default = fixed.get(key, parameters[key].default)
+        shown = "(required)" if default is inspect.Parameter.empty else json.dumps(default, default=str)
+        typer.echo(f"  {key} = {shown}{'  (fixed by this variant)' if key in fixed else ''}")
+    typer.echo("presets (values set per --preset and data set profile):")
+    for preset in PRESETS:
+        for profile in PROFILES:
+            values = plugin.preset(preset, profile)
+            text = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in values.items()) or "(defaults)"
+            typer.echo(f"  {preset:<5} {profile:<9} {text}")
 
 
 @datasets_app.command("list", epilog="Example: xadbench datasets list")
