@@ -171,9 +171,11 @@ def provenance_section(run_dir: Path, results: pd.DataFrame) -> str:
         ]))
     if not entries:
         parts.append("<p class='note'>No config.json in this run folder: the command that wrote it is unknown.</p>")
-    results_path = Path(run_dir) / "results.csv"
-    parts.append(f"<p class='sub'>Report written {_e(now())}; results.csv last changed "
-                 f"{_e(pd.Timestamp(results_path.stat().st_mtime, unit='s', tz='UTC').isoformat(timespec='seconds'))}.</p>")
+    stored = [p for p in (Path(run_dir) / "results.sqlite", Path(run_dir) / "results.csv") if p.is_file()]
+    changed = max(p.stat().st_mtime for p in stored) if stored else None
+    parts.append(f"<p class='sub'>Report written {_e(now())}"
+                 + (f"; results last changed {_e(pd.Timestamp(changed, unit='s', tz='UTC').isoformat(timespec='seconds'))}"
+                    if changed else "") + ".</p>")
     parts.append(data_table(results))
     parts.append("</section>")
     return "".join(parts)

@@ -310,9 +310,9 @@ def run(
 def print_job_grid(specs: list, out: Path) -> None:
     """The dry run's output: one line per job (class, method, seed, id) and whether `out`
     already holds its results, then the counts."""
-    from xadbench.runner import read_results
+    from xadbench.runner import finished_jobs
 
-    done = set(read_results(out / "results.csv")["job_id"].astype(str))
+    done = finished_jobs(out)
     for spec in specs:
         state = "done" if spec.job_id in done else "to run"
         typer.echo(f"{state:<7} {spec.class_name:<16} {spec.method:<12} seed {spec.seed:<3} {spec.job_id}")
