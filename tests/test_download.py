@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import tarfile
 import threading
@@ -181,6 +182,8 @@ def test_run_downloads_the_asked_class_and_trains_on_it(bottle_server, tmp_path,
     assert server.requests == [("/bottle.tar.xz", None)]
     assert "CC BY-NC-SA 4.0" in result.output and "no checksum" not in result.output
     table = pd.read_csv(tmp_path / "run" / "results.csv")
+    provenance = json.loads((tmp_path / "run" / "config.json").read_text())[-1]["provenance"]
+    assert provenance["data_root"] == str(root.resolve())  # the default root is recorded
     aucs = table[table["metric"].isin(["image_auc", "pixel_auc"]) & (table["method"] == "pixelstats")]
     assert set(table["class"]) == {"bottle"} and len(aucs) == 2 and aucs["value"].between(0, 1).all()
     assert table["n_test"].iloc[0] == 4

@@ -287,7 +287,7 @@ def run(
     interrupt_note["text"] = f"every finished job is kept in {out}; rerun the same command to resume"
     from xadbench.provenance import collect
 
-    provenance = collect(sys.argv[1:], {"device": device, "weights": weights, "pretrained": pretrained, "root": root})
+    provenance = collect(sys.argv[1:], {"device": device, "weights": weights, "pretrained": pretrained, "root": data.root})  # the root used, default or given
     runner.write_config(out, {"command": "run", "argv": sys.argv[1:], "jobs": [s.job_id for s in specs],
                               "provenance": provenance})
     with RichProgress() as progress:
