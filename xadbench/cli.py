@@ -238,11 +238,17 @@ def run(
         "--sanity/--no-sanity", show_default=False,
         help="Also score the sanity checks: own mean map, model randomisation, deletion/insertion "
              "(default: on for the cpu preset, off for paper).")] = None,
+    executor: Annotated[str, typer.Option(help="Where jobs run: local (one after another here) | ray (one Ray task per job; pip install 'xadbench[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray: join this cluster (the head's HOST:PORT, or auto); default: a Ray instance on this machine.")] = None,
+    cpus_per_job: Annotated[float | None, typer.Option(help="CPUs per job, also torch's thread count (Ray default 1; local default: torch's own).")] = None,
+    gpus_per_job: Annotated[float | None, typer.Option(help="Ray: GPUs per job, e.g. 0.5 for two jobs per GPU (default 1 with --device cuda, else 0).")] = None,
 ) -> None:
     """Train and score every (class × method × seed) job; resumes where a killed run stopped."""
     from xadbench import runner
+    from xadbench.executors import make_executor
     from xadbench.registry import methods as method_registry
 
+    job_executor = make_executor(executor, address, cpus_per_job, gpus_per_job, device)
     method_names = split_list(methods)
     if not method_names:
         raise XadError("--methods is empty; e.g. --methods fcdd,grad,ae")
@@ -288,10 +294,11 @@ def run(
     from xadbench.provenance import collect
 
     provenance = collect(sys.argv[1:], {"device": device, "weights": weights, "pretrained": pretrained, "root": data.root})  # the root used, default or given
-    runner.write_config(out, {"command": "run", "argv": sys.argv[1:], "jobs": [s.job_id for s in specs],
-                              "provenance": provenance})
-    with RichProgress() as progress:
-        results = runner.run_grid(specs, out, progress)
+    with job_executor:  # joins or starts Ray before anything is written
+        runner.write_config(out, {"command": "run", "argv": sys.argv[1:], "jobs": [s.job_id for s in specs],
+                                  "provenance": provenance})
+        with RichProgress() as progress:
+            results = runner.run_grid(specs, out, progress, job_executor)
     print_summary(results[results["job_id"].isin([s.job_id for s in specs])])
     typer.echo(f"results: {out / 'results.csv'}")
     if report:

@@ -15,7 +15,8 @@ console = Console(stderr=True)
 
 
 class RichProgress(Progress):
-    """One bar for the grid of jobs, one for the epochs of the running job."""
+    """One bar for the grid of jobs (with how many run and how many failed), one for the epochs
+    of the running job (shown only where the job runs in this process)."""
 
     def __enter__(self) -> "RichProgress":
         self.bar = RichBar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -23,6 +24,8 @@ class RichProgress(Progress):
         self.bar.__enter__()
         self.jobs = self.bar.add_task("jobs", total=None, info="")
         self.epochs = self.bar.add_task("epochs", total=None, info="", visible=False)
+        self.running: dict[str, JobSpec] = {}
+        self.failed = 0
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -31,15 +34,23 @@ class RichProgress(Progress):
     def describe(self, spec: JobSpec) -> str:
         return f"{spec.dataset}/{spec.class_name} {spec.method} seed {spec.seed}"
 
+    def show_counts(self) -> None:
+        latest = f" · {self.describe(next(reversed(self.running.values())))}" if self.running else ""
+        self.bar.update(self.jobs, info=f"{len(self.running)} running, {self.failed} failed{latest}")
+
     def job_started(self, index: int, total: int, spec: JobSpec) -> None:
-        self.bar.update(self.jobs, total=total, completed=index, info=self.describe(spec))
-        self.bar.reset(self.epochs, total=None, visible=True, info="")
+        self.running[spec.job_id] = spec
+        self.bar.update(self.jobs, total=total)
+        self.bar.reset(self.epochs, total=None, visible=False, info="")
+        self.show_counts()
 
     def epoch(self, epoch: int, epochs: int, loss: float) -> None:
-        self.bar.update(self.epochs, total=epochs, completed=epoch, info=f"loss {loss:.4f}")
+        self.bar.update(self.epochs, total=epochs, completed=epoch, visible=True, info=f"loss {loss:.4f}")
 
     def job_finished(self, spec: JobSpec, rows: list[dict[str, Any]], skipped: bool) -> None:
         self.bar.advance(self.jobs)
+        self.running.pop(spec.job_id, None)
+        self.show_counts()
         if skipped:
             console.print(f"skip  {self.describe(spec)}: already in results")
         else:
@@ -49,6 +60,13 @@ class RichProgress(Progress):
 
     def job_waiting(self, spec: JobSpec, owner: Owner) -> None:
         console.print(f"wait  {self.describe(spec)}: {owner} runs it")
+
+    def job_failed(self, spec: JobSpec, message: str) -> None:
+        self.bar.advance(self.jobs)
+        self.running.pop(spec.job_id, None)
+        self.failed += 1
+        self.show_counts()
+        console.print(f"FAIL  {self.describe(spec)} (job {spec.job_id}): {message}")
 
 
 def print_summary(results: pd.DataFrame) -> None:

@@ -5,8 +5,10 @@ A job is (dataset, class, method, seed, preset, protocol, ...): self-contained a
 folder, so a distributed engine can run the same job list across machines; `save_job_result`
 stores one finished job (files, then its rows in one transaction of the results store,
 xadbench.store) whatever ran it, and `finished_jobs` says which jobs a folder holds. `run_grid`
-runs a grid here: it checks the folder first (`check_run`), claims each job in the store before
-starting it, and skips finished jobs, so a killed run resumes and concurrent runs share the work.
+runs a grid on an executor (xadbench.executors: in this process, or as Ray tasks on a cluster)
+and stores every finished job itself: it checks the folder first (`check_run`), claims each job
+in the store before starting it, and skips finished jobs, so a killed run resumes and concurrent
+runs share the work.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import time
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -440,20 +442,23 @@ class Progress:
     def epoch(self, epoch: int, epochs: int, loss: float) -> None: ...
     def job_finished(self, spec: JobSpec, rows: list[dict[str, Any]], skipped: bool) -> None: ...
     def job_waiting(self, spec: JobSpec, owner: Owner) -> None: ...
+    def job_failed(self, spec: JobSpec, message: str) -> None: ...
 
 
 #: Seconds between looks at the jobs another process runs.
 POLL_S = 1.0
 
 
-def run_grid(specs: Sequence[JobSpec], out: Path, progress: Progress | None = None) -> pd.DataFrame:
-    """Run every job of `specs` that the run folder's store does not hold yet; returns every
-    row of the store. A job is claimed in the store before it starts: a job another live
-    process claimed is left to it and waited for (and taken over should that process die), so
-    concurrent runs into one folder share the work and each returns with the grid complete."""
-    progress = progress or Progress()
-    out = Path(out)
-    store = prepare_run(out)
+class JobsFailed(XadError):
+    """Some jobs of a grid failed (each was reported as it failed); the others are stored."""
+
+
+def claimed_jobs(store: ResultStore, specs: Sequence[JobSpec], progress: Progress,
+                 claimed: set[str]) -> Iterator[tuple[int, JobSpec] | None]:
+    """(index, spec) of each job this process claims in the store, in grid order, as the
+    executor asks for them (its id added to `claimed`). A finished job is reported as skipped; a
+    job another live process claimed is left to it and asked for again later (taken over should
+    that process die): None is yielded when nothing can be claimed now."""
     pending, waited = list(enumerate(specs)), set()
     while pending:
         waiting = []
@@ -462,20 +467,47 @@ def run_grid(specs: Sequence[JobSpec], out: Path, progress: Progress | None = No
             if claim == FINISHED:
                 progress.job_finished(spec, [], skipped=True)
             elif claim == CLAIMED:
-                progress.job_started(index, len(specs), spec)
-                try:
-                    result = run_job(spec, on_epoch=progress.epoch)
-                    save_job_result(out, spec.job_id, result)
-                except BaseException:
-                    store.release(spec.job_id)
-                    raise
-                progress.job_finished(spec, result.rows, skipped=False)
+                claimed.add(spec.job_id)
+                yield index, spec
             else:
                 if spec.job_id not in waited:
                     progress.job_waiting(spec, claim)
                     waited.add(spec.job_id)
                 waiting.append((index, spec))
-        if waiting:
-            time.sleep(POLL_S)
         pending = waiting
+        if pending:
+            yield None
+
+
+def run_grid(specs: Sequence[JobSpec], out: Path, progress: Progress | None = None, executor: Any = None) -> pd.DataFrame:
+    """Run every job of `specs` that the run folder's store does not hold yet on `executor`
+    (xadbench.executors; default: one after another in this process) and store each as it
+    finishes: this process is the only writer of the run folder, wherever the jobs run. A job is
+    claimed in the store before it starts, so concurrent runs into one folder share the work
+    (`claimed_jobs`). A job that fails is reported and released, the others go on, and
+    JobsFailed at the end names the failed ones; otherwise returns every row of the store."""
+    from xadbench.executors import JobFailure, LocalExecutor
+
+    progress = progress or Progress()
+    executor = executor or LocalExecutor()
+    out = Path(out)
+    store = prepare_run(out)
+    claimed: set[str] = set()
+    failed = []
+    try:
+        for spec, outcome in executor.run(claimed_jobs(store, specs, progress, claimed), len(specs), progress):
+            if isinstance(outcome, JobFailure):
+                store.release(spec.job_id)
+                failed.append(spec)
+                progress.job_failed(spec, outcome.message)
+            else:
+                save_job_result(out, spec.job_id, outcome)
+                progress.job_finished(spec, outcome.rows, skipped=False)
+            claimed.discard(spec.job_id)
+    finally:
+        for job_id in claimed:  # jobs that were running when the run stopped
+            store.release(job_id)
+    if failed:
+        raise JobsFailed(f"{len(failed)} of {len(specs)} jobs failed (job ids {', '.join(s.job_id for s in failed)}); "
+                         f"the others are stored in {out}, and a rerun of the same command runs only the failed ones")
     return store.read()
