@@ -30,3 +30,4 @@ test: $(STAMP) browser
 bench: $(STAMP)
 	$(PY) bench/pixel_auc.py
 	$(PY) bench/fcdd_train.py
+	$(PY) bench/grid_scaling.py
