@@ -88,3 +88,16 @@ def test_the_local_executor_sets_torch_threads_for_its_jobs_only(monkeypatch):
     monkeypatch.setattr(runner, "run_job", lambda spec, on_epoch=None: seen.append(torch.get_num_threads()))
     outcomes = list(LocalExecutor(threads).run([(0, JobSpec("synthetic", "fabric", "pixelstats"))], 1, Progress()))
     assert seen == [threads] and len(outcomes) == 1 and torch.get_num_threads() == before
+
+
+def test_an_address_where_no_ray_head_answers_is_one_line_before_anything_is_written(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.chdir(tmp_path)
+    one_line_error(["--executor", "ray", "--address", f"127.0.0.1:{port}"], f"--address 127.0.0.1:{port}: no Ray head answers")
+    one_line_error(["--executor", "ray", "--address", "headnode"], "--address headnode: use HOST:PORT")
+    assert not (tmp_path / "never-written").exists()

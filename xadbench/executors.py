@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -30,8 +31,10 @@ EXECUTORS = ("local", "ray")
 RAY_EXTRA = "pip install 'xadbench[ray]'"
 #: How often Ray reruns a job whose worker process or node died (a job that raises is not rerun).
 MAX_RETRIES = 3
-#: Seconds the Ray driver waits for a finished job before it looks for new work again.
-POLL_S = 2.0
+#: Seconds to wait when no job can be started yet (another process runs the rest) before asking
+#: again; also how long the Ray driver waits for a finished job before it looks for new work.
+POLL_S = 1.0
+NO_MORE_JOBS = object()
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,15 @@ class LocalExecutor:
     def __exit__(self, *exc: Any) -> None:
         pass
 
-    def run(self, jobs: Iterable[tuple[int, JobSpec]], total: int, progress: Progress) -> Iterator[tuple[JobSpec, Outcome]]:
+    def run(self, jobs: Iterable[tuple[int, JobSpec] | None], total: int, progress: Progress) -> Iterator[tuple[JobSpec, Outcome]]:
+        """Run `jobs` in order; a None among them means "nothing to run yet", so wait a moment."""
         previous = torch.get_num_threads()
         try:
-            for index, spec in jobs:
+            for item in jobs:
+                if item is None:
+                    time.sleep(POLL_S)
+                    continue
+                index, spec = item
                 if self.threads is not None:
                     torch.set_num_threads(self.threads)
                 progress.job_started(index, total, spec)
@@ -116,6 +124,7 @@ class RayExecutor:
         """Join the cluster (or start a local instance) and check that some node can run a job."""
         ray = self.ray
         if not ray.is_initialized():
+            check_reachable(self.address)
             try:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                          logging_level=logging.WARNING)
@@ -139,7 +148,9 @@ class RayExecutor:
             slots = min(slots, math.floor(available.get("GPU", 0.0) / self.gpus_per_job + 1e-9))
         return max(slots, 1)
 
-    def run(self, jobs: Iterable[tuple[int, JobSpec]], total: int, progress: Progress) -> Iterator[tuple[JobSpec, Outcome]]:
+    def run(self, jobs: Iterable[tuple[int, JobSpec] | None], total: int, progress: Progress) -> Iterator[tuple[JobSpec, Outcome]]:
+        """Submit `jobs` as slots free up, yield each outcome as it arrives; a None among the jobs
+        means "nothing to submit yet": the finished jobs are collected, then it asks again."""
         ray = self.ray
         self.connect()
         task = ray.remote(run_job_task).options(
@@ -152,15 +163,19 @@ class RayExecutor:
         exhausted = False
         while True:
             while not exhausted and len(in_flight) < self.slots():
-                item = next(pending, None)
-                if item is None:
+                item = next(pending, NO_MORE_JOBS)
+                if item is NO_MORE_JOBS:
                     exhausted = True
+                if item is None or item is NO_MORE_JOBS:
                     break
                 index, spec = item
                 progress.job_started(index, total, spec)
                 in_flight[task.remote(spec, threads)] = spec
             if not in_flight:
-                return
+                if exhausted:
+                    return
+                time.sleep(POLL_S)
+                continue
             finished, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
             for ref in finished:
                 spec = in_flight.pop(ref)
@@ -171,6 +186,21 @@ class RayExecutor:
                 except ray.exceptions.RayError as exc:  # its worker or node died MAX_RETRIES + 1 times
                     outcome = JobFailure(describe_error(exc))
                 yield spec, outcome
+
+
+def check_reachable(address: str | None) -> None:
+    """A HOST:PORT address must accept a connection within seconds (Ray itself keeps retrying
+    an unreachable head for minutes); "auto", ray:// addresses and None are left to Ray."""
+    if address is None or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise XadError(f"--address {address}: use HOST:PORT of the Ray head (e.g. 10.0.0.1:6379) or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise XadError(f"--address {address}: no Ray head answers there ({describe_error(exc)}); "
+                       f"start one with `ray start --head --port {port}`") from None
 
 
 def import_ray() -> Any:
