@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	# torch first, pinned to the build this project is tested with (on the dev machines it comes
 	# from local disk); pyproject.toml only sets lower bounds, so nothing pulls another torch.
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	# the anomalib and ray extras too, so that their tests run rather than skip; its resolver plan
+	# the anomalib and ray extras too, so that their tests run rather than skip; their resolver plan
 	# keeps the torch installed above.
 	$(PY) -m pip install -q -e ".[test,anomalib,ray]"
 	touch $(STAMP)
