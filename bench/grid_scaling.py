@@ -26,11 +26,11 @@ from xadbench import runner
 from xadbench.executors import LocalExecutor, RayExecutor
 from xadbench.options import parse_seeds, split_list
 
-TIMING_COLUMNS = ["fit_s", "predict_s"]
+TIMING_COLUMNS = ["fit_s", "predict_s", "sanity_s"]
 
 
 def stored(out: Path) -> pd.DataFrame:
-    rows = runner.read_results(out / "results.csv").drop(columns=TIMING_COLUMNS)
+    rows = runner.read_results(out).drop(columns=TIMING_COLUMNS)
     return rows.sort_values(["job_id", "blur", "metric"]).reset_index(drop=True)
 
 

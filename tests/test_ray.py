@@ -36,7 +36,7 @@ pytestmark = pytest.mark.ray
 #: Ray's object store is a fraction of RAM by default; these jobs' results need a few MB.
 OBJECT_STORE = 80 * 1024**2
 CLASSES = ("a", "b", "c", "d")
-TIMING_COLUMNS = ["fit_s", "predict_s"]
+TIMING_COLUMNS = ["fit_s", "predict_s", "sanity_s"]
 
 
 def install_fault_hooks() -> None:
@@ -98,31 +98,35 @@ def specs(data: str, seeds=(0,)) -> list[JobSpec]:
     return [JobSpec(data, c, "pixelstats", seed=s) for c in CLASSES for s in seeds]
 
 
-def stored(out: Path) -> pd.DataFrame:
-    """A run folder's rows in a fixed order, without the timing columns."""
-    rows = runner.read_results(out / "results.csv").drop(columns=TIMING_COLUMNS)
+def stored(out: Path, job_ids: set[str]) -> pd.DataFrame:
+    """A run folder's rows of `job_ids` in a fixed order, without the timing columns."""
+    rows = runner.read_results(out).drop(columns=TIMING_COLUMNS)
+    rows = rows[rows["job_id"].isin(job_ids)]
     return rows.sort_values(["job_id", "blur", "metric"]).reset_index(drop=True)
 
 
-def assert_same_results(out: Path, reference: Path) -> None:
-    """Same rows (values equal as floats, bit for bit), same predictions arrays, same checkpoints."""
-    pd.testing.assert_frame_equal(stored(out), stored(reference), check_exact=True)
-    names = sorted(p.name for p in (reference / "predictions").iterdir())
-    assert names and sorted(p.name for p in (out / "predictions").iterdir()) == names
-    for name in names:
+def assert_same_results(out: Path, reference: Path, jobs: list[JobSpec]) -> None:
+    """`out` holds exactly `jobs`, with the reference's rows (values equal as floats, bit for
+    bit), predictions arrays and checkpoints."""
+    ids = {s.job_id for s in jobs}
+    assert runner.finished_jobs(out) == ids
+    pd.testing.assert_frame_equal(stored(out, ids), stored(reference, ids), check_exact=True)
+    assert sorted(p.stem for p in (out / "predictions").glob("*.npz")) == sorted(ids)
+    for job_id in ids:
+        name = f"{job_id}.npz"
         with np.load(out / "predictions" / name) as got, np.load(reference / "predictions" / name) as want:
             assert sorted(got.files) == sorted(want.files)
             for key in want.files:
                 assert got[key].tobytes() == want[key].tobytes() and got[key].dtype == want[key].dtype, (name, key)
-    checkpoints = sorted((reference / "checkpoints").glob("*.pt"))
-    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == [p.name for p in checkpoints]
-    for path in checkpoints:
-        got, want = (torch.load(p, weights_only=True) for p in (out / "checkpoints" / path.name, path))
+    checkpoints = sorted(p.name for p in (reference / "checkpoints").glob("*.pt") if p.stem in ids)
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == checkpoints
+    for name in checkpoints:
+        got, want = (torch.load(folder / "checkpoints" / name, weights_only=True) for folder in (out, reference))
         for key, value in want["state"].items():
             if isinstance(value, torch.Tensor):
-                assert torch.equal(got["state"][key], value), (path.name, key)
+                assert torch.equal(got["state"][key], value), (name, key)
             else:
-                assert got["state"][key] == value, (path.name, key)
+                assert got["state"][key] == value, (name, key)
 
 
 def attempts(control: Path, job_id: str) -> set[str]:
@@ -149,19 +153,6 @@ def reference(tmp_path_factory, data) -> Path:
 
 def runtime_env(control: Path) -> dict:
     return {"env_vars": {"XADBENCH_TEST_CONTROL": str(control)}, "worker_process_setup_hook": install_fault_hooks}
-
-
-def reference_subset(reference: Path, jobs: list[JobSpec], folder: Path) -> Path:
-    """The reference rows and files of `jobs` only."""
-    ids = {s.job_id for s in jobs}
-    rows = runner.read_results(reference / "results.csv")
-    runner.append_results(folder / "results.csv", rows[rows["job_id"].isin(ids)].to_dict("records"))
-    for sub in ("predictions", "checkpoints"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-        for path in (reference / sub).glob("*"):
-            if path.stem in ids:
-                (folder / sub / path.name).write_bytes(path.read_bytes())
-    return folder
 
 
 class Record(Progress):
@@ -207,7 +198,7 @@ class TestOneMachine:
         progress = Record()
         runner.run_grid(specs(data, seeds=(0, 1)), out, progress, RayExecutor(cpus_per_job=1))
         assert sorted(progress.finished) == sorted(s.job_id for s in specs(data, seeds=(0, 1))) and not progress.failed
-        assert_same_results(out, reference)
+        assert_same_results(out, reference, specs(data, seeds=(0, 1)))
         again = Record()
         runner.run_grid(specs(data, seeds=(0, 1)), out, again, RayExecutor(cpus_per_job=1))
         assert not again.started and len(again.skipped) == 8
@@ -232,7 +223,7 @@ class TestOneMachine:
         message = progress.failed[0][1]
         assert "no parameter 'no_such_parameter'" in message and "\n" not in message
         assert len(attempts(control, broken.job_id)) == 1  # an error in the job is not retried
-        assert_same_results(out, reference_subset(reference, [jobs[0], jobs[2]], control / "expected-raises"))
+        assert_same_results(out, reference, [jobs[0], jobs[2]])
 
     def test_a_job_whose_worker_is_killed_is_retried_and_stores_the_same_result(self, data, control, reference):
         out = control / "runs" / "killed-worker"
@@ -260,7 +251,7 @@ class TestOneMachine:
         assert killed and not progress.failed
         assert len(attempts(control, victim)) == 2 and str(killed[0]) in attempts(control, victim)
         assert MAX_RETRIES >= 1
-        assert_same_results(out, reference_subset(reference, jobs, control / "expected-killed-worker"))
+        assert_same_results(out, reference, jobs)
 
     def test_a_rerun_after_the_driver_was_killed_runs_only_the_unfinished_jobs(self, data, control, reference):
         """The driver is a separate `xadbench run --executor ray --address ...` joined to this
@@ -269,27 +260,26 @@ class TestOneMachine:
         jobs = specs(data, seeds=(0, 1))
         address = ray.get_runtime_context().gcs_address
         argv = ["run", "--methods", "pixelstats", "--dataset", data, "--seeds", "0,1", "--out", str(out),
-                "--no-report", "--executor", "ray", "--cpus-per-job", "1"]
+                "--no-report", "--no-sanity", "--executor", "ray", "--cpus-per-job", "1"]
         driver = subprocess.Popen([sys.executable, "-c", "from xadbench.cli import main; main()", *argv,
                                    "--address", address], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 90
             done: set[str] = set()
             while not done and time.monotonic() < deadline and driver.poll() is None:
-                if (out / "results.csv").exists():
-                    done = set(runner.read_results(out / "results.csv")["job_id"])
+                done = runner.finished_jobs(out)
                 time.sleep(0.02)
         finally:
             driver.send_signal(signal.SIGKILL)
             driver.wait()
-        done = set(runner.read_results(out / "results.csv")["job_id"])
+        done = runner.finished_jobs(out)
         assert 0 < len(done) < len(jobs), "the driver was not killed mid-grid"
         result = CliRunner().invoke(app, argv)  # joins the Ray instance this process is connected to
         assert result.exit_code == 0, result.output
         lines = result.output.splitlines()
         assert sum(line.startswith("skip  ") for line in lines) == len(done)
         assert sum(line.startswith("done  ") for line in lines) == len(jobs) - len(done)
-        assert_same_results(out, reference)
+        assert_same_results(out, reference, jobs)
 
 
 @pytest.mark.usefixtures("two_nodes")
@@ -301,4 +291,4 @@ class TestTwoNodes:
         assert len(progress.finished) == 4 and not progress.failed
         job_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0}
         assert len(job_nodes) == 1 and len(ray.nodes()) == 2
-        assert_same_results(out, reference_subset(reference, specs(data), control / "expected-two-nodes"))
+        assert_same_results(out, reference, specs(data))

@@ -31,9 +31,6 @@ EXECUTORS = ("local", "ray")
 RAY_EXTRA = "pip install 'xadbench[ray]'"
 #: How often Ray reruns a job whose worker process or node died (a job that raises is not rerun).
 MAX_RETRIES = 3
-#: Seconds to wait when no job can be started yet (another process runs the rest) before asking
-#: again; also how long the Ray driver waits for a finished job before it looks for new work.
-POLL_S = 1.0
 NO_MORE_JOBS = object()
 
 
@@ -75,7 +72,7 @@ class LocalExecutor:
         try:
             for item in jobs:
                 if item is None:
-                    time.sleep(POLL_S)
+                    time.sleep(runner.POLL_S)
                     continue
                 index, spec = item
                 if self.threads is not None:
@@ -174,9 +171,9 @@ class RayExecutor:
             if not in_flight:
                 if exhausted:
                     return
-                time.sleep(POLL_S)
+                time.sleep(runner.POLL_S)
                 continue
-            finished, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
+            finished, _ = ray.wait(list(in_flight), num_returns=1, timeout=runner.POLL_S)
             for ref in finished:
                 spec = in_flight.pop(ref)
                 try:
