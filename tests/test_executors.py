@@ -1,6 +1,7 @@
 """The executor options of `xadbench run`: checked before any work, one line each; the local
-executor's failure handling (a job that raises fails alone)."""
+executor: its thread count, and a job that raises stops the run with no claim left behind."""
 import importlib.util
+import sqlite3
 
 import pytest
 import torch
@@ -9,7 +10,8 @@ from typer.testing import CliRunner
 from xadbench import executors, runner
 from xadbench.cli import app
 from xadbench.executors import LocalExecutor
-from xadbench.runner import JobsFailed, JobSpec, Progress
+from xadbench.errors import XadError
+from xadbench.runner import JobSpec, Progress
 
 
 def one_line_error(args, text):
@@ -70,15 +72,16 @@ class Record(Progress):
         self.failed.append((spec.job_id, message))
 
 
-def test_a_local_job_that_raises_fails_alone(tmp_path):
+def test_a_local_job_that_raises_stops_the_run_keeping_the_finished_jobs_and_no_claim(tmp_path):
     good = JobSpec("synthetic", "fabric", "pixelstats")
     broken = JobSpec("synthetic", "wood", "pixelstats", params=(("no_such_parameter", 1),))
     progress = Record()
-    with pytest.raises(JobsFailed, match=f"1 of 2 jobs failed \\(job ids {broken.job_id}\\)"):
-        runner.run_grid([broken, good], tmp_path, progress)
-    assert progress.finished == [good.job_id]
-    assert progress.failed == [(broken.job_id, "method 'pixelstats' has no parameter 'no_such_parameter'; it has: eps")]
+    with pytest.raises(XadError, match="method 'pixelstats' has no parameter 'no_such_parameter'"):
+        runner.run_grid([good, broken, JobSpec("synthetic", "cap", "pixelstats")], tmp_path, progress)
+    assert progress.finished == [good.job_id] and not progress.failed
     assert runner.finished_jobs(tmp_path) == {good.job_id}
+    with sqlite3.connect(tmp_path / "results.sqlite") as store:  # no claim left for another run to wait on
+        assert store.execute("SELECT job_id FROM jobs WHERE finished IS NULL").fetchall() == []
 
 
 def test_the_local_executor_sets_torch_threads_for_its_jobs_only(monkeypatch):

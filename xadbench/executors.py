@@ -2,7 +2,7 @@
 
 `run_grid` (xadbench.runner) is the driver: it decides which jobs still have to run and stores
 each finished one. An executor only runs jobs and hands back, as each finishes, its `JobResult`
-or a `JobFailure` (one line); it never writes the run folder. `LocalExecutor` runs them one after
+(or, with Ray, a `JobFailure`: one line); it never writes the run folder. `LocalExecutor` runs them one after
 another in this process; `RayExecutor` runs each as a Ray task (https://docs.ray.io, ray core
 tasks) on this machine or on a cluster, with the job's result coming back through Ray's object
 store, so workers need the data but no shared file system for outputs.
@@ -36,7 +36,7 @@ NO_MORE_JOBS = object()
 
 @dataclass(frozen=True)
 class JobFailure:
-    """A job that raised, or whose worker died more often than it is retried: one line."""
+    """A Ray job that raised, or whose worker died more often than it is retried: one line."""
 
     message: str
 
@@ -54,8 +54,10 @@ def describe_error(exc: BaseException) -> str:
 
 
 class LocalExecutor:
-    """Runs the jobs one after another in this process (the default). `threads`: torch's thread
-    count while the jobs run (None: leave torch's own setting)."""
+    """Runs the jobs one after another in this process (the default). A job that raises stops the
+    run with its error, as a local run always did: here the next jobs would mostly fail the same
+    way (bad data, a bug), and the CLI turns the error into its one line. `threads`: torch's
+    thread count while the jobs run (None: leave torch's own setting)."""
 
     def __init__(self, threads: int | None = None):
         self.threads = threads
@@ -78,11 +80,7 @@ class LocalExecutor:
                 if self.threads is not None:
                     torch.set_num_threads(self.threads)
                 progress.job_started(index, total, spec)
-                try:
-                    outcome: Outcome = runner.run_job(spec, on_epoch=progress.epoch)
-                except Exception as exc:  # any job's error is that job's failure; the grid goes on
-                    outcome = JobFailure(describe_error(exc))
-                yield spec, outcome
+                yield spec, runner.run_job(spec, on_epoch=progress.epoch)
         finally:
             torch.set_num_threads(previous)
 
@@ -99,7 +97,9 @@ class RayExecutor:
     at least 1) and `gpus_per_job` GPUs; `address` joins a running cluster ("auto", or the head's
     host:port), None starts a Ray instance on this machine for the run (or uses the one this
     process is already connected to). At most as many jobs are in flight as the cluster can run
-    at once; a job whose worker dies is rerun up to MAX_RETRIES times."""
+    at once; a job whose worker dies is rerun up to MAX_RETRIES times; a job that raises becomes
+    a JobFailure and the others go on (on a cluster a failure is often one node's, and stopping
+    would throw away the jobs in flight)."""
 
     def __init__(self, address: str | None = None, cpus_per_job: float = 1.0, gpus_per_job: float = 0.0):
         self.ray = import_ray()

@@ -484,8 +484,9 @@ def run_grid(specs: Sequence[JobSpec], out: Path, progress: Progress | None = No
     (xadbench.executors; default: one after another in this process) and store each as it
     finishes: this process is the only writer of the run folder, wherever the jobs run. A job is
     claimed in the store before it starts, so concurrent runs into one folder share the work
-    (`claimed_jobs`). A job that fails is reported and released, the others go on, and
-    JobsFailed at the end names the failed ones; otherwise returns every row of the store."""
+    (`claimed_jobs`). A job that an executor reports failed (Ray) is released, the others go on,
+    and JobsFailed at the end names the failed ones; an exception the executor raises (a local
+    job's error) stops the run with every claim released. Returns every row of the store."""
     from xadbench.executors import JobFailure, LocalExecutor
 
     progress = progress or Progress()
