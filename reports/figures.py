@@ -30,7 +30,7 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 import zipfile
 from pathlib import Path
@@ -390,8 +390,10 @@ def write_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, b
     blur: the shared blur policy, "gaussian" or "none"; samples: columns per block; cmap: the
     heatmaps' matplotlib colour map.
     """
+    return save_drawn(run_dir, render_figures(run_dir, norm, eta, blur, samples, cmap))
+
+
+def save_drawn(run_dir: Path, drawn: Iterable[Drawn]) -> list[Path]:
+    """Write figures from `render_figures` into RUN_DIR/figures/, each in its formats."""
     out = Path(run_dir) / "figures"
-    paths = []
-    for drawn in render_figures(run_dir, norm, eta, blur, samples, cmap):
-        paths += [save_figure(drawn.figure, out / f"{drawn.stem}{suffix}") for suffix in drawn.formats]
-    return paths
+    return [save_figure(d.figure, out / f"{d.stem}{suffix}") for d in drawn for suffix in d.formats]

@@ -312,18 +312,21 @@ def figures_section(drawn: list[Drawn]) -> str:
 
 
 def render_html(run_dir: Path, norm: str = "auto", eta: float | None = None, blur: str = "gaussian",
-                samples: int = 6, cmap: str = CMAP) -> str:
-    """The report page of a run as one HTML string (see the module docstring)."""
+                samples: int = 6, cmap: str = CMAP, drawn: list[Drawn] | None = None) -> str:
+    """The report page of a run as one HTML string (see the module docstring). `drawn`: the
+    run's figures when the caller has rendered them already (`run` saves and embeds one set)."""
     run_dir = Path(run_dir)
     results = load_results(run_dir)
     tables = build_tables(results, compare="paper")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            drawn = list(render_figures(run_dir, norm, eta, blur, samples, cmap))
-            problems = [str(w.message) for w in caught]
-        except XadError as exc:  # a run without predictions still gets its tables
-            drawn, problems = [], [str(exc)]
+    problems: list[str] = []
+    if drawn is None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                drawn = list(render_figures(run_dir, norm, eta, blur, samples, cmap))
+                problems = [str(w.message) for w in caught]
+            except XadError as exc:  # a run without predictions still gets its tables
+                drawn, problems = [], [str(exc)]
     figure_notes = "".join(f"<p class='note'>{_e(p)}</p>" for p in problems)
     name = run_dir.resolve().name
     return "".join([
@@ -343,9 +346,9 @@ def render_html(run_dir: Path, norm: str = "auto", eta: float | None = None, blu
 
 
 def write_html(run_dir: Path, norm: str = "auto", eta: float | None = None, blur: str = "gaussian",
-               samples: int = 6, cmap: str = CMAP) -> Path:
+               samples: int = 6, cmap: str = CMAP, drawn: list[Drawn] | None = None) -> Path:
     """Write RUN_DIR/report.html (atomically) and return its path."""
-    text = render_html(run_dir, norm, eta, blur, samples, cmap)
+    text = render_html(run_dir, norm, eta, blur, samples, cmap, drawn)
     path = Path(run_dir) / REPORT_NAME
     with atomic_write(path) as handle:
         handle.write(text)

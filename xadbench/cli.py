@@ -302,16 +302,23 @@ def run(
     print_summary(results[results["job_id"].isin([s.job_id for s in specs])])
     typer.echo(f"results: {out / 'results.csv'}")
     if report:
-        from xadbench.reports.figures import write_figures
-        from xadbench.reports.html import write_html
-        from xadbench.reports.tables import write_report
+        write_run_report(out)
 
-        tables = write_report(out)
-        figures = write_figures(out)
-        page = write_html(out)
-        typer.echo(f"tables:  {out / 'tables'} ({len(tables)} files)")
-        typer.echo(f"figures: {out / 'figures'} ({len(figures)} files)")
-        typer.echo(f"report:  {page.resolve()}")
+
+def write_run_report(run_dir: Path) -> None:
+    """Tables, figures and report.html of a run folder (each figure drawn once, saved and
+    embedded), and where they went."""
+    from xadbench.reports.figures import render_figures, save_drawn
+    from xadbench.reports.html import write_html
+    from xadbench.reports.tables import write_report
+
+    tables = write_report(run_dir)
+    drawn = list(render_figures(run_dir))
+    figures = save_drawn(run_dir, drawn)
+    page = write_html(run_dir, drawn=drawn)
+    typer.echo(f"tables:  {run_dir / 'tables'} ({len(tables)} files)")
+    typer.echo(f"figures: {run_dir / 'figures'} ({len(figures)} files)")
+    typer.echo(f"report:  {page.resolve()}")
 
 
 def print_job_grid(specs: list, out: Path) -> None:
@@ -343,17 +350,7 @@ def evaluate(
                         on_job=lambda job, method, name: typer.echo(f"scoring {method} on {name} ({job})", err=True))
     typer.echo(f"scored {count} job{'s' if count != 1 else ''}: {run_dir / 'results.csv'}")
     if report:
-        from xadbench.reports.figures import write_figures
-        from xadbench.reports.tables import write_report
-
-        from xadbench.reports.html import write_html
-
-        tables = write_report(run_dir)
-        figures = write_figures(run_dir)
-        page = write_html(run_dir)
-        typer.echo(f"tables:  {run_dir / 'tables'} ({len(tables)} files)")
-        typer.echo(f"figures: {run_dir / 'figures'} ({len(figures)} files)")
-        typer.echo(f"report:  {page.resolve()}")
+        write_run_report(run_dir)
 
 
 @app.command(epilog="Example: xadbench check runs/mvtec-unsupervised-cpu")
