@@ -113,3 +113,44 @@ def test_fake_plugin_runs_end_to_end_from_the_cli(plugin_path, tmp_path):
     assert result.exit_code == 0, result.output
     text = (out / "results.csv").read_text()
     assert "brightness-e2e" in text and "pixel_auc" in text
+
+
+ARGV_PLUGIN = '''
+import argparse, sys
+SEEN_ARGV = list(sys.argv)
+parser = argparse.ArgumentParser()
+parser.add_argument("--needed", required=True)
+parser.parse_args()
+'''
+
+
+@pytest.mark.parametrize("source, target, reason", [
+    ("def not_a_method():\n    pass\n", "not_a_method", "is not a Method or Variant: it loads <function not_a_method"),
+    ("VALUE = 3\n", "VALUE", "is not a Method or Variant: it loads 3 (int)"),
+    ("import sys\nsys.exit('plugin quits')\n", "X", "failed to load: SystemExit: plugin quits"),
+    (ARGV_PLUGIN, "X", "failed to load: SystemExit: 2; it printed: "),
+])
+def test_a_bad_plugin_is_listed_broken_and_the_listing_goes_on(plugin_path, monkeypatch, source, target, reason):
+    from typer.testing import CliRunner
+
+    from xadbench import registry
+    from xadbench.cli import app
+
+    install_fake_distribution(plugin_path, "fake-bad", {"xadbench.methods": {"aaa-bad": f"fake_bad:{target}"}},
+                              {"fake_bad": source})
+    monkeypatch.setattr(registry.methods, "_loaded", {})
+    result = CliRunner().invoke(app, ["methods", "list"])
+    assert result.exit_code == 0, result.output
+    listed = result.output.splitlines()
+    bad = [line for line in listed if line.startswith("aaa-bad")]
+    assert len(bad) == 1 and "BROKEN: method plugin 'aaa-bad'" in bad[0] and reason in bad[0], result.output
+    assert any(line.startswith("pixelstats") for line in listed) and listed[-1].startswith(("pixelstats", "ae", "grad"))
+
+
+def test_a_plugin_parsing_argv_at_import_sees_no_xadbench_options(plugin_path, monkeypatch):
+    install_fake_distribution(plugin_path, "fake-argv", {"xadbench.methods": {"argv": "fake_argv:Brightness"}},
+                              {"fake_argv": "import sys\nSEEN = list(sys.argv)\n" + FAKE_METHOD})
+    monkeypatch.setattr(sys, "argv", ["xadbench", "run", "--methods", "argv", "--seeds", "1"])
+    Registry("xadbench.methods", "method").get("argv")
+    assert sys.modules["fake_argv"].SEEN == ["xadbench"]
+    assert sys.argv == ["xadbench", "run", "--methods", "argv", "--seeds", "1"]

@@ -6,9 +6,12 @@ found the same way. Listing names imports nothing; a plugin is imported when fir
 from __future__ import annotations
 
 import difflib
+import importlib
+import io
+import sys
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -24,11 +27,16 @@ def _distribution_name(ep: EntryPoint) -> str:
 
 
 class Registry:
-    """Named plugins of one kind ("method" or "dataset") from one entry-point group."""
+    """Named plugins of one kind ("method" or "dataset") from one entry-point group.
 
-    def __init__(self, group: str, kind: str):
+    accepts: "module:Name" of the base classes a loaded plugin must be (a subclass or an
+        instance of); imported only when a plugin is loaded, so listing names stays cheap.
+    """
+
+    def __init__(self, group: str, kind: str, accepts: tuple[str, ...] = ()):
         self.group = group
         self.kind = kind
+        self.accepts = accepts
         self._loaded: dict[str, Any] = {}
 
     def _entry_points(self) -> dict[str, list[EntryPoint]]:
@@ -67,13 +75,11 @@ class Registry:
             where = "; ".join(sorted(f"{ep.value} from {_distribution_name(ep)}" for ep in eps))
             raise PluginError(f"{self.kind} {name!r} is registered more than once: {where}")
         ep = eps[0]
-        try:
-            plugin = ep.load()
-        except Exception as exc:  # a plugin may fail in any way; report it, don't crash
-            raise PluginError(
-                f"{self.kind} plugin {name!r} ({ep.value}) from distribution "
-                f"{_distribution_name(ep)!r} failed to load: {type(exc).__name__}: {exc}"
-            ) from exc
+        where = f"{self.kind} plugin {name!r} ({ep.value}) from distribution {_distribution_name(ep)!r}"
+        plugin = _load_quietly(ep, where)
+        if self.accepts and not _is_one_of(plugin, self.accepts):
+            wanted = " or ".join(target.split(":")[1] for target in self.accepts)
+            raise PluginError(f"{where} is not a {wanted}: it loads {plugin!r} ({type(plugin).__name__})")
         self._loaded[name] = plugin
         return plugin
 
@@ -81,8 +87,37 @@ class Registry:
         return self.get(name)(**params)
 
 
-methods = Registry(METHODS_GROUP, "method")
-datasets = Registry(DATASETS_GROUP, "dataset")
+def _load_quietly(ep: EntryPoint, where: str) -> Any:
+    """Import an entry point so that nothing the plugin does at import can take the command line
+    over: it sees a bare sys.argv (no xadbench options to parse), its output is held back, and
+    any failure, SystemExit included (e.g. an argparse error or sys.exit at import), becomes a
+    PluginError naming it (with the last line it printed, if any)."""
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    printed = io.StringIO()
+    try:
+        with redirect_stdout(printed), redirect_stderr(printed):
+            return ep.load()
+    except (Exception, SystemExit) as exc:  # a plugin may fail in any way; report it, don't crash
+        said = [line.strip() for line in printed.getvalue().splitlines() if line.strip()]
+        detail = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        if said:
+            detail += f"; it printed: {said[-1]}"
+        raise PluginError(f"{where} failed to load: {detail}") from None
+    finally:
+        sys.argv = argv
+
+
+def _is_one_of(plugin: Any, targets: tuple[str, ...]) -> bool:
+    for target in targets:
+        module, _, attribute = target.partition(":")
+        base = getattr(importlib.import_module(module), attribute)
+        if isinstance(plugin, base) or (isinstance(plugin, type) and issubclass(plugin, base)):
+            return True
+    return False
+
+
+methods = Registry(METHODS_GROUP, "method", accepts=("xadbench.method:Method", "xadbench.method:Variant"))
+datasets = Registry(DATASETS_GROUP, "dataset", accepts=("xadbench.dataset:Dataset",))
 
 
 @contextmanager
