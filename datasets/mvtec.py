@@ -7,8 +7,12 @@ Layout under `root`, one folder per class (product)::
     <class>/ground_truth/<defect>/<name>_mask.png   one binary mask per defective test image
 
 Any folder in this layout counts as a class, so users can point the loader at their own products.
-Every file of a class is decoded and checked when the class is loaded, so a bad file stops the run
-before training rather than in the middle of it.
+Every file of a class is decoded and checked when the class is loaded; `check` does the same
+checks without decoding the images (headers and PNG checksums), so a run checks all its classes
+before training any. Rules beyond the layout: a class needs nominal and defective test images (the
+AUCs need both labels) and at least one non-empty mask; a mask for a nominal (test/good) image is
+an error, since a nominal image has no defect to annotate; 16-bit images and masks are scaled by
+their full range (65535), not clipped.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from PIL import Image
 
 from xadbench.dataset import Dataset
 from xadbench.errors import DataError
-from xadbench.datasets.onevsrest import IMAGE_EXTENSIONS, decode, is_hidden
+from xadbench.datasets.onevsrest import IMAGE_EXTENSIONS, decode, is_hidden, native_values, unreadable
 from xadbench.types import Sample, Task
 
 KNOWN_CLASSES = (
@@ -54,20 +58,38 @@ def _read_image(path: Path, image_size: int) -> tuple[torch.Tensor, tuple[int, i
 
 
 def _read_mask(mask: Path, image: Path, size: tuple[int, int]) -> tuple[torch.Tensor, bool]:
-    """The mask as a bool tensor (H, W), and whether it had to be thresholded."""
-    grey = decode(mask, "L")
-    if grey.size != size:
+    """The mask as a bool tensor (H, W), and whether it had to be thresholded. Values are read at
+    the file's own bit depth: 0 and full scale (255, or 65535 for 16 bits) are binary, so is
+    {0, 1} (a bool array saved without scaling); anything else is thresholded at half scale."""
+    try:
+        with Image.open(mask) as im:
+            im.load()
+            values, full = native_values(im)
+    except Exception as exc:  # PIL raises many types for bad files; all mean the same here
+        raise unreadable(mask, exc) from None
+    if (values.shape[1], values.shape[0]) != size:
         raise DataError(
-            f"mask {mask} is {grey.size[0]}x{grey.size[1]} but its image {image} is "
+            f"mask {mask} is {values.shape[1]}x{values.shape[0]} but its image {image} is "
             f"{size[0]}x{size[1]}; a mask must have its image's size (resize it with "
             "nearest-neighbour)"
         )
-    values = np.asarray(grey)
     present = set(np.unique(values).tolist())
     # {0, 1} is binary too (a bool array saved without scaling); thresholding it would empty it.
-    if present <= {0, 255} or present <= {0, 1}:
+    if present <= {0, full} or present <= {0, 1}:
         return torch.from_numpy(values > 0), False
-    return torch.from_numpy(values >= 128), True
+    return torch.from_numpy(values >= full / 2), True
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """An image's (W, H) from its header, with PIL's integrity check (PNG: every chunk's CRC),
+    without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            size = im.size
+            im.verify()
+        return size
+    except Exception as exc:  # PIL raises many types for bad files; all mean the same here
+        raise unreadable(path, exc) from None
 
 
 class MVTecAD(Dataset):
@@ -125,15 +147,9 @@ class MVTecAD(Dataset):
                 self._data_root()  # raises: "needs root"
             fetch(self.root, classes)
 
-    def load(self, class_name: str, image_size: int) -> Task:
-        """Load one class eagerly, validating every file.
-
-        Images become float32 (3, image_size, image_size) in [0, 1]; masks stay bool at their
-        image's original size, all False for nominal test images.
-        """
-        if not isinstance(image_size, (int, np.integer)) or image_size < 1:
-            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
-        image_size = int(image_size)
+    def _files(self, class_name: str) -> tuple[Path, list[Path], list[tuple[str, Path]], dict[Path, Path]]:
+        """(root, training images, (defect, test image) pairs, {test image: mask}) of a class,
+        with every layout rule checked; one warning for non-image entries."""
         self.fetch([class_name])
         root = self._data_root()
         folder = self._class_folder(root, class_name)
@@ -152,6 +168,13 @@ class MVTecAD(Dataset):
                 f"{'/'.join(sorted(IMAGE_EXTENSIONS))} files; put its nominal images there"
             )
         test_files = self._test_files(folder, skipped)
+        for wanted, has in (("nominal (test/good)", any(d == NOMINAL for d, _ in test_files)),
+                            ("defective (test/<defect>)", any(d != NOMINAL for d, _ in test_files))):
+            if not has:
+                raise DataError(
+                    f"class {class_name!r} has no {wanted} test images in {folder / 'test'}: the "
+                    "AUCs need nominal and defective test images"
+                )
         masks = self._mask_files(folder, test_files, skipped)
         if skipped:
             shown = ", ".join(p.relative_to(folder).as_posix() for p in skipped[:3])
@@ -159,8 +182,41 @@ class MVTecAD(Dataset):
             warnings.warn(
                 f"class {class_name!r}: skipped {len(skipped)} non-image entries in {folder}: "
                 f"{shown}{more} (only {'/'.join(sorted(IMAGE_EXTENSIONS))} files are read)",
-                stacklevel=2,
+                stacklevel=3,
             )
+        return root, train_files, test_files, masks
+
+    @staticmethod
+    def _check_masks_not_all_empty(class_name: str, masks: list[torch.Tensor]) -> None:
+        if not any(bool(m.any()) for m in masks):
+            raise DataError(
+                f"class {class_name!r}: every mask of its defective test images is empty (all "
+                "black); the pixel AUC needs defect pixels (white = defect)"
+            )
+
+    def check(self, class_name: str, image_size: int) -> None:
+        """Every error `load` raises, without decoding the images: the layout, every image's
+        header and checksums (PIL's verify), and every mask decoded and checked against its
+        image's size (masks are small, and their values matter)."""
+        _, train_files, test_files, masks = self._files(class_name)
+        for path in train_files:
+            _header_size(path)
+        read = [_read_mask(masks[path], path, _header_size(path))[0] for _, path in test_files if path in masks]
+        for _, path in test_files:
+            if path not in masks:
+                _header_size(path)
+        self._check_masks_not_all_empty(class_name, read)
+
+    def load(self, class_name: str, image_size: int) -> Task:
+        """Load one class eagerly, validating every file.
+
+        Images become float32 (3, image_size, image_size) in [0, 1]; masks stay bool at their
+        image's original size, all False for nominal test images.
+        """
+        if not isinstance(image_size, (int, np.integer)) or image_size < 1:
+            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        image_size = int(image_size)
+        root, train_files, test_files, masks = self._files(class_name)
 
         def read_test(item: tuple[str, Path]) -> tuple[Sample, bool]:
             defect, path = item
@@ -182,11 +238,12 @@ class MVTecAD(Dataset):
             ]
             read = list(pool.map(read_test, test_files))
         test = [sample for sample, _ in read]
+        self._check_masks_not_all_empty(class_name, [s.mask for s in test if s.label == 1])
         repaired = [masks[path] for (_, path), (_, fixed) in zip(test_files, read) if fixed]
         if repaired:
             warnings.warn(
                 f"class {class_name!r}: {len(repaired)} mask(s) are not binary (values other than "
-                f"0 and 255), e.g. {repaired[0]}; thresholded them at 128",
+                f"0 and full scale), e.g. {repaired[0]}; thresholded them at half scale",
                 stacklevel=2,
             )
         return Task(train=train, test=test)
@@ -260,6 +317,11 @@ class MVTecAD(Dataset):
                         )
                     stem = mask.stem[: -len(MASK_SUFFIX)]
                     image = by_stem.get((d.name, stem))
+                    if d.name == NOMINAL:
+                        raise DataError(
+                            f"mask {mask} annotates a nominal image (test/{NOMINAL}), which has no "
+                            f"defect; delete the mask, or move the image to test/<defect>/"
+                        )
                     if image is None:
                         raise DataError(
                             f"mask {mask} has no image: expected {folder / 'test' / d.name}/"

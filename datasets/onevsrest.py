@@ -69,17 +69,54 @@ def to_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
+#: Full scale of the integer modes PIL gives images of more than 8 bits per sample: 16-bit PNG
+#: and TIFF open as "I;16" (or its byte-order variants), older PNG readers give "I" for them.
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+SIXTEEN_BIT_FULL = 65535
+
+
+def native_values(image: Image.Image) -> tuple[np.ndarray, float]:
+    """A single-band image's samples at their own bit depth and the value that means white:
+    65535 for 16-bit modes, 1.0 for float images ("F", taken to hold [0, 1]), 255 otherwise
+    (other modes are converted to 8-bit greyscale first)."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        return np.asarray(image).astype(np.int64), SIXTEEN_BIT_FULL
+    if image.mode == "F":
+        return np.asarray(image, dtype=np.float64), 1.0
+    return np.asarray(image.convert("L")), 255
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """High-bit-depth greyscale (16-bit, float) scaled to 8-bit "L" by its full scale; PIL's own
+    conversion clips such values at 255, which turns a 16-bit image white."""
+    if image.mode not in SIXTEEN_BIT_MODES and image.mode != "F":
+        return image
+    values, full = native_values(image)
+    return Image.fromarray(np.clip(np.round(values * (255 / full)), 0, 255).astype(np.uint8), "L")
+
+
+def unreadable(path: Path, exc: BaseException) -> DataError:
+    """The one-line error for a file that cannot be read: permission denied, another OS error,
+    or (anything PIL raises) a corrupt or truncated file."""
+    if isinstance(exc, PermissionError):
+        return DataError(f"cannot read {path}: permission denied")
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return DataError(f"cannot read {path}: {one_line(exc.strerror)}")
+    return DataError(
+        f"cannot decode image {path} ({type(exc).__name__}: {one_line(exc)}); the file is "
+        "corrupt or truncated: replace it or delete it"
+    )
+
+
 def decode(path: Path, mode: str) -> Image.Image:
-    """Fully decode an image file (so truncated files fail here) and convert it to `mode`."""
+    """Fully decode an image file (so truncated files fail here) and convert it to `mode`;
+    16-bit and float greyscale are scaled to 8 bits first (`_to_8bit`)."""
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert(mode)
+            return _to_8bit(im).convert(mode)
     except Exception as exc:  # PIL raises many types for bad files; all mean the same here
-        raise DataError(
-            f"cannot decode image {path} ({type(exc).__name__}: {one_line(exc)}); the file is "
-            "corrupt or truncated: replace it or delete it"
-        ) from None
+        raise unreadable(path, exc) from None
 
 
 def _file_sample(path: Path, key: str, label: int, category: str, mode: str, image_size: int) -> Sample:

@@ -22,10 +22,12 @@ import torch.nn.functional as F
 from xadbench.errors import XadError
 from xadbench.layers import Standardise, channel_statistics
 from xadbench.method import EpochCallback, Method, resolve_device
-from xadbench.profiles import check_preset, get_profile
+from xadbench.options import check_device
+from xadbench.profiles import PROFILES, check_preset, get_profile
 from xadbench.sanity import randomised_copy
-from xadbench.training import fit_loop, predict_in_batches
+from xadbench.training import TRAINING_CONSTRAINTS, fit_loop, predict_in_batches
 from xadbench.types import Prediction, TrainData, stack_images
+from xadbench.validation import Check, Interval, OneOf
 
 #: Stride-2 stages stop once the map would drop below this side length (8 at 128 px, as AE-L2).
 MIN_BOTTLENECK_SIDE = 8
@@ -139,6 +141,13 @@ class AutoEncoder(Method):
 
     supervision = "none"
     receptive_field_maps = False
+    parameter_constraints = {
+        **TRAINING_CONSTRAINTS,
+        "profile": OneOf(tuple(PROFILES)),
+        "width": Interval(int, 1),
+        "latent": Interval(int, 1),
+        "device": Check(check_device),
+    }
 
     def __init__(
         self,

@@ -37,11 +37,13 @@ from xadbench.errors import XadError
 from xadbench.heatmaps import gaussian_kernel
 from xadbench.layers import Standardise, channel_statistics
 from xadbench.method import EpochCallback, Method, resolve_device
-from xadbench.profiles import check_preset, get_profile
+from xadbench.options import check_device, check_seed
+from xadbench.profiles import PROFILES, check_preset, get_profile
 from xadbench.receptive_field import ReceptiveField, receptive_field
 from xadbench.sanity import randomised_copy
-from xadbench.training import fit_loop, predict_in_batches
+from xadbench.training import TRAINING_CONSTRAINTS, fit_loop, predict_in_batches
 from xadbench.types import Prediction, TrainData, stack_images
+from xadbench.validation import Check, Interval, OneOf
 
 #: Smallest mean heatmap value fed to −log(1 − exp(−x)); keeps the anomalous loss term ≤ 13.8
 #: and its gradient ≤ 1e6, finite for any input (the reference adds 1e-31 inside the log instead).
@@ -306,6 +308,14 @@ class FCDD(Method):
 
     supervision = "masks"
     receptive_field_maps = True
+    parameter_constraints = {
+        **TRAINING_CONSTRAINTS,
+        "sigma": Interval(float, 0, closed="neither"),
+        "profile": OneOf(tuple(PROFILES)),
+        "predict_batch_size": Interval(int, 1),
+        "seed": Check(lambda seed: seed is None or check_seed(seed)),
+        "device": Check(check_device),
+    }
 
     def __init__(
         self,

@@ -28,10 +28,12 @@ from xadbench.errors import XadError
 from xadbench.layers import Standardise, channel_statistics
 from xadbench.methods.fcdd import SMALL_CIFAR10_WIDTHS, SMALL_FMNIST_WIDTH
 from xadbench.method import EpochCallback, Method, Variant, resolve_device
-from xadbench.profiles import check_preset, get_profile
+from xadbench.options import check_device, check_seed
+from xadbench.profiles import PROFILES, check_preset, get_profile
 from xadbench.sanity import randomised_copy
-from xadbench.training import fit_loop, predict_in_batches
+from xadbench.training import TRAINING_CONSTRAINTS, fit_loop, predict_in_batches
 from xadbench.types import Prediction, TrainData, stack_images
+from xadbench.validation import Check, Interval, OneOf
 
 ATTRIBUTIONS = ("saliency", "integrated_gradients", "smoothgrad", "gradcam")
 #: Inside −log(1 − exp(−h) + ε): keeps the anomalous HSC term finite at h = 0 (reference: 1e-9).
@@ -190,6 +192,18 @@ class GradSaliency(Method):
 
     supervision = "labels"
     receptive_field_maps = False
+    parameter_constraints = {
+        **TRAINING_CONSTRAINTS,
+        "profile": OneOf(tuple(PROFILES)),
+        "attribution": OneOf(ATTRIBUTIONS),
+        "hidden": Interval(int, 1),
+        "rep_dim": Interval(int, 1),
+        "ig_steps": Interval(int, 1),
+        "smooth_samples": Interval(int, 1),
+        "smooth_sigma": Interval(float, 0, closed="neither"),
+        "noise_seed": Check(check_seed),
+        "device": Check(check_device),
+    }
 
     def __init__(
         self,

@@ -8,6 +8,7 @@ import torch
 
 from xadbench.method import EpochCallback, Method
 from xadbench.types import Prediction, TrainData, stack_images
+from xadbench.validation import Interval
 
 
 class PixelStats(Method):
@@ -22,6 +23,7 @@ class PixelStats(Method):
     """
 
     supervision = "none"
+    parameter_constraints = {"eps": Interval(float, 0, closed="neither")}
 
     def __init__(self, eps: float = 1e-2):
         self.eps = eps

@@ -12,11 +12,13 @@ from typing import Annotated, Any
 import typer
 
 from xadbench.errors import XadError
+from xadbench.validation import check_out_folder
 from xadbench.options import (
     DeviceOption,
     PresetOption,
     PretrainedOption,
     WeightsOption,
+    check_device,
     check_weights_file,
     parse_seeds,
     split_list,
@@ -90,6 +92,8 @@ def clever_hans(
                        "(or the paper form: --voc-root DIR --imagenet-root DIR)")
     if columns < 1:
         raise XadError(f"--columns {columns}: need at least 1 image in the figure")
+    check_device(device)
+    check_out_folder(out)
     config = ch.StudyConfig(
         form=form, methods=tuple(dict.fromkeys(split_list(methods))), seeds=parse_seeds(seeds), root=root, dataset=dataset,
         anomalous_class=anomalous_class, fraction=fraction, voc_root=voc_root, imagenet_root=imagenet_root,
@@ -140,6 +144,8 @@ def oe_size(
     limit_values = oe_study.parse_limits(limits)
     seed_values = parse_seeds(seeds)
     check_weights_file(weights)
+    check_device(device)
+    check_out_folder(out)
     if samples < 1:
         raise XadError(f"--samples {samples}: need at least 1 sample in the figure")
     if not 0 < eta <= 1:

@@ -157,7 +157,7 @@ def test_non_binary_masks_are_thresholded_with_one_warning(tmp_path):
     folder = make_class(tmp_path)
     _mask(folder / "ground_truth" / "crack" / "000_mask.png", values=(10, 200))
     _mask(folder / "ground_truth" / "crack" / "001_mask.png", values=(0, 100))
-    message = r"2 mask\(s\) are not binary.*thresholded them at 128"
+    message = r"2 mask\(s\) are not binary.*thresholded them at half scale"
     with pytest.warns(UserWarning, match=message) as rec:
         task = MVTecAD(tmp_path).load("widget", 16)
     assert len(rec) == 1

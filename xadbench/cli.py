@@ -24,8 +24,11 @@ from xadbench.options import (
     PretrainedOption,
     ProtocolOption,
     WeightsOption,
+    check_device,
+    check_k,
     check_weights_file,
     choice_hint,
+    parse_oe_limit,
     parse_seeds,
     split_list,
 )
@@ -178,23 +181,6 @@ def _load_config(ctx: typer.Context, path: Path | None) -> Path | None:
     return Path(path)
 
 
-def _parse_set(assignments: list[str]) -> tuple[tuple[str, Any], ...]:
-    """--set key=value; values parsed as JSON where possible (numbers, true/false), else text."""
-    import json
-
-    parsed = []
-    for item in assignments:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise XadError(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=5")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        parsed.append((key, value))
-    return tuple(parsed)
-
-
 RUN_EXAMPLES = """Examples:
 
 xadbench run --methods fcdd,grad,ae --dataset mvtec --root ~/data/mvtec_ad --classes bottle --weights vgg11_bn_features.pt
@@ -228,7 +214,7 @@ def run(
     oe_limit: Annotated[str, typer.Option(help="How many OE images: a number (2, 8, 128, 2048) or 'all'.")] = "all",
     oe_exclude: Annotated[str | None, typer.Option(help="Comma-separated OE classes to leave out.")] = None,
     k: Annotated[int, typer.Option(help="Real labelled anomalies per category (semi-supervised).")] = 1,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Method hyperparameter KEY=VALUE (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Method hyperparameter KEY=VALUE for every method that has KEY, or METHOD.KEY=VALUE for one (repeatable).")] = None,
     download: Annotated[bool, typer.Option(help="Fetch a missing data set: MVTec-AD (the asked-for classes), or torchvision's sets and VOC.")] = False,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write tables, figures and report.html at the end.")] = True,
     references: Annotated[bool, typer.Option(
@@ -243,48 +229,54 @@ def run(
     cpus_per_job: Annotated[float | None, typer.Option(help="CPUs per job, also torch's thread count (Ray default 1; local default: torch's own).")] = None,
     gpus_per_job: Annotated[float | None, typer.Option(help="Ray: GPUs per job, e.g. 0.5 for two jobs per GPU (default 1 with --device cuda, else 0).")] = None,
 ) -> None:
-    """Train and score every (class × method × seed) job; resumes where a killed run stopped."""
+    """Train and score every (class × method × seed) job; resumes where a killed run stopped.
+    Every option, --set value and asked-for class is checked before the first job starts."""
     from xadbench import runner
     from xadbench.executors import make_executor
+    from xadbench.profiles import get_profile
     from xadbench.registry import methods as method_registry
+    from xadbench.validation import check_classes, check_out_folder, method_params
 
     job_executor = make_executor(executor, address, cpus_per_job, gpus_per_job, device)
-    method_names = split_list(methods)
+    method_names = list(dict.fromkeys(split_list(methods)))
     if not method_names:
         raise XadError("--methods is empty; e.g. --methods fcdd,grad,ae")
     for name in method_names:
         method_registry.get(name)
     blur_policies = {"both": runner.BLUR_POLICIES}.get(blur, (blur,))
     seed_list = parse_seeds(seeds)
-    try:
-        limit = None if oe_limit == "all" else int(oe_limit)
-    except ValueError:
-        raise XadError(f"--oe-limit {oe_limit!r}: use an integer or 'all'") from None
+    check_k(k)
+    limit = parse_oe_limit(oe_limit)
+    if executor == "local":  # with Ray the jobs run on the cluster's machines, not this one
+        check_device(device)
     check_weights_file(weights)
+    params = method_params(method_names, set_ or [])
+    out = out or Path("runs") / f"{Path(dataset).name}-{protocol}-{preset}"
+    check_out_folder(out)
     data = runner.open_dataset(dataset, root, download)
     added = []  # reference maps added to the run: they take no --set (those are the methods')
     if references and data.has_masks:
         from xadbench.sanity import REFERENCE_METHODS
 
         added = [r for r in REFERENCE_METHODS if r not in method_names]
-    found = data.classes()
-    class_list = found if classes == "all" else split_list(classes)
+    # Only the asked-for classes are touched: listing all of them reads every class folder.
+    class_list = data.classes() if classes == "all" else split_list(classes)
     if not class_list:
         raise XadError(f"no classes found for data set {dataset!r} under {data.root}")
-    out = out or Path("runs") / f"{Path(dataset).name}-{protocol}-{preset}"
     common = dict(dataset=dataset, preset=preset, protocol=protocol, root=root, blur=tuple(blur_policies),
                   weights=weights, pretrained=pretrained, oe=oe, oe_root=oe_root, oe_limit=limit,
-                  oe_exclude=tuple(split_list(oe_exclude)), k=k, params=_parse_set(set_ or []), device=device,
-                  download=download, sanity=preset == "cpu" if sanity is None else sanity)
-    specs = [runner.without_unused_outlier_exposure(runner.JobSpec(class_name=c, method=m, seed=s, **common))
+                  oe_exclude=tuple(split_list(oe_exclude)), k=k, device=device, download=download,
+                  sanity=preset == "cpu" if sanity is None else sanity)
+    specs = [runner.without_unused_outlier_exposure(
+                 runner.JobSpec(class_name=c, method=m, seed=s, params=params[m], **common))
              for c in class_list for m in method_names for s in seed_list]
-    specs = [runner.without_unused_outlier_exposure(replace(runner.JobSpec(class_name=c, method=m, seed=s, **common),
-                                                            params=()))
+    specs = [runner.without_unused_outlier_exposure(runner.JobSpec(class_name=c, method=m, seed=s, **common))
              for c in class_list for m in added for s in seed_list] + specs
     if dry_run:
         print_job_grid(specs, out)
         return
     data.fetch(class_list)  # before any job starts, so a failed download stops the run here
+    check_classes(data, class_list, get_profile(data.profile).image_size[preset])
     if config is not None:
         with runner.atomic_write(out / "run-config.toml") as handle:
             handle.write(config.read_text())

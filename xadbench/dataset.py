@@ -47,6 +47,12 @@ class Dataset(abc.ABC):
         """Download what `classes` need, when opened with download=True and the data set fetches
         per class; the default does nothing (torchvision's sets fetch when first read)."""
 
+    def check(self, class_name: str, image_size: int) -> None:
+        """Raise every error `load(class_name, image_size)` would raise, as cheaply as the data
+        set allows, so a run can check all its classes before training any. The default loads
+        the class; a data set that decodes eagerly overrides it with a cheaper pass."""
+        self.load(class_name, image_size)
+
     def outlier_exposure(self, image_size: int, exclude: Sequence[str] = ()) -> Sequence[Sample]:
         """All training images of all classes except `exclude`, as Outlier Exposure (label 1)."""
         raise XadError(f"data set {type(self).__name__} cannot serve as Outlier Exposure")

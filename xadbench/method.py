@@ -34,11 +34,15 @@ class Method(abc.ABC):
         upsampling), so the evaluator's shared baseline blur does not apply to them.
     reference: True for a trivial reference map (e.g. `centre`) that runs beside the methods so
         their numbers can be read against it; it is not expected to detect anything.
+    parameter_constraints: {keyword: Interval | OneOf | Check} (xadbench.validation), checked with
+        the types annotated on `__init__` before a run starts (after scikit-learn's
+        `_parameter_constraints`).
     """
 
     supervision: ClassVar[str] = "none"
     receptive_field_maps: ClassVar[bool] = False
     reference: ClassVar[bool] = False
+    parameter_constraints: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def preset(cls, preset: str, profile: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from xadbench.anomalies import AnomalyMixer
 from xadbench.method import EpochCallback
 from xadbench.types import TrainData, stack_images
+from xadbench.validation import Check, Interval, OneOf
 
 #: loss(images, labels, masks) -> scalar; labels (B,) 0/1 float, masks (B, H, W) float in [0, 1].
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -36,6 +37,24 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str) -> torch.opt
     if kind == "none":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
     raise ValueError(f"unknown schedule {schedule!r}; use exponential:G, milestones:A,B or none")
+
+
+def check_schedule(schedule: str) -> None:
+    """Raises ValueError for a schedule `make_scheduler` cannot build (parsed by it, on a dummy)."""
+    make_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), schedule)
+
+
+#: Constraints on the keywords of `fit_loop` that every deep method exposes (see
+#: xadbench.validation): at least one epoch, pass and image per batch; a positive finite rate.
+TRAINING_CONSTRAINTS = {
+    "epochs": Interval(int, 1),
+    "batch_size": Interval(int, 1),
+    "passes_per_epoch": Interval(int, 1),
+    "lr": Interval(float, 0, closed="neither"),
+    "weight_decay": Interval(float, 0),
+    "optimizer": OneOf(("sgd", "adam")),
+    "schedule": Check(check_schedule),
+}
 
 
 def _random_crop(images: torch.Tensor, masks: torch.Tensor, pad: int, resize: float) -> tuple[torch.Tensor, torch.Tensor]:
