@@ -34,6 +34,7 @@ class Centre(Method):
 
     supervision = "none"
     reference = True
+    deterministic = True
 
     def __init__(self, sigma_fraction: float = 0.25):
         self.sigma_fraction = sigma_fraction

@@ -23,6 +23,7 @@ class PixelStats(Method):
     """
 
     supervision = "none"
+    deterministic = True
     parameter_constraints = {"eps": Interval(float, 0, closed="neither")}
 
     def __init__(self, eps: float = 1e-2):

@@ -391,3 +391,53 @@ def test_a_checkpoint_this_version_cannot_load_is_a_one_line_error(tmp_path):
     runner.save_checkpoint(tmp_path / "old.pt", {"method": "fcdd", "state": state})
     with pytest.raises(XadError, match=r"old.pt: a 'fcdd' checkpoint this version cannot load \(TypeError"):
         runner.load_checkpoint(tmp_path / "old.pt")
+
+
+def test_score_is_the_mean_of_the_heatmap_computed_from_the_net():
+    """Section 3: the anomaly score is ‖A(x)‖₁/(u·v), the mean of A = sqrt(φ(x)² + 1) − 1 over the
+    low-resolution map; computed here from the fitted net's raw output φ, not through predict."""
+    nominal, defects = _toy(3, 32)
+    model = FCDD(**{**FAST, "profile": "cifar10", "sigma": 1.2}).fit(TrainData(nominal, anomalies=defects))
+    images = torch.rand(6, 3, 32, 32)
+    images[0, :, 8:20, 8:20] = 1.0  # one image with a local anomaly, so mean and max disagree
+    with torch.no_grad():
+        phi = model.net_(images)[:, 0].double()
+    a = torch.sqrt(phi**2 + 1) - 1
+    assert a.shape[-2:] != (1, 1) and not torch.allclose(a.mean((1, 2)), a.amax((1, 2)))
+    np.testing.assert_allclose(model.predict(images).score, a.mean((1, 2)).numpy(), rtol=1e-5)
+
+
+def test_masks_train_with_eq_3_on_the_upsampled_map(monkeypatch):
+    """Whenever masks are given, every training step's loss is eq. 3 on A′ (at the input's
+    resolution) against the masks of the batch, never eq. 2; the loss it returns is eq. 3 of
+    those arguments, computed here from the paper's formula."""
+    from xadbench.methods import fcdd as fcdd_module
+
+    calls = {"eq2": 0, "eq3": []}
+    real_pixel_loss, real_image_loss = fcdd_module.fcdd_pixel_loss, fcdd_module.fcdd_loss
+
+    def eq3(heatmap_up, masks):
+        calls["eq3"].append((heatmap_up.detach().clone(), masks.detach().clone()))
+        return real_pixel_loss(heatmap_up, masks)
+
+    def eq2(heatmap, labels):
+        calls["eq2"] += 1
+        return real_image_loss(heatmap, labels)
+
+    monkeypatch.setattr(fcdd_module, "fcdd_pixel_loss", eq3)
+    monkeypatch.setattr(fcdd_module, "fcdd_loss", eq2)
+    nominal, defects = _toy(1, 28, n=8)
+    FCDD(**{**FAST, "profile": "fmnist", "epochs": 2}).fit(TrainData(nominal, anomalies=defects * 4))
+    assert calls["eq2"] == 0 and len(calls["eq3"]) >= 2
+    for up, masks in calls["eq3"]:
+        assert up.shape[-2:] == (28, 28) and masks.shape == up.shape
+        # Eq. 3 by hand: per image, mean over pixels of (1 − m)·A′ plus −log(1 − exp(−mean(m·A′)))
+        # for images with anomalous pixels; the batch mean of that.
+        per_image = []
+        for a, m in zip(up.double(), masks.double()):
+            term = ((1 - m) * a).mean()
+            if m.max() > 0:
+                term = term - torch.log(-torch.expm1(-(m * a).mean()))
+            per_image.append(term)
+        np.testing.assert_allclose(float(real_pixel_loss(up, masks)), float(torch.stack(per_image).mean()), rtol=1e-4)
+    assert any(m.sum() > 0 for _, m in calls["eq3"])

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from xadbench import runner as runner_module
 from xadbench.cli import INTERRUPTED_EXIT, app
-from xadbench.methods.pixelstats import PixelStats
+from xadbench.registry import methods
 
 cli = CliRunner()
 
@@ -34,13 +34,14 @@ def test_a_plugin_that_raises_in_fit_is_named_with_the_call(tmp_path, monkeypatc
     def broken_fit(self, train, on_epoch=None):
         raise RuntimeError("weights\nnot found")
 
-    monkeypatch.setattr(PixelStats, "fit", broken_fit)
+    # The class the registry hands out (another test may have re-imported the module).
+    monkeypatch.setattr(methods.get("pixelstats"), "fit", broken_fit)
     one_line_error(run_pixelstats(tmp_path / "run"),
                    "method 'pixelstats' failed in fit: RuntimeError: weights not found")
 
 
 def test_a_plugin_that_raises_in_predict_is_named_with_the_call(tmp_path, monkeypatch):
-    monkeypatch.setattr(PixelStats, "predict", lambda self, images: 1 / 0)
+    monkeypatch.setattr(methods.get("pixelstats"), "predict", lambda self, images: 1 / 0)
     one_line_error(run_pixelstats(tmp_path / "run"), "method 'pixelstats' failed in predict: ZeroDivisionError")
 
 

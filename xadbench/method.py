@@ -34,6 +34,8 @@ class Method(abc.ABC):
         upsampling), so the evaluator's shared baseline blur does not apply to them.
     reference: True for a trivial reference map (e.g. `centre`) that runs beside the methods so
         their numbers can be read against it; it is not expected to detect anything.
+    deterministic: True when `fit` has no random parts, so the seed cannot change its result
+        (the contract checks that another seed changes the result of every other method).
     parameter_constraints: {keyword: Interval | OneOf | Check} (xadbench.validation), checked with
         the types annotated on `__init__` before a run starts (after scikit-learn's
         `_parameter_constraints`).
@@ -42,6 +44,7 @@ class Method(abc.ABC):
     supervision: ClassVar[str] = "none"
     receptive_field_maps: ClassVar[bool] = False
     reference: ClassVar[bool] = False
+    deterministic: ClassVar[bool] = False
     parameter_constraints: ClassVar[dict[str, Any]] = {}
 
     @classmethod
@@ -114,6 +117,7 @@ class Variant:
         self.supervision = method_class.supervision
         self.receptive_field_maps = method_class.receptive_field_maps
         self.reference = method_class.reference
+        self.deterministic = method_class.deterministic
         self.__doc__ = method_class.__doc__
 
     def preset(self, preset: str, profile: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ small square stain of random colour (anomalous), with exact masks.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -31,23 +31,26 @@ TOY_PROFILE = "cifar10"
 TOY_MIN_AUC = 0.6
 
 
-def toy_split(seed: int = 0, n_train: int = 64, n_test: int = 32) -> tuple[TrainData, list[Sample]]:
-    """Nominal training data (confetti allowed) and a half-anomalous test set with masks."""
+def toy_split(seed: int = 0, n_train: int = 64, n_test: int = 32,
+              width: int = TOY_SIZE) -> tuple[TrainData, list[Sample]]:
+    """Nominal training data (confetti allowed) and a half-anomalous test set with masks;
+    images are TOY_SIZE high and `width` wide."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:TOY_SIZE, 0:TOY_SIZE] / TOY_SIZE
+    yy, xx = np.mgrid[0:TOY_SIZE, 0:width] / TOY_SIZE
 
     def nominal() -> np.ndarray:
         angle = rng.uniform(0, 2 * np.pi)
         base = 0.5 + 0.2 * (np.cos(angle) * xx + np.sin(angle) * yy - 0.5)
         tint = rng.uniform(-0.1, 0.1, size=(3, 1, 1))
-        return np.clip(base[None] + tint + rng.normal(0, 0.02, (3, TOY_SIZE, TOY_SIZE)), 0, 1)
+        return np.clip(base[None] + tint + rng.normal(0, 0.02, (3, TOY_SIZE, width)), 0, 1)
 
     def sample(index: int, split: str, anomalous: bool) -> Sample:
         image = nominal()
-        mask = np.zeros((TOY_SIZE, TOY_SIZE), dtype=bool)
+        mask = np.zeros((TOY_SIZE, width), dtype=bool)
         if anomalous:
             side = rng.integers(5, 9)
-            top, left = rng.integers(2, TOY_SIZE - side - 2, size=2)
+            top = rng.integers(2, TOY_SIZE - side - 2)
+            left = rng.integers(2, width - side - 2)
             mask[top : top + side, left : left + side] = True
             image[:, mask] = rng.choice([0.05, 0.95], size=(3, 1))
         return Sample(torch.from_numpy(image).float(), int(anomalous), torch.from_numpy(mask),
@@ -65,10 +68,14 @@ class Contract:
     plugin: Any
     params: dict[str, Any]
 
-    def new(self) -> Method:
+    def new(self, seed: int = 0) -> Method:
+        """The method with the cpu preset, `params`, the CPU, and the seed routed as the runner
+        routes it (to a `seed` keyword, where the method has one)."""
         params = {**self.plugin.preset("cpu", TOY_PROFILE), **self.params}
         if "device" in self.plugin.param_names():
             params["device"] = "cpu"
+        if "seed" in self.plugin.param_names():
+            params["seed"] = seed
         return self.plugin(**params)
 
     @cached_property
@@ -76,11 +83,14 @@ class Contract:
         train, test = toy_split()
         return protocols.restrict(train, self.plugin.supervision), test
 
-    def fit_predict(self, seed: int = 0) -> tuple[Method, Prediction]:
+    def fit_predict(self, seed: int = 0, train: TrainData | None = None,
+                    test: list[Sample] | None = None) -> tuple[Method, Prediction]:
+        """Fit on `train` (default: the toy training data), predict `test` (default: the toy
+        test set), with every random generator and the method's own seed set to `seed`."""
         seed_everything(seed)
-        method = self.new()
-        method.fit(self.data[0])
-        return method, method.predict(stack_images(self.data[1]))
+        method = self.new(seed)
+        method.fit(protocols.restrict(train, self.plugin.supervision) if train is not None else self.data[0])
+        return method, method.predict(stack_images(test if test is not None else self.data[1]))
 
     @cached_property
     def fitted(self) -> tuple[Method, Prediction]:
@@ -204,6 +214,68 @@ def check_randomised_copy(c: Contract) -> None:
         "re-initialising every layer left the maps unchanged: randomised did not reach the network")
 
 
+#: The smaller toy split of the checks that fit twice (training-data, mask and shape checks).
+SMALL = dict(n_train=24, n_test=8)
+
+
+def _differ(first: Prediction, second: Prediction) -> bool:
+    """Whether two predictions of the same images differ by more than rounding (BATCH_RTOL of
+    their scale) in scores or maps."""
+    def far(a: np.ndarray, b: np.ndarray) -> bool:
+        scale = max(float(np.abs(a).max()), float(np.abs(b).max()), np.finfo(np.float32).tiny)
+        return not np.allclose(a, b, rtol=0, atol=BATCH_RTOL * scale)
+    return far(first.score, second.score) or far(first.anomaly_map, second.anomaly_map)
+
+
+def check_fit_depends_on_training_data(c: Contract) -> None:
+    """Two different training sets (the toy images, and the same images inverted) give different
+    predictions on the same test images, with the same seed: a method must learn from its data."""
+    train, test = toy_split(seed=3, **SMALL)
+    inverted = [replace(s, image=1 - s.image) for s in train.nominal]
+    _, first = c.fit_predict(0, train, test)
+    _, second = c.fit_predict(0, replace(train, nominal=inverted), test)
+    assert _differ(first, second), "fit on other training images gave the same predictions: does fit use its data?"
+
+
+def check_seed_changes_a_stochastic_method(c: Contract) -> None:
+    """Another seed changes the output of a method with random parts (initialisation, batches,
+    noise); a method that declares `deterministic = True` gives the same output for any seed."""
+    _, first = c.fitted
+    _, other = c.fit_predict(seed=1)
+    if getattr(c.plugin, "deterministic", False):
+        assert not _differ(first, other), "a method declared deterministic gave other output for another seed"
+    else:
+        assert _differ(first, other), ("seed 1 gave the same output as seed 0: is the seed ignored? (declare "
+                                       "deterministic = True for a method without random parts)")
+
+
+def check_mask_supervision_is_used(c: Contract) -> None:
+    """For a method that declares supervision "masks": the same known anomalies with their masks
+    and without them give different predictions (the masks are learnt from)."""
+    if c.plugin.supervision != "masks":
+        return
+    train, test = toy_split(seed=4, **SMALL)
+    _, known = toy_split(seed=5, n_train=0, n_test=8)
+    anomalies = [s for s in known if s.label == 1]
+    _, with_masks = c.fit_predict(0, replace(train, confetti=False, anomalies=anomalies), test)
+    unmasked = [replace(s, mask=None) for s in anomalies]
+    _, without = c.fit_predict(0, replace(train, confetti=False, anomalies=unmasked), test)
+    assert _differ(with_masks, without), "masks of the known anomalies did not change the predictions"
+
+
+NON_SQUARE_WIDTH = 48
+
+
+def check_non_square_inputs(c: Contract) -> None:
+    """Images wider than high (32×48): maps keep the input's height and width, values finite."""
+    train, test = toy_split(seed=6, width=NON_SQUARE_WIDTH, **SMALL)
+    _, prediction = c.fit_predict(0, train, test)
+    assert prediction.score.shape == (len(test),), f"score shape {prediction.score.shape} for {len(test)} images"
+    assert prediction.anomaly_map.shape == (len(test), TOY_SIZE, NON_SQUARE_WIDTH), (
+        f"anomaly_map shape {prediction.anomaly_map.shape}, want ({len(test)}, {TOY_SIZE}, {NON_SQUARE_WIDTH})")
+    assert np.isfinite(prediction.score).all() and np.isfinite(prediction.anomaly_map).all(), "non-finite output"
+
+
 CHECKS: dict[str, Callable[[Contract], None]] = {
     "params_as_given": check_params_as_given,
     "supervision_declared": check_supervision_declared,
@@ -215,6 +287,10 @@ CHECKS: dict[str, Callable[[Contract], None]] = {
     "same_seed_same_output": check_same_seed_same_output,
     "better_than_chance": check_better_than_chance,
     "randomised_copy": check_randomised_copy,
+    "fit_depends_on_training_data": check_fit_depends_on_training_data,
+    "seed_changes_a_stochastic_method": check_seed_changes_a_stochastic_method,
+    "mask_supervision_is_used": check_mask_supervision_is_used,
+    "non_square_inputs": check_non_square_inputs,
 }
 
 
