@@ -52,7 +52,9 @@ def apply(folder: Path, defect: str, index: int) -> Path | None:
         (folder / "test" / "scratch").mkdir(exist_ok=True)
     elif defect in ("sixteen_bit_image", "sixteen_bit_mask"):
         path = pick(folder, images if defect == "sixteen_bit_image" else masks, index)
-        Image.fromarray(np.asarray(Image.open(path)).astype(np.uint16) * 257).save(path)
+        values = np.asarray(Image.open(path))
+        if values.dtype == np.uint8:
+            Image.fromarray(values.astype(np.uint16) * 257).save(path)
     elif defect == "missing_mask":
         pick(folder, masks, index).unlink()
     elif defect == "mask_without_image":
@@ -95,13 +97,19 @@ def same_task(a, b) -> bool:
         for x, y in pairs)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(defects=st.lists(st.tuples(st.sampled_from(HARMLESS + BREAKING), st.integers(0, 50)), max_size=3))
 def test_random_defects_give_one_line_errors_or_the_clean_result(tmp_path_factory, defects):
     clean = build(tmp_path_factory.mktemp("clean"))
     _, clean_task = outcome(MVTecAD(clean.parent), "load")
     folder = build(tmp_path_factory.mktemp("damaged"))
-    denied = [path for path in (apply(folder, name, index) for name, index in defects) if path is not None]
+    denied = []
+    for name, index in defects:
+        try:
+            denied.append(apply(folder, name, index))
+        except (OSError, ZeroDivisionError):  # an earlier defect removed or broke this one's target
+            pass
+    denied = [path for path in denied if path is not None]
     real_open = Image.open
 
     def open_as_other_user(fp, *args, **kwargs):

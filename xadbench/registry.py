@@ -102,7 +102,7 @@ def _load_quietly(ep: EntryPoint, where: str) -> Any:
         detail = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         if said:
             detail += f"; it printed: {said[-1]}"
-        raise PluginError(f"{where} failed to load: {detail}") from None
+        raise PluginError(f"{where} failed to load: {detail}") from exc
     finally:
         sys.argv = argv
 
