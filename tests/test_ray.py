@@ -66,7 +66,9 @@ def install_fault_hooks() -> None:
     run_job = runner.run_job
 
     def run_job_with_faults(spec, on_epoch=None):
-        (control / "attempts" / f"{spec.job_id}.{os.getpid()}").touch()
+        import torch
+
+        (control / "attempts" / f"{spec.job_id}.{os.getpid()}").write_text(str(torch.get_num_threads()))
         if (control / f"slow-{spec.job_id}").exists():
             (control / f"running-{spec.job_id}").write_text(str(os.getpid()))
             time.sleep(120)
@@ -202,6 +204,13 @@ class TestOneMachine:
         again = Record()
         runner.run_grid(specs(data, seeds=(0, 1)), out, again, RayExecutor(cpus_per_job=1))
         assert not again.started and len(again.skipped) == 8
+
+    def test_each_task_runs_torch_with_its_cpus_as_threads(self, data, control):
+        jobs = specs(data, seeds=(7,))[:2]
+        for spec, cpus in zip(jobs, (2, 1)):
+            runner.run_grid([spec], control / "runs" / f"threads-{cpus}", executor=RayExecutor(cpus_per_job=cpus))
+            [attempt] = (control / "attempts").glob(f"{spec.job_id}.*")
+            assert attempt.read_text() == str(cpus)
 
     def test_fault_hooks_stop_a_worker_writing_into_a_run_folder(self, control):
         """The check the other tests rely on can fail: a task that writes there is refused."""
