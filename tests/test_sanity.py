@@ -271,3 +271,13 @@ def test_evaluate_refuses_predictions_without_a_saved_spec_before_scoring_anythi
     runner.save_predictions(path, old)
     with pytest.raises(XadError, match=f"{spec.job_id}.npz: predictions without the job's spec"):
         rescore_run(tmp_path)
+
+
+def test_a_results_csv_with_not_applicable_rows_is_imported_as_nan(tmp_path):
+    spec = runner.JobSpec(dataset="synthetic", class_name="fabric", method="centre", sanity=True)
+    runner.run_grid([spec], tmp_path / "run")
+    (tmp_path / "copy").mkdir()  # a folder with only the CSV (e.g. from a release before the store)
+    (tmp_path / "copy" / "results.csv").write_text((tmp_path / "run" / "results.csv").read_text())
+    imported = runner.read_results(tmp_path / "copy").set_index("metric")["value"]
+    assert math.isnan(imported["deletion_area"]) and imported["pixel_auc"] == pytest.approx(
+        runner.read_results(tmp_path / "run").set_index("metric")["value"]["pixel_auc"])

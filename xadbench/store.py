@@ -294,8 +294,8 @@ class ResultStore:
                     raise XadError(f"{where}: {len(record)} fields where the header has {len(header)} "
                                    "(a torn or glued row); delete the job's rows and rerun")
                 row: dict[str, Any] = dict(zip(header, record))
-                try:
-                    row["value"] = float(row["value"])
+                try:  # "" is how a CSV writes NaN (a metric that does not apply)
+                    row["value"] = float(row["value"]) if row["value"] != "" else float("nan")
                 except ValueError:
                     raise XadError(f"{where}: value {row['value']!r} is not a number") from None
                 key = tuple(row[k] for k in KEY)
