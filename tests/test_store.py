@@ -276,7 +276,7 @@ def test_check_reads_every_array_of_a_predictions_file(tmp_path):
 
 
 def test_a_damaged_store_is_one_line_naming_it(tmp_path):
-    run_grid([spec()], tmp_path)
+    first = run_grid([spec()], tmp_path)
     path = tmp_path / "results.sqlite"
     data = path.read_bytes()
     path.write_bytes(data[:100] + b"\0" * 4096 + data[4196:])  # a torn page
@@ -288,6 +288,8 @@ def test_a_damaged_store_is_one_line_naming_it(tmp_path):
         lines = result.output.splitlines()
         assert result.exit_code == 1 and len(lines) == 1, result.output
         assert f"{path}: damaged results store (file is not a database); move it aside" in lines[0]
+    path.rename(tmp_path / "damaged.sqlite")  # what the message says: the exported CSV is imported
+    assert comparable(run_grid([spec()], tmp_path)).equals(comparable(first))
 
 
 # ---------------------------------------------------------------- fault injection: real processes

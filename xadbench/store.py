@@ -41,6 +41,8 @@ from xadbench.errors import XadError
 CLAIMED, FINISHED = "claimed", "finished"
 #: A job id as xadbench writes it (16 hex digits of a SHA-1); a CSV row with another was torn.
 JOB_ID = re.compile(r"[0-9a-f]{16}")
+#: What to do about a damaged row of an older release's results CSV.
+FIX_ROW = "delete that line and the other rows of its job (or jobs), then rerun: the job runs again"
 #: The UNIQUE key of a results row.
 KEY = ("job_id", "blur", "metric")
 #: Seconds a writer waits for another writer's transaction before giving up.
@@ -274,8 +276,7 @@ class ResultStore:
         except OSError as exc:
             raise XadError(f"{path}: cannot read ({exc.strerror})") from None
         if text and not text.endswith("\n"):
-            raise XadError(f"{path}: the last line is incomplete (a torn write); delete that line and rerun "
-                           "to run its job again")
+            raise XadError(f"{path}: the last line is incomplete (a torn write); {FIX_ROW}")
         reader = csv.reader(io.StringIO(text), strict=True)
         rows, seen = [], set()
         try:
@@ -292,7 +293,7 @@ class ResultStore:
                 where = f"{path}, line {reader.line_num}"
                 if len(record) != len(header):
                     raise XadError(f"{where}: {len(record)} fields where the header has {len(header)} "
-                                   "(a torn or glued row); delete the job's rows and rerun")
+                                   f"(a torn or glued row); {FIX_ROW}")
                 row: dict[str, Any] = dict(zip(header, record))
                 try:  # "" is how a CSV writes NaN (a metric that does not apply)
                     row["value"] = float(row["value"]) if row["value"] != "" else float("nan")
@@ -301,7 +302,7 @@ class ResultStore:
                 key = tuple(row[k] for k in KEY)
                 if not JOB_ID.fullmatch(row["job_id"]):
                     raise XadError(f"{where}: job_id {row['job_id']!r} is not 16 hex digits (a torn or glued row); "
-                                   "delete the line and rerun")
+                                   f"{FIX_ROW}")
                 if not all(key):
                     raise XadError(f"{where}: empty {' or '.join(KEY)}")
                 if key in seen:
