@@ -17,7 +17,7 @@ from xadbench.metrics.bootstrap import stratified_weights
 from xadbench.reports import intervals as iv
 from xadbench.reports.cli import compare, report
 from xadbench.reports.tables import format_interval
-from xadbench.runner import RESULT_COLUMNS, postprocess, save_predictions
+from xadbench.runner import postprocess, results_store, save_predictions
 
 N, SIZE = 16, 16
 DEFECTS = ("crack", "hole")
@@ -49,7 +49,10 @@ def make_run(run_dir: Path, strengths: dict[str, float], seeds=(0, 1), n_resampl
                          "preset": "cpu", "protocol": "unsupervised", "blur": "gaussian", "metric": "image_auc",
                          "value": 0.5, "oe": "", "oe_limit": "", "oe_exclude": "", "k": "", "weights": "none",
                          "n_train": 1, "n_test": N, "fit_s": 0, "predict_s": 0, "params": "{}"})
-    pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(run_dir / "results.csv", index=False)
+    store = results_store(run_dir).open()
+    for row in rows:  # one row per job, written as `xadbench run` writes them
+        store.add_job(row["job_id"], [row], checkpoint=False)
+    store.export_csv()
     return run_dir
 
 
