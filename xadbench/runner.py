@@ -35,7 +35,7 @@ from xadbench.anomalies import limit_outlier_exposure
 from xadbench.data_root import default_root
 from xadbench.dataset import Dataset
 from xadbench.errors import XadError
-from xadbench.method import Method
+from xadbench.method import Method, resolve_device
 from xadbench.profiles import Profile, check_preset, get_profile
 from xadbench.registry import datasets, methods, plugin_call
 from xadbench.store import CLAIMED, FINISHED, Owner, ResultStore, append_json, atomic_write, remove_stale_temporaries
@@ -48,6 +48,7 @@ ROUTED_OPTIONS = ("device", "weights", "pretrained", "seed")
 RESULT_COLUMNS = [
     "job_id", "dataset", "class", "method", "seed", "preset", "image_size", "protocol", "blur", "metric", "value",
     "oe", "oe_limit", "oe_exclude", "k", "weights", "n_train", "n_test", "fit_s", "predict_s", "sanity_s", "params",
+    "threads", "device",
 ]
 
 
@@ -233,6 +234,9 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
         "weights": getattr(method, "weights_used_", "none"),
         "n_train": len(train.nominal), "n_test": len(test), "fit_s": round(fit_s, 3), "predict_s": round(predict_s, 3),
         "params": json.dumps(method.get_params(), sort_keys=True, default=str),
+        # CPU training is bit-identical only for a fixed thread count (reduction order), so
+        # every row says which count and device produced it.
+        "threads": torch.get_num_threads(), "device": str(resolve_device(spec.device)),
     }
     reference = sanity.nominal_reference(stack_images(train.nominal))
     metrics, sanity_s = score_job(spec, prediction, test, profile, method.receptive_field_maps, method, images,

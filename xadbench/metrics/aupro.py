@@ -45,9 +45,16 @@ class RegionCounts:
     reweighting of images gives its PRO curve."""
 
     def __init__(self, counts: ImageCounts):
-        weights, regions = zip(*(region_weights(y) for y in counts.masks))
+        regions = []
+
+        def pixel_weights():
+            for y in counts.masks:
+                weights, n_regions = region_weights(y)
+                regions.append(n_regions)
+                yield weights.ravel()
+
         self.nominal = _descending(counts.neg)
-        self.overlap = _descending(counts.weighted([w.ravel() for w in weights]))
+        self.overlap = _descending(counts.weighted(pixel_weights()))
         self.regions = np.asarray(regions, dtype=np.float64)
         self.n_nominal = np.asarray(counts.neg.sum(axis=1)).ravel()
         self.n_values = counts.n_values

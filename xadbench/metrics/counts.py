@@ -19,7 +19,7 @@ matrix product (`bootstrap.py`).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from scipy import sparse
@@ -156,8 +156,8 @@ class ImageCounts:
             self.keys = [np.searchsorted(distinct, k).astype(np.int32) for k in keys]
             self.values = _float64_from_keys(distinct)
         self.n_images = len(maps)
-        self.pos = self.weighted([y.ravel().astype(np.float64) for y in self.masks])
-        self.neg = self.weighted([(~y.ravel()).astype(np.float64) for y in self.masks])
+        self.pos = self._matrix(np.bincount(k[y.ravel()], minlength=self.n_values) for k, y in zip(self.keys, self.masks))
+        self.neg = self._matrix(np.bincount(k[~y.ravel()], minlength=self.n_values) for k, y in zip(self.keys, self.masks))
 
     def _count_levels(self, keys: list[np.ndarray], width: int) -> None:
         """O(n): the keys present come from a bincount over all 2**width level keys."""
@@ -186,16 +186,20 @@ class ImageCounts:
     def n_values(self) -> int:
         return len(self.values)
 
-    def weighted(self, pixel_weights: Sequence[np.ndarray]):
-        """(images × K) matrix: row i sums pixel_weights[i] over the pixels of each value."""
-        k = self.n_values
-        nnz = 0
-        parts = []
-        for keys, w in zip(self.keys, pixel_weights):
-            sums = np.bincount(keys, weights=w, minlength=k)
+    def weighted(self, pixel_weights: Iterable[np.ndarray]):
+        """(images × K) matrix: row i sums pixel_weights[i] (flat, one per pixel) over the pixels
+        of each value. An iterable, so one image's weights at a time need to exist."""
+        return self._matrix(np.bincount(k, weights=w, minlength=self.n_values)
+                            for k, w in zip(self.keys, pixel_weights))
+
+    def _matrix(self, image_rows: Iterable[np.ndarray]):
+        """Stack per-image rows of length K: dense, or CSR where mostly zeros (DENSE_FILL)."""
+        parts, nnz = [], 0
+        for sums in image_rows:
             cols = np.flatnonzero(sums)
-            parts.append((cols, sums[cols]))
+            parts.append((cols, sums[cols].astype(np.float64)))
             nnz += len(cols)
+        k = self.n_values
         if self.n_images * k <= DENSE_FILL * max(nnz, 1):
             dense = np.zeros((self.n_images, k))
             for i, (cols, vals) in enumerate(parts):
