@@ -23,6 +23,11 @@ N, SIZE = 16, 16
 DEFECTS = ("crack", "hole")
 
 
+def job_id(method: str, seed: int) -> str:
+    """A job id of the store's form (16 hex digits)."""
+    return f"{sorted(['ae', 'fcdd', 'pixelstats']).index(method):08x}{seed:08x}"
+
+
 def make_run(run_dir: Path, strengths: dict[str, float], seeds=(0, 1), n_resamples_hint: int = 0) -> Path:
     """One class, methods with a defect signal of the given strength, several seeds; nominal
     images first, then two defect types."""
@@ -37,7 +42,7 @@ def make_run(run_dir: Path, strengths: dict[str, float], seeds=(0, 1), n_resampl
     for method, strength in strengths.items():
         for seed in seeds:
             maps = rng.normal(0, 1, (N, SIZE, SIZE)) + strength * truth
-            job = f"{method}-{seed}"
+            job = job_id(method, seed)
             save_predictions(run_dir / "predictions" / f"{job}.npz", {
                 "score": (maps.max(axis=(1, 2)) + rng.normal(0, 0.5, N)).astype(np.float32),
                 "anomaly_map": maps.astype(np.float16), "label": labels,
@@ -69,12 +74,12 @@ def _table(tables, metric, by_defect=False):
 def test_cells_are_seed_means_of_the_metrics_of_the_resampled_images(tmp_path):
     run = make_run(tmp_path / "run", {"fcdd": 1.5})
     tables = iv.interval_tables(run, n_resamples=100, seed=0, metrics=("image_auc", "pixel_auc"))
-    weights = stratified_weights(_maps(run, "fcdd-0")[1], 100, iv._class_seed("bottle", 0))
+    weights = stratified_weights(_maps(run, job_id("fcdd", 0))[1], 100, iv._class_seed("bottle", 0))
     for metric in ("image_auc", "pixel_auc"):
         cell = _table(tables, metric).cell("bottle", "FCDD")
         full, resampled = [], []
         for seed in (0, 1):
-            scores, labels, maps, masks, _ = _maps(run, f"fcdd-{seed}")
+            scores, labels, maps, masks, _ = _maps(run, job_id("fcdd", seed))
 
             def value(index):
                 if metric == "image_auc":
@@ -94,7 +99,7 @@ def test_defect_rows_take_one_type_and_all_nominal_images(tmp_path):
     run = make_run(tmp_path / "run", {"fcdd": 1.5}, seeds=(0,))
     table = _table(iv.interval_tables(run, n_resamples=100, metrics=("pixel_auc",)), "pixel_auc", by_defect=True)
     assert table.rows == [f"bottle/{d}" for d in DEFECTS]
-    scores, labels, maps, masks, categories = _maps(run, "fcdd-0")
+    scores, labels, maps, masks, categories = _maps(run, job_id("fcdd", 0))
     for defect in DEFECTS:
         chosen = (categories == "good") | (categories == defect)
         expected = roc_auc_score(masks[chosen].ravel(), maps[chosen].ravel())
