@@ -372,6 +372,19 @@ def processes():
     return multiprocessing.get_context("fork")
 
 
+def run_grid_one_thread(specs, out):
+    """run_grid in this process with one thread, as the forked runs compute (`_cli_run`): results
+    are bit-identical only for a fixed thread count, and the `threads` column records it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_grid(specs, out)
+    finally:
+        torch.set_num_threads(before)
+
+
 def comparable(table):
     """The results without the timings, in a fixed order."""
     return table.drop(columns=["fit_s", "predict_s"]).sort_values(["job_id", "metric"]).reset_index(drop=True)
@@ -384,7 +397,7 @@ def test_runs_killed_at_random_points_resume_to_identical_results(tmp_path, proc
     import random
     import time
 
-    reference = comparable(run_grid(grid_specs(), tmp_path / "reference"))
+    reference = comparable(run_grid_one_thread(grid_specs(), tmp_path / "reference"))
     log, rng = tmp_path / "log.txt", random.Random(10)
     kills, folders, out = [], 0, None
     while len(kills) < 10:
@@ -423,7 +436,15 @@ def assert_complete(out, reference):
 
 
 def _cli_run_here(out):
-    result = CliRunner().invoke(app, [*run_args(), "--out", str(out)])
+    """The CLI run in this process, with one thread like the forked runs."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = CliRunner().invoke(app, [*run_args(), "--out", str(out)])
+    finally:
+        torch.set_num_threads(before)
     assert result.exit_code == 0, result.output
 
 
@@ -445,4 +466,4 @@ def test_two_runs_into_one_folder_share_the_jobs(tmp_path, processes):
     assert all(reported(text, "done  ", "skip  ") == jobs for text in texts)  # each run saw the grid complete
     table = runner.read_results(out)
     assert len(table) == 6 * 3 and not table.duplicated(["job_id", "blur", "metric"]).any()
-    assert comparable(table).equals(comparable(run_grid(grid_specs(), tmp_path / "alone")))
+    assert comparable(table).equals(comparable(run_grid_one_thread(grid_specs(), tmp_path / "alone")))

@@ -17,6 +17,7 @@ class MeanDistance(Method):
     """
 
     supervision = "none"
+    deterministic = True                      # no random parts: any seed gives the same result
 
     def __init__(self, window: int = 3):
         self.window = window
