@@ -10,13 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from xadbench.defaults import CMAP, RESAMPLES
 from xadbench.errors import XadError
-from xadbench.metrics.bootstrap import RESAMPLES
-from xadbench.reports.compare import compare_tables, delong_rows
-from xadbench.reports.figures import CMAP, write_figures
-from xadbench.reports.html import write_html
-from xadbench.reports.intervals import check_style, interval_summary, interval_tables, write_intervals
-from xadbench.reports.tables import report_tables, summary_table, write_report
 
 RunDir = Annotated[Path, typer.Argument(help="Run folder written by `xadbench run` (holds results.csv).",
                                         show_default=False)]
@@ -50,6 +45,10 @@ def report(
 
     Example: xadbench report runs/mvtec-unsupervised-cpu --compare paper --ci halfwidth --html
     """
+    from xadbench.reports.html import write_html
+    from xadbench.reports.intervals import check_style, interval_summary, interval_tables, write_intervals
+    from xadbench.reports.tables import report_tables, summary_table, write_report
+
     if ci != "off":
         check_style(ci)
         _check_resamples(resamples)
@@ -88,6 +87,8 @@ def compare(
 
     Example: xadbench compare runs/mvtec-unsupervised-cpu --metric pixel_auc
     """
+    from xadbench.reports.compare import compare_tables, delong_rows
+
     _check_resamples(resamples)
     console = Console()
     for matrix in compare_tables(run_dir, metric, resamples, ci_seed):
@@ -115,5 +116,7 @@ def figures(
 
     Example: xadbench figures runs/mvtec-unsupervised-cpu --norm local --eta 0.97
     """
+    from xadbench.reports.figures import write_figures
+
     paths = write_figures(run_dir, norm=norm, eta=eta, blur=blur, samples=samples, cmap=cmap)
     typer.echo(f"figures: {Path(run_dir) / 'figures'} ({len(paths)} files)")

@@ -45,6 +45,7 @@ from sklearn.metrics import auc, roc_curve
 from xadbench.errors import XadError
 from xadbench.heatmaps import quantile_normalise
 from xadbench.reports.tables import load_results
+from xadbench.defaults import CMAP
 from xadbench.runner import BLUR_POLICIES, atomic_write, load_predictions, postprocess
 from xadbench.sanity import REFERENCE_METHODS
 
@@ -59,7 +60,6 @@ DISPLAY_DEFAULTS = {
 }
 FALLBACK_DISPLAY = DISPLAY_DEFAULTS["mvtec"]
 MAX_ROC_PIXELS = 200_000
-CMAP = "jet"  # the paper's colour map; --cmap takes any matplotlib name
 CELL_INCHES = 1.1
 DPI = 120
 

@@ -29,8 +29,8 @@ from scipy import sparse
 
 from xadbench.metrics.aupro import RegionCounts, aupro_resamples
 from xadbench.metrics.counts import ImageCounts, auc_from_counts, rows
+from xadbench.defaults import RESAMPLES
 
-RESAMPLES = 1000
 CONFIDENCE = 0.95
 #: Resamples per matrix product: bounds the (batch × K) temporaries.
 BATCH_ELEMENTS = 1 << 21

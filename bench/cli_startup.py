@@ -1,0 +1,43 @@
+"""Wall time of `xadbench --help` and `xadbench methods list` against `python -c "import torch"`,
+each a fresh interpreter, best of 5, measured in the same run. Prints the CPU model and the load
+average, since the numbers only mean something on an idle machine."""
+import os
+import platform
+import subprocess
+import sys
+import time
+
+REPEATS = 5
+COMMANDS = {
+    "import torch": [sys.executable, "-c", "import torch"],
+    "xadbench --help": [sys.executable, "-c", "from xadbench.cli import main; main()", "--help"],
+    "xadbench methods list": [sys.executable, "-c", "from xadbench.cli import main; main()", "methods", "list"],
+}
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
+
+
+def wall(command: list[str]) -> float:
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    print(f"cpu: {cpu_model()} ({os.cpu_count()} cores), load average {os.getloadavg()[0]:.2f}")
+    seconds = {name: wall(command) for name, command in COMMANDS.items()}
+    for name, value in seconds.items():
+        print(f"{name:<24} {value:6.3f} s  = {value / seconds['import torch']:.2f} x import torch")
+
+
+if __name__ == "__main__":
+    main()
