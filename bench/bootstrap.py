@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 import tracemalloc
 
@@ -25,19 +24,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from xadbench.metrics.bootstrap import TestSet, percentile_interval, stratified_weights
+from xadbench.provenance import cpu_model
 
 NOMINAL_SHARE = 20 / 83
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_data(n_images: int, side: int, seed: int):

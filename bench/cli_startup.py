@@ -2,10 +2,11 @@
 each a fresh interpreter, best of 5, measured in the same run. Prints the CPU model and the load
 average, since the numbers only mean something on an idle machine."""
 import os
-import platform
 import subprocess
 import sys
 import time
+
+from xadbench.provenance import cpu_model
 
 REPEATS = 5
 COMMANDS = {
@@ -14,13 +15,6 @@ COMMANDS = {
     "xadbench methods list": [sys.executable, "-c", "from xadbench.cli import main; main()", "methods", "list"],
 }
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def wall(command: list[str]) -> float:

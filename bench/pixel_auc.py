@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import platform
 import time
 import tracemalloc
 
@@ -25,6 +24,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from xadbench.evaluator import pixel_auc, pixel_auc_counting, pixel_auc_sorting, roc_auc
+from xadbench.provenance import cpu_model
 
 SIDE = 900  # MVTec-AD bottle's resolution
 NOMINAL_SHARE = 20 / 83  # bottle: 20 good of 83 test images
@@ -68,16 +68,6 @@ def measure(fn):
     tracemalloc.stop()
     return float(value), seconds, peak
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
