@@ -20,3 +20,17 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (only on the project's dev machines)")
     return SHARED_DATA
+
+
+def registered_method_or_skip(name: str):
+    """The registered method `name`; the test is skipped when it needs an optional extra that is
+    not installed (`make test` installs every extra, so CI runs them)."""
+    from xadbench.errors import MissingExtraError, PluginError
+    from xadbench.registry import methods
+
+    try:
+        return methods.get(name)
+    except PluginError as exc:
+        if isinstance(exc.__cause__, MissingExtraError):
+            pytest.skip(str(exc.__cause__))
+        raise

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xadbench.errors import MissingExtraError, PluginError
+from tests.conftest import registered_method_or_skip
 from xadbench.registry import methods
 from xadbench.testing import CHECKS, Contract
 
@@ -21,13 +21,7 @@ _contracts: dict[str, Contract] = {}
 
 def contract(name: str) -> Contract:
     if name not in _contracts:
-        try:
-            plugin = methods.get(name)
-        except PluginError as exc:  # an optional extra that is not installed (make test installs them)
-            if isinstance(exc.__cause__, MissingExtraError):
-                pytest.skip(str(exc.__cause__))
-            raise
-        _contracts[name] = Contract(plugin, FAST.get(name, {}))
+        _contracts[name] = Contract(registered_method_or_skip(name), FAST.get(name, {}))
     return _contracts[name]
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import registered_method_or_skip
 from tests.test_mvtec import make_class
 from xadbench.cli import app
-from xadbench.errors import MissingExtraError, PluginError, XadError
+from xadbench.errors import XadError
 from xadbench.profiles import PRESETS, PROFILES
 from xadbench.registry import methods
 from xadbench.validation import Interval, check_method_params, check_out_folder, method_params
@@ -79,12 +80,7 @@ def test_an_unscoped_set_goes_only_to_methods_that_have_the_key():
 
 @pytest.mark.parametrize("name", methods.names())
 def test_every_preset_meets_its_methods_constraints(name):
-    try:
-        plugin = methods.get(name)
-    except PluginError as exc:  # an optional extra that is not installed (make test installs them)
-        if isinstance(exc.__cause__, MissingExtraError):
-            pytest.skip(str(exc.__cause__))
-        raise
+    plugin = registered_method_or_skip(name)
     for preset in PRESETS:
         for profile in PROFILES:
             check_method_params(name, plugin, plugin.preset(preset, profile), option="preset")
