@@ -43,7 +43,8 @@ from xadbench.errors import XadError
 from xadbench.evaluator import IMAGE_AUC, PER_IMAGE_PIXEL_AUC, PIXEL_AUC
 from xadbench.metrics.aupro import AUPRO
 from xadbench.metrics.bootstrap import CONFIDENCE, RESAMPLES, TestSet, percentile_interval, stratified_weights
-from xadbench.reports.tables import DIGITS, METRIC_NAMES, TABLE_KEYS, format_interval, load_results, tex_escape
+from xadbench.reports.tables import (BOLD, DIGITS, LATEX_MISSING, METRIC_NAMES, TABLE_KEYS, format_interval, latex_float,
+                                     load_results, siunitx_column, siunitx_number, tex_escape)
 from xadbench.runner import atomic_write, load_predictions, postprocess
 from xadbench.sanity import REFERENCE_METHODS
 
@@ -255,17 +256,27 @@ def interval_rows(tables: list[IntervalTable]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _cell_text(table: IntervalTable, row: str, column: str, style: str, latex: bool) -> str:
+def _cell_text(table: IntervalTable, row: str, column: str, style: str) -> str:
     cell = table.cell(row, column)
     if cell is None:
-        return "--" if latex else "–"
-    text = format_interval(cell.value, cell.low, cell.high, style, latex=latex)
+        return "–"
+    text = format_interval(cell.value, cell.low, cell.high, style)
     if cell.n_seeds > 1 and not np.isnan(cell.seed_std):
         text += f" ({cell.seed_std:.{DIGITS}f})"
-    mark = table.marks(row).get(column)
-    if latex:
-        return {BEST: "\\textbf{%s}", TIED: "\\underline{%s}"}.get(mark, "%s") % text
-    return text + {BEST: " *", TIED: " ~"}.get(mark, "")
+    return text + {BEST: " *", TIED: " ~"}.get(table.marks(row).get(column), "")
+
+
+def _latex_cell(table: IntervalTable, row: str, column: str, style: str) -> str:
+    """A siunitx cell: the value as a number (with ± half-width as its uncertainty), the interval
+    and the seed std as text after it; underlined in the tied group."""
+    cell = table.cell(row, column)
+    if cell is None:
+        return LATEX_MISSING
+    after = f"\\,[{cell.low:.{DIGITS}f}, {cell.high:.{DIGITS}f}]" if style == "interval" else ""
+    if cell.n_seeds > 1 and not np.isnan(cell.seed_std):
+        after += f" ({cell.seed_std:.{DIGITS}f})"
+    halfwidth = (cell.high - cell.low) / 2 if style == "halfwidth" else np.nan
+    return siunitx_number(cell.value, halfwidth, after=after, underline=table.marks(row).get(column) == TIED)
 
 
 def to_interval_csv(table: IntervalTable) -> str:
@@ -299,27 +310,21 @@ def _caption(table: IntervalTable, style: str) -> str:
     return text.replace("%", "\\%")
 
 
+
+
 def to_interval_latex(table: IntervalTable, style: str) -> str:
-    """A booktabs table float (needs \\usepackage{booktabs})."""
-    refs = len(table.references)
-    header = ["Defect type" if table.by_defect else "Class", *(tex_escape(c) for c in table.columns)]
-    groups = []
-    if refs and len(table.columns) > refs:
-        span = len(table.columns) - refs
-        groups = [f" & \\multicolumn{{{refs}}}{{c}}{{References}} & \\multicolumn{{{span}}}{{c}}{{Methods}} \\\\",
-                  f"\\cmidrule(lr){{2-{refs + 1}}}\\cmidrule(lr){{{refs + 2}-{refs + 1 + span}}}"]
-    lines = ["% Written by xadbench from the run's predictions. Needs \\usepackage{booktabs}.",
-             "\\begin{table}[htbp]", "\\centering", f"\\caption{{{_caption(table, style)}}}",
-             f"\\label{{tab:xadbench-{re.sub(r'[^A-Za-z0-9]+', '-', table.slug)}}}",
-             f"\\begin{{tabular}}{{l{'c' * len(table.columns)}}}", "\\toprule", *groups,
-             " & ".join(header) + " \\\\", "\\midrule"]
-    for row in table.rows:
-        if row == MEAN:
-            lines.append("\\midrule")
-        cells = [_cell_text(table, row, c, style, latex=True) for c in table.columns]
-        lines.append(" & ".join([tex_escape(row), *cells]) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
-    return "\n".join(lines)
+    """A booktabs float with siunitx columns (`tables.latex_float`)."""
+    cells = pd.DataFrame({c: [_latex_cell(table, r, c, style) for r in table.rows] for c in table.columns},
+                         index=table.rows)
+    styles = pd.DataFrame({c: [BOLD if table.marks(r).get(c) == BEST else "" for r in table.rows] for c in table.columns},
+                          index=table.rows)  # the tied group is underlined in its cells' text
+    values = {c: pd.Series([cell.value for (r, col), cell in table.cells.items() if col == c], dtype=float)
+              for c in table.columns}
+    formats = [siunitx_column(values[c], uncertainty=style == "halfwidth") for c in table.columns]
+    return latex_float(cells, styles, header="Defect type" if table.by_defect else "Class", column_formats=formats,
+                       references=len(table.references), caption=_caption(table, style),
+                       label=f"tab:xadbench-{re.sub(r'[^A-Za-z0-9]+', '-', table.slug)}", notes=[],
+                       source="the run's predictions")
 
 
 def write_intervals(run_dir: Path, style: str = "interval", tables: list[IntervalTable] | None = None,
@@ -358,5 +363,5 @@ def interval_summary(tables: list[IntervalTable], style: str) -> RichTable:
             continue
         row = table.rows[-1]
         summary.add_row(table.key["protocol"], table.key["blur"], table.key["metric"], row,
-                        *(_cell_text(table, row, c, style, latex=False) if c in table.columns else "" for c in columns))
+                        *(_cell_text(table, row, c, style) if c in table.columns else "" for c in columns))
     return summary

@@ -24,8 +24,9 @@ above (by `sanity.MEAN_MAP_MARGIN`) the method's own mean map's: the CSV lists t
 class in a "not above own mean map" column, the LaTeX marks the cells and says so under the table.
 
 Each table is written as CSV (class rows only, numbers at full precision: "<method>" holds the
-mean, "<method> std" the std; Mean and σ follow from them) and as LaTeX (booktabs) to
-RUN_DIR/tables/.
+mean, "<method> std" the std; Mean and σ follow from them) and as LaTeX to RUN_DIR/tables/: pandas'
+`Styler.to_latex` with booktabs rules and siunitx `S` columns, so the numbers align on the decimal
+point and the tables compile with the LaTeX packages booktabs and siunitx (v3).
 """
 from __future__ import annotations
 
@@ -320,23 +321,22 @@ def to_csv(table: ResultTable) -> str:
     return frame.rename_axis("class").reset_index().to_csv(index=False)
 
 
-def format_cell(mean: float, std: float = np.nan, *, bold: bool = False, pm: str = " ± ",
-                strong: str = "%s", missing: str = "–", digits: int = DIGITS) -> str:
-    """"0.912 ± 0.013", or "0.912" without a std; `strong` wraps bold text, e.g. "\\textbf{%s}"."""
+def format_cell(mean: float, std: float = np.nan, *, bold: bool = False, strong: str = "%s",
+                digits: int = DIGITS) -> str:
+    """"0.912 ± 0.013", or "0.912" without a std, "–" without a value; `strong` wraps bold text,
+    e.g. "[bold]%s[/bold]"."""
     if pd.isna(mean):
-        return missing
-    text = f"{mean:.{digits}f}" + ("" if pd.isna(std) else f"{pm}{std:.{digits}f}")
+        return "–"
+    text = f"{mean:.{digits}f}" + ("" if pd.isna(std) else f" ± {std:.{digits}f}")
     return strong % text if bold else text
 
 
-def format_interval(value: float, low: float, high: float, style: str = "interval", *, latex: bool = False,
-                    digits: int = DIGITS) -> str:
+def format_interval(value: float, low: float, high: float, style: str = "interval", *, digits: int = DIGITS) -> str:
     """"0.912 [0.890, 0.931]" (style "interval") or "0.912 ± 0.021" (style "halfwidth": half the
     interval's width, which need not be centred on the value)."""
     if style == "interval":
         return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-    pm = " $\\pm$ " if latex else " ± "
-    return f"{value:.{digits}f}{pm}{(high - low) / 2:.{digits}f}"
+    return f"{value:.{digits}f} ± {(high - low) / 2:.{digits}f}"
 
 
 _TEX_SPECIALS = {
@@ -404,48 +404,106 @@ def setup_notes(results: pd.DataFrame) -> list[str]:
     return notes
 
 
+#: The LaTeX packages a written table needs (siunitx v3: its `S` columns align the numbers on the
+#: decimal point and typeset "0.912 \pm 0.013" as a value with its uncertainty).
+LATEX_PACKAGES = r"\usepackage{booktabs} \usepackage{siunitx}"
+#: Options of every `S` column: bold set by the Styler (\bfseries) is detected, text mode keeps
+#: the body font.
+SIUNITX_OPTIONS = "detect-weight, mode=text"
+#: A cell without a value: braced, so an `S` column reads it as text, not a number.
+LATEX_MISSING = "{--}"
+LATEX_FLAG = "$^\\dagger$"
+BOLD = "bfseries: ;"  # Styler props: \bfseries before the cell
+
+
+def siunitx_number(value: float, uncertainty: float = np.nan, *, after: str = "", underline: bool = False,
+                   digits: int = DIGITS) -> str:
+    """A cell of an `S` column: "0.912" or "0.912 \\pm 0.013" (the column prints the uncertainty
+    as ± it), then `after` (LaTeX, e.g. an interval or a mark) as braced text; LATEX_MISSING
+    without a value. An underlined cell is text to siunitx (\\num keeps the number's format) and
+    leaves the decimal alignment."""
+    if pd.isna(value):
+        return LATEX_MISSING
+    number = f"{value:.{digits}f}" + ("" if pd.isna(uncertainty) else f" \\pm {uncertainty:.{digits}f}")
+    if underline:
+        return f"{{\\underline{{\\num{{{number}}}{after}}}}}"
+    return number + (f"{{{after}}}" if after else "")
+
+
+def siunitx_column(values: pd.Series, uncertainty: bool = False, digits: int = DIGITS) -> str:
+    """An `S` column whose table-format reserves room for the sign, integer digits and decimals
+    of `values` (and a separately printed uncertainty)."""
+    finite = pd.to_numeric(values, errors="coerce").dropna()
+    integers = len(str(int(finite.abs().max()))) if len(finite) else 1
+    sign = "-" if (finite < 0).any() else ""
+    layout = f"{sign}{integers}.{digits}" + (f"({digits})" if uncertainty else "")
+    separate = ", uncertainty-mode=separate" if uncertainty else ""
+    return f"S[table-format={layout}{separate}, {SIUNITX_OPTIONS}]"
+
+
+def latex_float(cells: pd.DataFrame, styles: pd.DataFrame, *, header: str, column_formats: list[str],
+                references: int, caption: str, label: str, notes: list[str], source: str) -> str:
+    """A table float rendered by pandas' `Styler.to_latex`: booktabs rules (hrules), siunitx `S`
+    columns (`column_formats`, one per column of `cells`), the row names and column labels
+    escaped by the Styler, `styles` (Styler props per cell, e.g. BOLD) as highlighting, the first
+    `references` columns grouped under "References" and the rest under "Methods", a rule above
+    the Mean row, and `notes` (LaTeX) under the tabular. `cells` hold siunitx cell text
+    (`siunitx_number`), `caption` is LaTeX already."""
+    frame = cells.astype(object).copy()
+    styles = styles.astype(object).reindex(index=cells.index, columns=cells.columns, fill_value="")
+    frame.insert(0, header, [str(name) for name in cells.index])
+    styles.insert(0, header, "")
+    grouped = 0 < references < cells.shape[1]
+    if grouped:
+        top = ["", *["References"] * references, *["Methods"] * (cells.shape[1] - references)]
+        frame.columns = styles.columns = pd.MultiIndex.from_arrays([top, list(frame.columns)])
+    frame.index = styles.index = pd.RangeIndex(len(frame))
+    names = frame.columns[0]
+    styler = (frame.style.hide(axis="index")
+              .format(lambda name: "$\\sigma$" if name == SIGMA else name, escape="latex", subset=[names])
+              .format_index(escape="latex", axis=1)
+              .apply(lambda _: styles, axis=None))
+    latex = styler.to_latex(column_format="l" + "".join(column_formats), hrules=True, siunitx=True,
+                            caption=caption, label=label, position="htbp", position_float="centering",
+                            multicol_align="c", environment="table")
+    lines = latex.splitlines()
+    if grouped:  # a rule under each group's label, as booktabs sets it
+        span = cells.shape[1] - references
+        lines.insert(lines.index("\\toprule") + 2, f"\\cmidrule(lr){{2-{references + 1}}}"
+                                                   f"\\cmidrule(lr){{{references + 2}-{references + 1 + span}}}")
+    mean_row = next((i for i, line in enumerate(lines) if line.startswith(f"{MEAN} & ")), None)
+    if mean_row is not None:
+        lines.insert(mean_row, "\\midrule")
+    lines[lines.index("\\end{table}"):lines.index("\\end{table}")] = notes
+    return "\n".join([f"% Written by xadbench from {source}. Needs {LATEX_PACKAGES}.", *lines, ""])
+
+
 def to_latex(table: ResultTable) -> str:
-    """A booktabs table float that compiles inside a paper (needs \\usepackage{booktabs})."""
+    """The table as a booktabs float with decimal-aligned siunitx columns (`latex_float`): our
+    columns as mean ± std, the best of a row bold, † where `flags` says so, then the paper's."""
     best = table.best()
     ours, published = list(table.mean.columns), list(table.paper.columns)
-    header = ["Class", *(tex_escape(c) for c in ours + published)]
-    refs = len(table.references)
-    groups = []
-    if refs and len(ours) - refs + len(published):  # "References", "Methods" over their columns, under a rule
-        span = len(ours) - refs + len(published)
-        groups = [f" & \\multicolumn{{{refs}}}{{c}}{{References}} & \\multicolumn{{{span}}}{{c}}{{Methods}} \\\\",
-                  f"\\cmidrule(lr){{2-{refs + 1}}}\\cmidrule(lr){{{refs + 2}-{refs + 1 + span}}}"]
-    lines = [
-        "% Written by xadbench from results.csv. Needs \\usepackage{booktabs}.",
-        "\\begin{table}[htbp]",
-        "\\centering",
-        f"\\caption{{{_caption(table)}}}",
-        f"\\label{{tab:xadbench-{re.sub(r'[^A-Za-z0-9]+', '-', table.slug)}}}",
-        f"\\begin{{tabular}}{{l{'c' * (len(ours) + len(published))}}}",
-        "\\toprule",
-        *groups,
-        " & ".join(header) + " \\\\",
-        "\\midrule",
-    ]
+    cells = pd.DataFrame(index=table.mean.index, columns=ours + published, dtype=object)
     for row in table.mean.index:
-        if row == MEAN:
-            lines.append("\\midrule")
-        name = "$\\sigma$" if row == SIGMA else tex_escape(row)
-        cells = [format_cell(table.mean.at[row, c], table.std.at[row, c], bold=best.at[row, c], pm=" $\\pm$ ",
-                             strong="\\textbf{%s}", missing="--")
-                 + ("$^\\dagger$" if c in table.flags.get(row, []) else "") for c in ours]
+        for column in ours:
+            flag = LATEX_FLAG if column in table.flags.get(row, []) else ""
+            cells.at[row, column] = siunitx_number(table.mean.at[row, column], table.std.at[row, column], after=flag)
         # Published class values keep the paper's two decimals; our Mean and σ over them do not.
         digits = DIGITS if row in (MEAN, SIGMA) else PAPER_DIGITS
-        cells += [format_cell(table.paper.at[row, c], missing="--", digits=digits) for c in published]
-        lines.append(" & ".join([name, *cells]) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}"]
+        for column in published:
+            cells.at[row, column] = siunitx_number(table.paper.at[row, column], digits=digits)
+    styles = best.map(lambda strong: BOLD if strong else "")
+    formats = [siunitx_column(table.mean[c], uncertainty=table.std[c].notna().any()) for c in ours]
+    formats += [siunitx_column(table.paper[c]) for c in published]
+    notes = []
     if any(table.flags.values()):
-        lines.append(f"\\par\\smallskip{{\\footnotesize $^\\dagger$ not clearly above the method's own mean map "
+        notes.append(f"\\par\\smallskip{{\\footnotesize $^\\dagger$ not clearly above the method's own mean map "
                      f"over the test set (by less than {MEAN_MAP_MARGIN:g}): the map has not explained the images.}}")
     if any(table.mean[c].isna().all() for c in ours):
-        lines.append("\\par{\\footnotesize -- : not applicable (no trained layers, or a score that ignores the pixels).}")
-    lines += ["\\end{table}", ""]
-    return "\n".join(lines)
+        notes.append("\\par{\\footnotesize -- : not applicable (no trained layers, or a score that ignores the pixels).}")
+    return latex_float(cells, styles, header="Class", column_formats=formats, references=len(table.references),
+                       caption=_caption(table), label=f"tab:xadbench-{re.sub(r'[^A-Za-z0-9]+', '-', table.slug)}",
+                       notes=notes, source="results.csv")
 
 
 def summary_table(tables: list[ResultTable]) -> RichTable:

@@ -110,8 +110,8 @@ def test_mean_and_sigma_rows_are_over_class_means(run_dir):
 def test_best_of_each_row_is_bold(run_dir):
     tab.write_report(run_dir)
     rows = tex_rows((run_dir / "tables" / "mvtec_unsupervised_cpu_gaussian_image_auc.tex").read_text())
-    bold = {name: [i for i, cell in enumerate(cells) if cell.startswith("\\textbf{")] for name, cells in rows.items()}
-    assert bold["Class"] == []
+    bold = {name: [i for i, cell in enumerate(cells) if cell.startswith("\\bfseries ")] for name, cells in rows.items()}
+    assert bold["{Class}"] == []
     assert bold["bottle"] == [METHODS.index("grad")]            # 0.98 beats fcdd's 0.94
     assert bold["metal\\_nut"] == [METHODS.index("fcdd")]
     assert bold["Mean"] == [METHODS.index("fcdd")]
@@ -124,8 +124,8 @@ def test_single_seed_shows_no_plus_minus(tmp_path):
     run = write_results(tmp_path / "one-seed", rows)
     tab.write_report(run)
     text = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex").read_text()
-    assert "\\pm$ 0" not in text
-    assert tex_rows(text)["bottle"][0] == "\\textbf{0.930}"
+    assert "\\pm" not in text.split("\\toprule")[1]
+    assert tex_rows(text)["bottle"][0] == "\\bfseries 0.930"
     assert "one seed, so no spread over seeds is shown" in text and "over 1 seed" not in text
     assert read_table(run, "pixel_auc")["FCDD std"].isna().all()
 
@@ -136,7 +136,7 @@ def test_single_method_table_bolds_nothing_and_caption_is_in_words(tmp_path):
     run = write_results(tmp_path / "one-method", rows)
     tab.write_report(run)
     text = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex").read_text()
-    assert "textbf" not in text
+    assert "bfseries" not in text
     caption = text[text.index("\\caption{"):].splitlines()[0]
     assert "MVTec-AD" in caption and "cpu preset (128 px images)" in caption
     assert "FCDD's not blurred" in caption and "Bold" not in caption
@@ -162,9 +162,12 @@ def test_latex_is_well_formed_and_escaped(run_dir):
             assert depth >= 0
         assert depth == 0
         assert "\\toprule" in text and "\\midrule" in text and "\\bottomrule" in text
-        columns = len(re.search(r"\\begin\{tabular\}\{([lc]+)\}", text).group(1))
+        spec = re.search(r"\\begin\{tabular\}\{(.+)\}$", text, re.M).group(1)
+        columns = len(re.sub(r"\[[^]]*\]", "", spec))  # l, then an S[table-format=...] per column
+        assert re.fullmatch(r"l(S\[table-format=-?\d\.\d(\(\d\))?[^]]*\])+", spec), spec
         for cells in tex_rows(text).values():
-            assert len(cells) + 1 == columns
+            if not cells[0].startswith("\\multicolumn"):
+                assert len(cells) + 1 == columns
         assert "metal\\_nut" in text and "metal_nut" not in text.replace("metal\\_nut", "")
         body = "\n".join(line for line in text.splitlines() if not line.startswith("%"))
         assert not re.search(r"[%#_]", re.sub(r"\\[%#_&$]", "", body)), "unescaped special character"
@@ -175,12 +178,17 @@ def test_tex_escape_covers_specials():
         "metal\\_nut 50\\% A\\&B \\#1 \\$x \\{y\\} \\textasciitilde{}\\textasciicircum{}\\textbackslash{}")
 
 
-@pytest.mark.skipif(not (shutil.which("pdflatex") or shutil.which("latexmk")), reason="no LaTeX installed")
+def latex_with_siunitx() -> bool:
+    return bool(shutil.which("pdflatex") and shutil.which("kpsewhich")
+                and subprocess.run(["kpsewhich", "siunitx.sty"], capture_output=True).returncode == 0)
+
+
+@pytest.mark.skipif(not latex_with_siunitx(), reason="no pdflatex with siunitx installed")
 def test_latex_compiles(run_dir, tmp_path):
     tab.write_report(run_dir, compare="paper")
     tex = run_dir / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex"
     doc = tmp_path / "doc.tex"
-    doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n"
+    doc.write_text(f"\\documentclass{{article}}{tab.LATEX_PACKAGES}\\begin{{document}}\n"
                    f"\\input{{{tex.as_posix()}}}\n\\end{{document}}\n")
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
@@ -211,10 +219,11 @@ def test_compare_paper_adds_published_numbers(run_dir):
     assert "Grad (paper)" not in pixel.columns
 
     tex = (run_dir / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex").read_text()
-    assert "FCDD (paper) & AE-L2 (paper)" in tex and "Table 2" in tex
+    assert "Table 2" in tex
     # cpu preset and random init beside the paper's numbers: the caption says so.
     assert "differs from the paper" in tex and "Preset cpu" in tex and "Random init" not in tex
     assert tex_rows(tex)["bottle"][-2:] == ["0.97", "0.86"]
+    assert "{FCDD (paper)} & {AE-L2 (paper)}" in tex
     # Without --compare the published columns stay out.
     tab.write_report(run_dir)
     assert not any("paper" in c for c in read_table(run_dir, "pixel_auc").columns)
@@ -428,3 +437,14 @@ def test_oe_exclusion_variants_are_not_pooled_as_seeds(tmp_path):
             for i, (excl, val) in enumerate([("", 0.74), ("n03417042,n02102040", 0.73)])]
     (table,) = tab.report_tables(write_results(tmp_path / "run", rows))
     assert list(table.mean.columns) == ["FCDD (oe_exclude=)", "FCDD (oe_exclude=n03417042,n02102040)"]
+
+
+def test_siunitx_cells_and_column_formats():
+    """Hand-worked: the S column reserves sign, integer digits and decimals of its values."""
+    assert tab.siunitx_column(pd.Series([0.912, 0.5])) == "S[table-format=1.3, detect-weight, mode=text]"
+    assert tab.siunitx_column(pd.Series([-0.25, 12.5, np.nan]), uncertainty=True) == (
+        "S[table-format=-2.3(3), uncertainty-mode=separate, detect-weight, mode=text]")
+    assert tab.siunitx_number(0.9123, 0.0131) == "0.912 \\pm 0.013"
+    assert tab.siunitx_number(0.81, after="$^\\dagger$") == "0.810{$^\\dagger$}"
+    assert tab.siunitx_number(0.5, underline=True) == "{\\underline{\\num{0.500}}}"
+    assert tab.siunitx_number(np.nan, 0.1) == "{--}"

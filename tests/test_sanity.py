@@ -257,7 +257,7 @@ def test_tables_put_references_first_and_flag_a_method_not_above_its_mean_map(tm
     assert table.best().loc["wood"].tolist() == [False, True, False]  # references never bold
     assert "centre,Grad" in to_csv(table) and FLAG_COLUMN in to_csv(table)
     latex = to_latex(table)
-    assert "0.810$^\\dagger$" in latex and "0.900$^\\dagger$" not in latex and "References" in latex
+    assert "0.810{$^\\dagger$}" in latex and "0.900{$^\\dagger$}" not in latex and "References" in latex
 
 
 def test_evaluate_refuses_predictions_without_a_saved_spec_before_scoring_anything(tmp_path):
