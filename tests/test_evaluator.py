@@ -162,3 +162,41 @@ def test_counting_path_rejects_non_finite(dtype, bad):
     maps[2][0, 0] = bad
     with pytest.raises(ValueError, match="NaN or inf"):
         ev.pixel_auc_counting(maps, masks)
+
+
+def _exact_pooled_auc(maps, masks):
+    """Brute force over every (positive, negative) pixel pair, as a fraction rounded once."""
+    from fractions import Fraction
+
+    scores = np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in maps])
+    labels = np.concatenate([np.asarray(y).ravel() for y in masks])
+    pos, neg = scores[labels], scores[~labels]
+    twice = int(2 * (pos[:, None] > neg[None, :]).sum() + (pos[:, None] == neg[None, :]).sum())
+    return float(Fraction(twice, 2 * len(pos) * len(neg)))
+
+
+@pytest.mark.parametrize("kind", ["continuous", "float16 levels as float32", "float16", "coarse ties", "signed zeros"])
+def test_pooled_pixel_auc_is_the_exact_fraction_on_both_paths(kind):
+    rng = np.random.default_rng(3)
+    maps, masks = _maps_and_masks(rng, [(30, 31), (25, 20), (9, 40), (33, 33)], nominal={1})
+    maps = [(m + rng.standard_normal(m.shape) * 0.3) for m in maps]
+    if kind == "continuous":
+        maps = [m.astype(np.float32) for m in maps]
+    elif kind == "float16 levels as float32":
+        maps = [m.astype(np.float16).astype(np.float32) for m in maps]
+    elif kind == "float16":
+        maps = [m.astype(np.float16) for m in maps]
+    elif kind == "coarse ties":
+        maps = [np.round(m * 2).astype(np.float32) for m in maps]
+    else:  # -0.0 and 0.0 are one value, whichever class holds which
+        zeros = [np.where(rng.random(m.shape) < 0.5, np.float32(-0.0), np.float32(0.0)) for m in maps]
+        maps = [np.where(m > 1.2, np.float32(1.0), z) for m, z in zip(maps, zeros)]
+        assert any(np.signbit(m).any() for m in maps)
+    expected = _exact_pooled_auc(maps, masks)
+    assert ev.pixel_auc_sorting(maps, masks) == expected
+    assert ev.pixel_auc(maps, masks) == expected
+    if kind != "continuous":
+        assert ev.pixel_auc_counting(maps, masks) == expected
+    else:
+        with pytest.raises(ValueError, match="float16 levels"):
+            ev.pixel_auc_counting(maps, masks)

@@ -11,12 +11,14 @@ counted in integers, so the result is exact up to the final division, by one of 
 - counting (O(n)): when every score is a float16 level (float16 maps, or float32 maps holding
   float16 values), per-value counts of positives and negatives over order-preserving integer
   keys come from `np.bincount` (`metrics.counts.level_histograms`); no sort at all;
-- sorting (O(n log n)): otherwise positives and negatives are sorted separately (in place, at
-  the input's dtype) and counted with `np.searchsorted`.
+- sorting (O(n log n)): otherwise the scores become order-preserving unsigned integer keys
+  (`metrics.counts.order_keys`: uint32 for float32 maps), positives and negatives are sorted
+  separately in place and counted with `np.searchsorted`. Integer keys sort faster than the
+  floats themselves (no NaN handling), and -0.0 and 0.0 share a key, so ties stay ties.
 
-Peak extra memory is one copy of the scores at their own dtype plus small buffers (counting:
-one image's keys): no float64 copy and no argsort of the whole array, which matters for
-MVTec-AD's pooled pixel AUC (~67 million pixels for one class).
+Peak extra memory is one copy of the scores as keys of their own width plus small buffers
+(counting: one image's keys): no float64 copy and no argsort of the whole array, which matters
+for MVTec-AD's pooled pixel AUC (~67 million pixels for one class).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xadbench.metrics.counts import exact_auc_from_counts, level_histograms
+from xadbench.metrics.counts import exact_auc_from_counts, level_histograms, order_keys
 
 IMAGE_AUC = "image_auc"
 PIXEL_AUC = "pixel_auc"
@@ -50,16 +52,18 @@ def _as_labels(labels) -> np.ndarray:
 
 
 def _auc_sorted(pos: np.ndarray, neg: np.ndarray) -> float:
-    """AUC from positives and negatives that are both sorted ascending."""
+    """AUC from positives and negatives that are both sorted ascending (floats checked finite
+    here; integer order keys were checked when they were made)."""
     n_pos, n_neg = len(pos), len(neg)
     if n_pos == 0 or n_neg == 0:
         raise ValueError(
             f"ROC AUC needs both classes; got {n_pos} positives and {n_neg} negatives"
         )
-    for arr in (pos, neg):
-        # Sorted: -inf sorts first, +inf and NaN last, so the two ends tell all.
-        if not (np.isfinite(arr[0]) and np.isfinite(arr[-1])):
-            raise ValueError("scores contain NaN or inf")
+    if np.issubdtype(pos.dtype, np.floating):
+        for arr in (pos, neg):
+            # Sorted: -inf sorts first, +inf and NaN last, so the two ends tell all.
+            if not (np.isfinite(arr[0]) and np.isfinite(arr[-1])):
+                raise ValueError("scores contain NaN or inf")
     # Query the smaller set against the larger one; sorted queries keep searchsorted cache-friendly.
     # 2*less + equal = left + right (for positives against negatives), so everything stays integer.
     query, table, queries_are_pos = (pos, neg, True) if n_pos <= n_neg else (neg, pos, False)
@@ -141,20 +145,23 @@ def pixel_auc_counting(maps: Sequence, masks: Sequence) -> float:
 
 
 def pixel_auc_sorting(maps: Sequence, masks: Sequence) -> float:
-    """`pixel_auc` by sorting: pixels go straight into one float32 buffer of positives and one of
-    negatives (float64 only if a map is float64, so no ties are invented), sorted in place, so
-    the peak extra memory is about 4 bytes per pixel."""
+    """`pixel_auc` by sorting: each map's pixels become order-preserving unsigned keys of the
+    map's own width (uint32 for float32 and float16, uint64 if a map is float64, so no ties are
+    invented) that go straight into one buffer of positives and one of negatives, sorted in
+    place, so the peak extra memory is about 4 bytes per pixel for float32 maps."""
     pairs = list(_image_pairs(maps, masks))
     n_pos = sum(int(np.count_nonzero(y)) for _, y in pairs)
     n_neg = sum(y.size for _, y in pairs) - n_pos
-    dtype = np.result_type(np.float32, *(m.dtype for m, _ in pairs))
-    pos = np.empty(n_pos, dtype=dtype)
-    neg = np.empty(n_neg, dtype=dtype)
+    wide = any(m.dtype.itemsize > 4 for m, _ in pairs)
+    dtype, key_of = (np.float64, np.uint64) if wide else (np.float32, np.uint32)
+    pos = np.empty(n_pos, dtype=key_of)
+    neg = np.empty(n_neg, dtype=key_of)
     ip = ineg = 0
     for m, y in pairs:
+        keys = order_keys(m.astype(dtype, copy=False))
         k = int(np.count_nonzero(y))
-        pos[ip:ip + k] = m[y]
-        neg[ineg:ineg + y.size - k] = m[~y]
+        pos[ip:ip + k] = keys[y]
+        neg[ineg:ineg + y.size - k] = keys[~y]
         ip += k
         ineg += y.size - k
     pos.sort()

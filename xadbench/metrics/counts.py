@@ -40,11 +40,14 @@ def order_keys(values: np.ndarray) -> np.ndarray:
     if not np.isfinite(values).all():
         raise ValueError("scores contain NaN or inf")
     unsigned = np.dtype(f"u{values.dtype.itemsize}")
-    bits = (values + values.dtype.type(0)).view(unsigned)  # x + 0 turns -0.0 into 0.0
-    sign = unsigned.type(1 << (8 * values.dtype.itemsize - 1))
-    negative = (bits & sign).astype(bool)
-    # Positive floats: set the sign bit (above every negative); negative ones: flip all bits.
-    return np.where(negative, ~bits, bits | sign)
+    width = 8 * values.dtype.itemsize
+    keys = (values + values.dtype.type(0)).view(unsigned)  # a copy; x + 0 turns -0.0 into 0.0
+    # Negative floats: flip all bits; positive ones: set the sign bit (above every negative).
+    flip = keys >> unsigned.type(width - 1)
+    flip *= unsigned.type((1 << (width - 1)) - 1)
+    flip |= unsigned.type(1 << (width - 1))
+    keys ^= flip
+    return keys
 
 
 def level_keys(values: np.ndarray) -> tuple[np.ndarray, int] | None:
@@ -62,9 +65,15 @@ def level_keys(values: np.ndarray) -> tuple[np.ndarray, int] | None:
     if values.dtype != np.float32:
         return None
     bits = values.view(np.uint32)
-    if (bits & 0x1FFF).any():
+    if (bits & np.uint32(0x1FFF)).any():
         return None
-    return np.where(bits & 0x80000000, ~bits, bits | 0x80000000) >> 13, 19
+    # As `order_keys`, in place on one copy: negative values flip all bits, others set the sign.
+    keys = bits >> np.uint32(31)
+    keys *= np.uint32(0x7FFFFFFF)
+    keys |= np.uint32(0x80000000)
+    keys ^= bits
+    keys >>= np.uint32(13)
+    return keys, 19
 
 
 def finite_key_range(bits: int) -> tuple[int, int]:
