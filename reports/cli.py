@@ -5,7 +5,7 @@ registers them with `app.command(name)(function)`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -99,13 +99,13 @@ def compare(
 
 def figures(
     run_dir: RunDir,
-    norm: Annotated[str, typer.Option(
+    norm: Annotated[Literal["auto", "local", "global"], typer.Option(
         help="Heatmap normalisation reference: auto (the paper's choice per data set), local (each map "
              "against itself) or global (against the label-balanced test set).")] = "auto",
     eta: Annotated[float | None, typer.Option(
         help="Quantile η of the normalisation; default per the paper's appendix C (MVTec-AD 0.97).",
         show_default=False)] = None,
-    blur: Annotated[str, typer.Option(
+    blur: Annotated[Literal["gaussian", "none"], typer.Option(
         help="gaussian: blur the baselines' maps with FCDD's kernel (the shared policy); none: raw maps.")] = "gaussian",
     samples: Annotated[int, typer.Option(help="Columns per block (nominal, anomalous).")] = 6,
     cmap: Annotated[str, typer.Option(help="Matplotlib colour map of the heatmaps (the paper's: jet).")] = CMAP,

@@ -90,6 +90,9 @@ def test_run_without_references_or_sanity(tmp_path):
     table = pd.read_csv(out / "results.csv")
     assert set(table["method"]) == {"pixelstats"}
     assert set(table["metric"]) == {"image_auc", "pixel_auc", "per_image_pixel_auc"}
+    evaluated = invoke("evaluate", str(out), "--no-report")  # --sanity's default: as the run scored the job
+    assert evaluated.exit_code == 0, evaluated.output
+    assert set(pd.read_csv(out / "results.csv")["metric"]) == set(table["metric"])
 
 
 def test_data_synth_writes_the_mvtec_layout(tmp_path):

@@ -31,6 +31,18 @@ def test_choices_are_shown_and_typos_get_a_hint():
         assert f"did you mean '{meant}'?" in lines[0] and option in lines[0]
 
 
+def test_help_shows_brackets_as_written_and_more_choices():
+    # Help is plain text: brackets are not eaten as markup.
+    assert "pip install 'xadbench[ray]'" in " ".join(invoke("run", "-h").output.split())
+    assert "'value [low, high]'" in " ".join(invoke("report", "-h").output.split())
+    assert "<auto|local|global>" in invoke("figures", "-h").output
+    for command, option, typo, meant in ((["figures", "."], "--norm", "locl", "local"),
+                                         (["figures", "."], "--blur", "gauss", "gaussian"),
+                                         (["run", "--dry-run"], "--executor", "rey", "ray")):
+        done = invoke(*command, option, typo)
+        assert done.exit_code == 1 and f"did you mean '{meant}'?" in done.output and option in done.output
+
+
 def test_methods_show_lists_hyperparameters_presets_and_reference():
     done = invoke("methods", "show", "fcdd")
     assert done.exit_code == 0, done.output

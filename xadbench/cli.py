@@ -10,7 +10,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from typer.core import TyperGroup
@@ -118,16 +118,18 @@ class OneLineErrors(TyperGroup):
         return result
 
 
-#: -h as well as --help, on every command.
+#: -h as well as --help, on every command. Help texts are plain text (rich_markup_mode=None):
+#: brackets such as 'xadbench[ray]' or '[low, high]' are shown, not read as markup.
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False, context_settings=HELP_OPTIONS,
+                  rich_markup_mode=None,
                   help="Explainability benchmark for deep anomaly detection on images (FCDD and baselines).")
-methods_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, context_settings=HELP_OPTIONS,
+methods_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, context_settings=HELP_OPTIONS, rich_markup_mode=None,
                           help="Registered anomaly detection methods.")
-datasets_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, context_settings=HELP_OPTIONS,
+datasets_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, context_settings=HELP_OPTIONS, rich_markup_mode=None,
                            help="Registered data sets.")
-data_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, context_settings=HELP_OPTIONS, help="Built-in data.")
-weights_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, context_settings=HELP_OPTIONS,
+data_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, context_settings=HELP_OPTIONS, rich_markup_mode=None, help="Built-in data.")
+weights_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, context_settings=HELP_OPTIONS, rich_markup_mode=None,
                           help="Backbone weights files.")
 app.add_typer(methods_app, name="methods")
 app.add_typer(datasets_app, name="datasets")
@@ -180,11 +182,14 @@ def _load_config(ctx: typer.Context, path: Path | None) -> Path | None:
     return Path(path)
 
 
+# "\b" (click): the paragraph after it keeps its line breaks, so the commands stay copyable.
 RUN_EXAMPLES = """Examples:
 
-xadbench run --methods fcdd,grad,ae --dataset mvtec --root ~/data/mvtec_ad --classes bottle --weights vgg11_bn_features.pt
-
-xadbench run --config my-run.toml --dry-run   (a TOML file of options, e.g. methods = "fcdd,ae" and classes = ["bottle"])
+\b
+  xadbench run --methods fcdd,grad,ae --dataset mvtec --root ~/data/mvtec_ad \\
+      --classes bottle --weights vgg11_bn_features.pt
+  xadbench run --config my-run.toml --dry-run
+      (my-run.toml: options as keys, e.g. methods = "fcdd,ae" and classes = ["bottle"])
 """
 
 
@@ -223,7 +228,9 @@ def run(
         "--sanity/--no-sanity", show_default=False,
         help="Also score the sanity checks: own mean map, model randomisation, deletion/insertion "
              "(default: on for the cpu preset, off for paper).")] = None,
-    executor: Annotated[str, typer.Option(help="Where jobs run: local (one after another here) | ray (one Ray task per job; pip install 'xadbench[ray]').")] = "local",
+    executor: Annotated[Literal["local", "ray"], typer.Option(
+        help="Where jobs run: local (one after another here) or ray (one Ray task per job; needs the ray extra: "
+             "pip install 'xadbench[ray]').")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray: join this cluster (the head's HOST:PORT, or auto); default: a Ray instance on this machine.")] = None,
     cpus_per_job: Annotated[float | None, typer.Option(help="CPUs per job, also torch's thread count (Ray default 1; local default: torch's own).")] = None,
     gpus_per_job: Annotated[float | None, typer.Option(help="Ray: GPUs per job, e.g. 0.5 for two jobs per GPU (default 1 with --device cuda, else 0).")] = None,
@@ -329,8 +336,10 @@ def print_job_grid(specs: list, out: Path) -> None:
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="Run folder written by `xadbench run` (its --out).", show_default=False)],
     device: DeviceOption = "auto",
-    sanity: Annotated[bool, typer.Option("--sanity/--no-sanity", help="Score the sanity checks too.")] = True,
-    report: Annotated[bool, typer.Option("--report/--no-report", help="Write tables and figures at the end.")] = True,
+    sanity: Annotated[bool | None, typer.Option(
+        "--sanity/--no-sanity", show_default=False,
+        help="Also score the sanity checks (default: as the run scored each job: on for the cpu preset, off for paper).")] = None,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write tables, figures and report.html at the end.")] = True,
 ) -> None:
     """Score a finished run again from its saved predictions and checkpoints, without retraining:
     every metric and the sanity checks (randomisation and deletion/insertion need the job's

@@ -47,10 +47,12 @@ def saved_spec(predictions: dict[str, np.ndarray], path: Path) -> runner.JobSpec
 
 
 def rescore_job(predictions_path: Path, checkpoint_path: Path, *, device: str = "auto",
-                with_sanity: bool = True) -> tuple[runner.JobSpec, list[tuple[str, str, float]], float]:
-    """(spec, (blur, metric, value) rows, seconds of sanity checks) of one saved job."""
+                with_sanity: bool | None = None) -> tuple[runner.JobSpec, list[tuple[str, str, float]], float]:
+    """(spec, (blur, metric, value) rows, seconds of sanity checks) of one saved job; the sanity
+    checks are scored when `with_sanity`, or when None as the run scored them."""
     saved = runner.load_predictions(predictions_path)
-    spec = replace(saved_spec(saved, predictions_path), sanity=with_sanity, device=device)
+    spec = saved_spec(saved, predictions_path)
+    spec = replace(spec, sanity=spec.sanity if with_sanity is None else with_sanity, device=device)
     dataset = runner.open_dataset(spec.dataset, spec.root)
     profile = get_profile(dataset.profile)
     task = dataset.load(spec.class_name, profile.image_size[spec.preset])
@@ -62,7 +64,7 @@ def rescore_job(predictions_path: Path, checkpoint_path: Path, *, device: str = 
     method = runner.load_checkpoint(checkpoint_path, device) if checkpoint_path.is_file() else None
     if method is None:
         prediction = Prediction(saved["score"].astype(np.float32), saved["anomaly_map"].astype(np.float32))
-        if with_sanity:
+        if spec.sanity:
             warnings.warn(f"{spec.method} on {spec.class_name} (job {spec.job_id}): no checkpoint, so no model "
                           "randomisation or deletion/insertion; scoring the saved maps", UserWarning, stacklevel=2)
     else:
@@ -73,7 +75,7 @@ def rescore_job(predictions_path: Path, checkpoint_path: Path, *, device: str = 
     return spec, metrics, sanity_s
 
 
-def rescore_run(run_dir: Path, *, device: str = "auto", with_sanity: bool = True,
+def rescore_run(run_dir: Path, *, device: str = "auto", with_sanity: bool | None = None,
                 on_job: Callable[[str, str, str], None] | None = None) -> int:
     """Score every job of RUN_DIR's results store that has saved predictions again and replace its
     rows (one transaction per job, so an interrupted call loses nothing); returns how many jobs.
