@@ -7,7 +7,9 @@ Layout under `root`, one folder per class (product)::
     <class>/ground_truth/<defect>/<name>_mask.png   one binary mask per defective test image
 
 Any folder in this layout counts as a class, so users can point the loader at their own products.
-Every file of a class is decoded and checked when the class is loaded; `check` does the same
+Every file of a class is decoded and checked when the class is first loaded at an image size; the
+decoded, resized arrays are kept by `xadbench.decode_cache` and reused while the files are
+unchanged (same paths, sizes and modification times). `check` does the same
 checks without decoding the images (headers and PNG checksums), so a run checks all its classes
 before training any. Rules beyond the layout: a class needs nominal and defective test images (the
 AUCs need both labels) and at least one non-empty mask; a mask for a nominal (test/good) image is
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from xadbench import decode_cache
 from xadbench.dataset import Dataset
 from xadbench.errors import DataError
 from xadbench.datasets.onevsrest import IMAGE_EXTENSIONS, decode, is_hidden, native_values, unreadable
@@ -49,12 +52,11 @@ def _key(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def _read_image(path: Path, image_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """The image as float32 (3, image_size, image_size) in [0, 1], and its original (W, H)."""
+def _read_image(path: Path, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The image as uint8 (image_size, image_size, 3), and its original (W, H)."""
     rgb = decode(path, "RGB")  # greyscale, palette and alpha images all become 3 channels
     resized = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    array = np.asarray(resized, dtype=np.float32) / 255.0
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), rgb.size
+    return np.asarray(resized, dtype=np.uint8), rgb.size
 
 
 def _read_mask(mask: Path, image: Path, size: tuple[int, int]) -> tuple[torch.Tensor, bool]:
@@ -217,29 +219,25 @@ class MVTecAD(Dataset):
             raise ValueError(f"image_size must be a positive int, got {image_size!r}")
         image_size = int(image_size)
         root, train_files, test_files, masks = self._files(class_name)
-
-        def read_test(item: tuple[str, Path]) -> tuple[Sample, bool]:
-            defect, path = item
-            image, size = _read_image(path, image_size)
-            repaired = False
-            if path in masks:
-                mask, repaired = _read_mask(masks[path], path, size)
-            else:
-                mask = torch.zeros((size[1], size[0]), dtype=torch.bool)
-            return Sample(image, int(defect != NOMINAL), mask, _key(path, root), defect), repaired
-
-        # Threads overlap PIL's decoding, which releases the GIL; map keeps the sorted order.
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            train = [
-                Sample(image, 0, None, _key(path, root), NOMINAL)
-                for path, (image, _) in zip(
-                    train_files, pool.map(lambda p: _read_image(p, image_size), train_files)
-                )
-            ]
-            read = list(pool.map(read_test, test_files))
-        test = [sample for sample, _ in read]
+        test_paths = [path for _, path in test_files]
+        sources = [*train_files, *test_paths, *(masks[p] for p in test_paths if p in masks)]
+        arrays = decode_cache.cached_arrays(
+            self.data_folder or type(self).__name__, root, class_name, image_size, sources,
+            lambda: self._decode(train_files, test_paths, masks, image_size))
+        # uint8 -> float32 / 255 as one batch; the same values as converting image by image.
+        images = torch.from_numpy(
+            (np.asarray(arrays["images"], dtype=np.float32) / 255.0).transpose(0, 3, 1, 2).copy())
+        bits, shapes = arrays["mask_bits"], arrays["mask_shapes"]
+        ends = np.cumsum([(h * w + 7) // 8 for h, w in shapes])
+        train = [Sample(images[i], 0, None, _key(path, root), NOMINAL) for i, path in enumerate(train_files)]
+        test = []
+        for j, (defect, path) in enumerate(test_files):
+            h, w = (int(v) for v in shapes[j])
+            mask = np.unpackbits(bits[ends[j] - (h * w + 7) // 8:ends[j]], count=h * w).astype(bool)
+            test.append(Sample(images[len(train_files) + j], int(defect != NOMINAL),
+                               torch.from_numpy(mask.reshape(h, w)), _key(path, root), defect))
         self._check_masks_not_all_empty(class_name, [s.mask for s in test if s.label == 1])
-        repaired = [masks[path] for (_, path), (_, fixed) in zip(test_files, read) if fixed]
+        repaired = [masks[path] for path, fixed in zip(test_paths, arrays["mask_repaired"]) if fixed]
         if repaired:
             warnings.warn(
                 f"class {class_name!r}: {len(repaired)} mask(s) are not binary (values other than "
@@ -247,6 +245,31 @@ class MVTecAD(Dataset):
                 stacklevel=2,
             )
         return Task(train=train, test=test)
+
+    @staticmethod
+    def _decode(train_files: list[Path], test_files: list[Path], masks: dict[Path, Path],
+                image_size: int) -> dict[str, np.ndarray]:
+        """Every image of a class decoded and resized (uint8, training images first), and the test
+        masks checked and packed (`np.packbits`, at their image's original size; all False for
+        images without one): what the decode cache keeps."""
+
+        def read_test(path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
+            image, size = _read_image(path, image_size)
+            if path in masks:
+                mask, repaired = _read_mask(masks[path], path, size)
+                return image, mask.numpy(), repaired
+            return image, np.zeros((size[1], size[0]), dtype=bool), False
+
+        # Threads overlap PIL's decoding, which releases the GIL; map keeps the sorted order.
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            train = [image for image, _ in pool.map(lambda p: _read_image(p, image_size), train_files)]
+            test = list(pool.map(read_test, test_files))
+        return {
+            "images": np.stack(train + [image for image, _, _ in test]),
+            "mask_bits": np.concatenate([np.packbits(mask.ravel()) for _, mask, _ in test]),
+            "mask_shapes": np.array([mask.shape for _, mask, _ in test], dtype=np.int64).reshape(-1, 2),
+            "mask_repaired": np.array([repaired for _, _, repaired in test], dtype=bool),
+        }
 
     def _class_folder(self, root: Path, class_name: str) -> Path:
         folder = root / class_name
