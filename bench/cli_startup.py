@@ -1,6 +1,6 @@
-"""Wall time of `xadbench --help` and `xadbench methods list` against `python -c "import torch"`,
-each a fresh interpreter, best of 5, measured in the same run. Prints the CPU model and the load
-average, since the numbers only mean something on an idle machine."""
+"""Wall time of `xadbench --help`, `xadbench methods list` and `xadbench run --help` against
+`python -c "import torch"`, each a fresh interpreter, best of 5, measured in the same run. Prints
+the CPU model and the load average, since the numbers only mean something on an idle machine."""
 import os
 import subprocess
 import sys
@@ -13,8 +13,8 @@ COMMANDS = {
     "import torch": [sys.executable, "-c", "import torch"],
     "xadbench --help": [sys.executable, "-c", "from xadbench.cli import main; main()", "--help"],
     "xadbench methods list": [sys.executable, "-c", "from xadbench.cli import main; main()", "methods", "list"],
+    "xadbench run --help": [sys.executable, "-c", "from xadbench.cli import main; main()", "run", "--help"],
 }
-
 
 
 def wall(command: list[str]) -> float:

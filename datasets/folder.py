@@ -29,6 +29,7 @@ from xadbench.datasets.onevsrest import (
     resolve_class, warn_skipped,
 )
 from xadbench.errors import DataError, XadError
+from xadbench.profiles import profile_for_images
 from xadbench.types import Sample, Task
 
 LAYOUT = "train/<class>/*.png|jpg and test/<class>/ (or val/<class>/)"
@@ -57,10 +58,7 @@ def _profile_of(images: Sequence[Path]) -> str:
                 f"cannot read image {path} ({type(exc).__name__}: {one_line(exc)}); the file is "
                 "corrupt: replace it or delete it"
             ) from None
-    side = max(sides)
-    if side <= 28 and grey:
-        return "fmnist"
-    return "cifar10" if side <= 32 else "imagenet"
+    return profile_for_images(max(sides), grey)
 
 
 def _class_folders(split: Path, skipped: list[Path]) -> dict[str, list[Path]]:

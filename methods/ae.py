@@ -21,13 +21,12 @@ import torch.nn.functional as F
 
 from xadbench.errors import XadError
 from xadbench.layers import Standardise, channel_statistics
-from xadbench.method import EpochCallback, Method, resolve_device
-from xadbench.options import check_device
-from xadbench.profiles import PROFILES, check_preset, get_profile
+from xadbench.method import EpochCallback, resolve_device
+from xadbench.profiles import check_preset
 from xadbench.sanity import randomised_copy
-from xadbench.training import TRAINING_CONSTRAINTS, fit_loop, predict_in_batches
+from xadbench.training import DeepMethod, predict_in_batches
 from xadbench.types import Prediction, TrainData, stack_images
-from xadbench.validation import Check, Interval, OneOf
+from xadbench.validation import Interval
 
 #: Stride-2 stages stop once the map would drop below this side length (8 at 128 px, as AE-L2).
 MIN_BOTTLENECK_SIDE = 8
@@ -107,7 +106,7 @@ def reconstruction_error(model: nn.Module, images: torch.Tensor) -> tuple[torch.
     return amap.mean(dim=(1, 2)), amap
 
 
-class AutoEncoder(Method):
+class AutoEncoder(DeepMethod):
     """L2 convolutional autoencoder (the FCDD paper's "AE" baseline, sec. 4 and 4.1; AE-L2 of
     Bergmann et al., 2019, for MVTec-AD).
 
@@ -132,21 +131,16 @@ class AutoEncoder(Method):
     Inputs are standardised inside the model with the nominal training set's per-channel mean
     and std; reconstructions and the error are in [0, 1] image space.
 
-    Measured on real MVTec-AD bottle at 128 px with the cpu preset (40 epochs, ~2 CPU-minutes on
-    one thread): image AUC 0.76, pooled pixel AUC 0.79 raw and 0.82 with the shared blur (paper,
-    AE-L2 at 256 px: 0.86). Context: a fixed centred blob scores 0.80 on bottle. FCDD's crop and
-    jitter augmentation (`augment=True`) broke the AE there (training loss 6x higher, pixel AUC
-    0.56 raw), so the cpu presets and the MVTec-AD paper preset train without it.
+    FCDD's crop and jitter augmentation (`augment=True`) breaks this AE on MVTec-AD
+    (docs/results.md), so the cpu presets and the MVTec-AD paper preset train without it.
     """
 
     supervision = "none"
     receptive_field_maps = False
     parameter_constraints = {
-        **TRAINING_CONSTRAINTS,
-        "profile": OneOf(tuple(PROFILES)),
+        **DeepMethod.parameter_constraints,
         "width": Interval(int, 1),
         "latent": Interval(int, 1),
-        "device": Check(check_device),
     }
 
     def __init__(
@@ -163,6 +157,7 @@ class AutoEncoder(Method):
         passes_per_epoch: int = 1,
         augment: bool = False,
         device: str = "auto",
+        seed: int | None = 0,
     ):
         self.profile = profile
         self.width = width
@@ -176,59 +171,41 @@ class AutoEncoder(Method):
         self.passes_per_epoch = passes_per_epoch
         self.augment = augment
         self.device = device
+        self.seed = seed
 
     @classmethod
-    def preset(cls, preset: str, profile: str) -> dict[str, Any]:
-        """"paper": FCDD's training setup for the data set (FCDD_NOTES.md table, paper appendix
-        E: batch, epochs, passes, schedule), except for MVTec-AD where the optimiser follows
-        AE-L2 (Adam, lr 2e-4, weight decay 1e-5, no decay schedule; Bergmann et al., 2019).
-        "cpu": a few CPU minutes for a MVTec-AD class of ~200 images at 128 px."""
-        check_preset(preset)
-        get_profile(profile)
-        params: dict[str, Any] = {"profile": profile, "width": 32, "latent": 100}
-        if preset == "paper":
-            params.update({
-                "fmnist": dict(epochs=400, batch_size=128, optimizer="sgd", lr=1e-2, weight_decay=1e-6,
-                               schedule="exponential:0.98"),
-                "cifar10": dict(epochs=600, batch_size=200, optimizer="adam", lr=1e-3, weight_decay=1e-6,
-                                schedule="milestones:400,500"),
-                "imagenet": dict(epochs=600, batch_size=200, optimizer="adam", lr=1e-3, weight_decay=1e-6,
-                                 schedule="milestones:400,500"),
-                "voc": dict(epochs=600, batch_size=200, optimizer="adam", lr=1e-3, weight_decay=1e-6,
-                            schedule="milestones:400,500"),
-                "mvtec": dict(epochs=200, passes_per_epoch=10, batch_size=128, optimizer="adam", lr=2e-4,
-                              weight_decay=1e-5, schedule="none"),
-            }[profile])
-            # FCDD's own pipeline (appendix E) for the data sets where the paper trained the AE
-            # itself; its MVTec-AD numbers are AE-L2's (Bergmann et al.), trained without FCDD's
-            # crop/jitter, which also breaks the 1x1-bottleneck AE in our runs (see class doc).
-            params["augment"] = profile != "mvtec"
-        else:
-            params.update(epochs=40, batch_size=16, optimizer="adam", lr=1e-3, weight_decay=1e-5,
-                          schedule="exponential:0.95", passes_per_epoch=1, augment=False)
-        return params
+    def preset_overrides(cls, preset: str, profile: str) -> dict[str, Any]:
+        """"paper": the profile's training schedule (appendix E), with the profile's augmentation,
+        except for MVTec-AD, where the paper's numbers are AE-L2's (Bergmann et al., 2019): its
+        optimiser (Adam, lr 2e-4, weight decay 1e-5, no decay schedule) and no augmentation.
+        "cpu": a few CPU minutes for a MVTec-AD class of ~200 images at 128 px, without
+        augmentation (FCDD's crop and jitter break this AE; docs/results.md)."""
+        params: dict[str, Any] = {"width": 32, "latent": 100}
+        if check_preset(preset) == "paper":
+            if profile == "mvtec":
+                return {**params, "optimizer": "adam", "lr": 2e-4, "weight_decay": 1e-5, "schedule": "none",
+                        "augment": False}
+            return {**params, "augment": True}
+        return {**params, "epochs": 40, "batch_size": 16, "optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-5,
+                "schedule": "exponential:0.95", "passes_per_epoch": 1, "augment": False}
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, train: TrainData, on_epoch: EpochCallback | None = None) -> "AutoEncoder":
-        device = resolve_device(self.device)
         nominal_only = TrainData(nominal=train.nominal)  # an AE cannot use anomalies (sec. 4.1)
         images = stack_images(train.nominal)
         channels, height, width = images.shape[1:]
-        mean, std = channel_statistics(images)
-        model = ConvAutoEncoder(channels, (height, width), self.width, self.latent, mean, std)
-        model = model.to(device).to(memory_format=torch.channels_last)
 
-        def loss_fn(x: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-            return F.mse_loss(model(x), x)
+        def build() -> ConvAutoEncoder:
+            mean, std = channel_statistics(images)
+            return ConvAutoEncoder(channels, (height, width), self.width, self.latent, mean, std)
 
-        self.losses_ = fit_loop(
-            model.parameters(), loss_fn, nominal_only,
-            epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr,
-            weight_decay=self.weight_decay, schedule=self.schedule, device=device,
-            profile=self.profile if self.augment else None, passes_per_epoch=self.passes_per_epoch,
-            on_epoch=on_epoch, train_mode=model.train,
-        )
-        model.eval()
+        def make_loss(model: ConvAutoEncoder):
+            def loss_fn(x: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+                return F.mse_loss(model(x), x)
+            return loss_fn
+
+        model, self.losses_ = self.train_network(build, make_loss, nominal_only,
+                                                 self.profile if self.augment else None, on_epoch)
         self.input_shape_ = (int(channels), int(height), int(width))
         self.weights_used_ = "none"
         self.model_ = model

@@ -25,7 +25,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from xadbench.backbones import (
+    CIFAR10_WIDTHS,
+    FMNIST_WIDTH,
     FROZEN_LAYERS,
+    SMALL_CIFAR10_WIDTHS,
+    SMALL_FMNIST_WIDTH,
     IMAGENET_MEAN,
     IMAGENET_STD,
     freeze,
@@ -36,26 +40,21 @@ from xadbench.backbones import (
 from xadbench.errors import XadError
 from xadbench.heatmaps import gaussian_kernel
 from xadbench.layers import Standardise, channel_statistics
-from xadbench.method import EpochCallback, Method, resolve_device
-from xadbench.options import check_device, check_seed
-from xadbench.profiles import PROFILES, check_preset, get_profile
+from xadbench.method import EpochCallback, resolve_device
+from xadbench.profiles import check_preset, get_profile
 from xadbench.receptive_field import ReceptiveField, receptive_field
 from xadbench.sanity import randomised_copy
-from xadbench.training import TRAINING_CONSTRAINTS, fit_loop, predict_in_batches
+from xadbench.training import DeepMethod, predict_in_batches
 from xadbench.types import Prediction, TrainData, stack_images
-from xadbench.validation import Check, Interval, OneOf
+from xadbench.validation import Check, Interval
 
 #: Smallest mean heatmap value fed to −log(1 − exp(−x)); keeps the anomalous loss term ≤ 13.8
 #: and its gradient ≤ 1e6, finite for any input (the reference adds 1e-31 inside the log instead).
 LOG_EPS = 1e-6
-#: Channel widths of the narrow CPU variants (the paper's are 128 / (128, 256, 128) / VGG11).
-SMALL_FMNIST_WIDTH = 32
-SMALL_CIFAR10_WIDTHS = (32, 64, 32)
+#: The narrow CPU variant of the VGG net (a quarter of VGG11's widths, the same receptive field).
 SMALL_VGG_LAYOUT = (16, "M", 32, "M", 64, 64, "M", 128, 128)
 #: VGG11-BN features[:21]: up to the second 512-conv and its ReLU (appendix D), before the 4th pool.
 FCDD_VGG_LAYERS = 21
-#: Profiles whose images go through the 28×28 net, the 32×32 net; every other profile uses VGG.
-NET_OF_PROFILE = {"fmnist": "fmnist", "cifar10": "cifar10"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,7 +79,7 @@ class FCDDNet(nn.Module):
         return pseudo_huber(self(x)[:, 0])
 
 
-def fmnist_net(in_channels: int = 1, width: int = 128) -> nn.Sequential:
+def fmnist_net(in_channels: int = 1, width: int = FMNIST_WIDTH) -> nn.Sequential:
     """Appendix D's Fashion-MNIST net: conv5 (p2) BN LeakyReLU pool2, conv5 (p2) pool2, conv1 → 1.
     28×28 in, 7×7 out, receptive field 16; 413,441 parameters at width 128 and 1 channel."""
     return nn.Sequential(OrderedDict(
@@ -94,7 +93,7 @@ def fmnist_net(in_channels: int = 1, width: int = 128) -> nn.Sequential:
     ))
 
 
-def cifar10_net(in_channels: int = 3, widths: Sequence[int] = (128, 256, 128)) -> nn.Sequential:
+def cifar10_net(in_channels: int = 3, widths: Sequence[int] = CIFAR10_WIDTHS) -> nn.Sequential:
     """Appendix D's CIFAR-10 net: conv3 BN LReLU pool2, conv3 BN LReLU, conv3 BN LReLU pool2,
     conv3, conv1 → 1 (3×3 convs padded by 1). 32×32 in, 8×8 out, receptive field 22;
     1,185,281 parameters at widths (128, 256, 128) and 3 channels."""
@@ -125,29 +124,83 @@ def vgg_net(features: nn.Sequential) -> nn.Sequential:
     ))
 
 
-def is_narrow(profile: str, small: bool, pretrained: bool) -> bool:
-    """Whether `build_net` gives the narrow variant: the 28/32 px nets whenever small, the VGG net
-    only without pretrained weights (they fix its widths)."""
-    return small and (profile in NET_OF_PROFILE or not pretrained)
+#: Widths of appendix A's MVTec-AD nets (five k×k convs) and of their narrow CPU variant (an
+#: eighth); the paper gives the layer counts and receptive fields, not the widths.
+KERNEL_NET_WIDTHS = (64, 128, 256, 256, 128)
+SMALL_KERNEL_NET_WIDTHS = (8, 16, 32, 32, 16)
+
+
+def check_kernel(kernel: int) -> None:
+    if kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"kernel={kernel}: the receptive-field nets take an odd kernel size, e.g. 3, 5, ..., 13")
+
+
+def kernel_net(network: str, in_channels: int, kernel: int, narrow: bool = False) -> nn.Sequential:
+    """Appendix A's nets of growing receptive field, trained from scratch (k odd; convs padded
+    by (k − 1)/2 keep the size, so the pools alone set the output size):
+
+    cifar10 (32 px, Table 3): the 32 px net of appendix D with a k×k first conv and one conv
+    fewer, four convs and two max pools: conv k BN LReLU pool2, conv3 BN LReLU pool2, conv3,
+    conv1 → 1; receptive field k + 15 (18 … 32 for k = 3 … 17).
+    vgg (224 px, MVTec-AD, Table 4): six convs and three max pools, every conv but the head k×k:
+    conv BN LReLU pool, conv BN LReLU pool, conv BN LReLU, conv BN LReLU pool, conv, conv1 → 1,
+    pools 3×3 stride 2 padding 1; receptive field 19·(k − 1) + 15 (53 … 243 for k = 3 … 13),
+    224 px in, 28×28 out. Widths KERNEL_NET_WIDTHS (narrow: SMALL_KERNEL_NET_WIDTHS).
+    """
+    check_kernel(kernel)
+    pad = (kernel - 1) // 2
+    if network == "cifar10":
+        a, b, c = SMALL_CIFAR10_WIDTHS if narrow else CIFAR10_WIDTHS
+        return nn.Sequential(OrderedDict(
+            conv1=nn.Conv2d(in_channels, a, kernel, padding=pad), bn1=nn.BatchNorm2d(a), act1=nn.LeakyReLU(),
+            pool1=nn.MaxPool2d(2, 2),
+            conv2=nn.Conv2d(a, b, 3, padding=1), bn2=nn.BatchNorm2d(b), act2=nn.LeakyReLU(),
+            pool2=nn.MaxPool2d(2, 2),
+            conv3=nn.Conv2d(b, c, 3, padding=1),
+            head=nn.Conv2d(c, 1, 1),
+        ))
+    if network != "vgg":
+        raise XadError(f"kernel={kernel}: the receptive-field nets exist for the 32 px (cifar10) and 224 px "
+                       f"(MVTec-AD, ImageNet, VOC) profiles, not for the {network} network")
+    w1, w2, w3, w4, w5 = SMALL_KERNEL_NET_WIDTHS if narrow else KERNEL_NET_WIDTHS
+    layers: list[tuple[str, nn.Module]] = []
+    for i, (cin, cout) in enumerate(((in_channels, w1), (w1, w2), (w2, w3), (w3, w4)), start=1):
+        layers += [(f"conv{i}", nn.Conv2d(cin, cout, kernel, padding=pad)), (f"bn{i}", nn.BatchNorm2d(cout)),
+                   (f"act{i}", nn.LeakyReLU())]
+        if i != 3:
+            layers.append((f"pool{i}", nn.MaxPool2d(3, 2, 1)))
+    layers += [("conv5", nn.Conv2d(w4, w5, kernel, padding=pad)), ("head", nn.Conv2d(w5, 1, 1))]
+    return nn.Sequential(OrderedDict(layers))
+
+
+def is_narrow(profile: str, small: bool, pretrained: bool, kernel: int | None = None) -> bool:
+    """Whether `build_net` gives the narrow variant: the nets trained from scratch (28/32 px,
+    appendix A's) whenever small, the VGG net only without pretrained weights (they fix its
+    widths)."""
+    return small and (get_profile(profile).network != "vgg" or kernel is not None or not pretrained)
 
 
 def build_net(profile: str, channels: int, *, small: bool = False, pretrained: bool = True,
-              weights: str | None = None, mean=None, std=None) -> tuple[FCDDNet, str]:
+              weights: str | None = None, mean=None, std=None, kernel: int | None = None) -> tuple[FCDDNet, str]:
     """The FCDD net for a data set profile and the id of its initial weights.
 
     fmnist → `fmnist_net`, cifar10 → `cifar10_net` (random init, `mean`/`std` normalise the
     input; small: narrow widths); any other profile → `vgg_net` on VGG11-BN with ImageNet
     normalisation, weights per `backbones.vgg11_bn_features`. small with pretrained=False uses
     the narrow VGG layout SMALL_VGG_LAYOUT (a quarter of the widths, the same receptive field);
-    pretrained weights fix the widths, so small has no effect then.
+    pretrained weights fix the widths, so small has no effect then. A `kernel` gives appendix
+    A's net of that kernel size for the profile's network instead (`kernel_net`, random init,
+    normalised by `mean`/`std`).
     """
-    kind = NET_OF_PROFILE.get(profile, "vgg")
-    narrow = is_narrow(profile, small, pretrained)
+    kind = get_profile(profile).network
+    narrow = is_narrow(profile, small, pretrained, kernel)
+    if kernel is not None:
+        return FCDDNet(kernel_net(kind, channels, kernel, narrow), channels, mean, std), "none"
     if kind == "fmnist":
-        body = fmnist_net(channels, SMALL_FMNIST_WIDTH if narrow else 128)
+        body = fmnist_net(channels, SMALL_FMNIST_WIDTH if narrow else FMNIST_WIDTH)
         return FCDDNet(body, channels, mean, std), "none"
     if kind == "cifar10":
-        body = cifar10_net(channels, SMALL_CIFAR10_WIDTHS if narrow else (128, 256, 128))
+        body = cifar10_net(channels, SMALL_CIFAR10_WIDTHS if narrow else CIFAR10_WIDTHS)
         return FCDDNet(body, channels, mean, std), "none"
     if channels not in (1, 3):
         raise XadError(f"the VGG-based FCDD net takes 1- or 3-channel images; got {channels} channels")
@@ -243,12 +296,12 @@ def fcdd_pixel_loss(heatmap_up: torch.Tensor, masks: torch.Tensor) -> torch.Tens
 # The method
 
 
-class FCDD(Method):
+class FCDD(DeepMethod):
     """FCDD (Liznerski et al., ICLR 2021): a fully convolutional one-class classifier whose output
     is its own explanation.
 
-    Network by `profile` (appendix D): fmnist → the 28×28 net, cifar10 → the 32×32 net, any other
-    (imagenet, voc, mvtec) → VGG11-BN features up to the second 512-conv with a 1×1 conv head,
+    Network by the profile's `network` (appendix D): fmnist → the 28×28 net, cifar10 → the 32×32
+    net, vgg (imagenet, voc, mvtec) → VGG11-BN features up to the second 512-conv with a 1×1 conv head,
     the first ten layers ImageNet-pretrained and frozen. Channels and image size come from the
     training data; normalisation happens inside the model, inputs stay in [0, 1].
     Training (section 3, appendix E): eq. 2 on image labels, or eq. 3 on the upsampled heatmap
@@ -260,8 +313,8 @@ class FCDD(Method):
     Prediction: score = mean of the low-res heatmap A (the paper's ‖A‖₁ up to the constant u·v);
     anomaly_map = A′, A upsampled by Algorithm 1 to the input's resolution (float32).
 
-    Hyperparameters (the `paper` and `cpu` presets set all of them per profile, see `preset`;
-    the defaults are the cpu preset for MVTec-AD, `small` aside):
+    Hyperparameters (the `paper` and `cpu` presets set all of them per profile, see
+    `preset_overrides`; the defaults are the cpu preset for MVTec-AD, `small` aside):
     epochs: training epochs; one epoch is `passes_per_epoch` passes over the nominal set.
     batch_size: images per step (about half get replaced by anomalies).
     optimizer: "sgd" (Nesterov momentum 0.9) or "adam".
@@ -283,8 +336,12 @@ class FCDD(Method):
         pretrained weights fix the widths.
     device: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:1", ...
     predict_batch_size: images per inference batch.
-    seed: seeds network initialisation, anomaly sampling and augmentation (the global torch RNG
-        is forked, so the caller's RNG state is untouched); None: unseeded.
+    seed: seeds network initialisation, anomaly sampling and augmentation through
+        `DeepMethod.train_network` (the caller's RNG state is untouched); None: unseeded.
+    kernel: None, the profile's network (appendix D); an odd k: appendix A's net of kernel size
+        k for the receptive-field study (`kernel_net`: the 32 px net with receptive field k + 15,
+        or the 224 px MVTec-AD net with 19·(k − 1) + 15), trained from scratch; `small` makes it
+        narrow, `pretrained` and `weights` do not apply.
 
     Fitted attributes: net_ (FCDDNet, eval mode), field_ (ReceptiveField at the training size),
     weights_used_ ("file:<name> sha256:<12 hex>", "torchvision:IMAGENET1K_V1" or "none"),
@@ -309,12 +366,10 @@ class FCDD(Method):
     supervision = "masks"
     receptive_field_maps = True
     parameter_constraints = {
-        **TRAINING_CONSTRAINTS,
+        **DeepMethod.parameter_constraints,
         "sigma": Interval(float, 0, closed="neither"),
-        "profile": OneOf(tuple(PROFILES)),
         "predict_batch_size": Interval(int, 1),
-        "seed": Check(lambda seed: seed is None or check_seed(seed)),
-        "device": Check(check_device),
+        "kernel": Check(lambda kernel: kernel is None or check_kernel(kernel)),
     }
 
     def __init__(
@@ -334,6 +389,7 @@ class FCDD(Method):
         device: str = "auto",
         predict_batch_size: int = 32,
         seed: int | None = 0,
+        kernel: int | None = None,
     ):
         self.epochs = epochs
         self.batch_size = batch_size
@@ -350,51 +406,21 @@ class FCDD(Method):
         self.device = device
         self.predict_batch_size = predict_batch_size
         self.seed = seed
+        self.kernel = kernel
 
     @classmethod
-    def preset(cls, preset: str, profile: str) -> dict[str, Any]:
-        """Hyperparameters of a preset for a data set profile; always with `profile` and `sigma`.
+    def preset_overrides(cls, preset: str, profile: str) -> dict[str, Any]:
+        """The profile's σ (`xadbench.profiles`), and on the cpu preset the narrow nets (`small`).
 
-        paper (appendix E): fmnist 400 epochs, batch 128, SGD-N 1e-2, wd 1e-6, ×0.98 per epoch;
-        cifar10, imagenet, voc 600 epochs, batch 200, Adam 1e-3, wd 1e-6, ×0.1 at 400 and 500;
-        mvtec 200 epochs × 10 passes, batch 128, SGD-N 1e-3, wd 1e-4, ×0.985 per epoch.
-        cpu (a few CPU minutes per class on 2 cores): fmnist and cifar10 use the narrow nets
-        (`small`) for 20 epochs with the paper's optimiser and a compressed schedule; mvtec keeps
-        the full pretrained VGG net at the profile's cpu image size (128 px, so the pretrained
-        weights fit) for 20 epochs × 1 pass, batch 16, SGD-N 1e-2, wd 1e-4, ×0.9 per epoch (tuned
-        on real MVTec-AD bottle: about 4,200 training images seen instead of the paper's 418,000,
-        so fewer, smaller steps with a 10× learning rate; semi-supervised pooled pixel AUC 0.900
-        after 8 epochs, 0.933 after 20, with σ = 7 px); imagenet and voc (64 px) 12 epochs,
-        batch 32, Adam 1e-4, ×0.1 at 8 and 10.
-        The image size per preset is the profile's (`xadbench.profiles`), not a hyperparameter.
+        With the profile's schedules (`DeepMethod.preset`) this gives, paper (appendix E): fmnist
+        400 epochs, batch 128, SGD-N 1e-2, wd 1e-6, ×0.98 per epoch; cifar10, imagenet, voc 600
+        epochs, batch 200, Adam 1e-3, wd 1e-6, ×0.1 at 400 and 500; mvtec 200 epochs × 10 passes,
+        batch 128, SGD-N 1e-3, wd 1e-4, ×0.985 per epoch. cpu: a few CPU minutes per class; the
+        narrow 28/32 px nets; MVTec-AD keeps the full pretrained VGG net at the profile's cpu
+        image size (128 px, so the pretrained weights fit). The image size per preset is the
+        profile's, not a hyperparameter.
         """
-        check_preset(preset)
-        sigma = get_profile(profile).sigma[preset]
-        common = {"profile": profile, "sigma": sigma, "passes_per_epoch": 1, "small": preset == "cpu"}
-        if preset == "paper":
-            if profile == "fmnist":
-                setup = dict(epochs=400, batch_size=128, optimizer="sgd", lr=1e-2, weight_decay=1e-6,
-                             schedule="exponential:0.98")
-            elif profile == "mvtec":
-                setup = dict(epochs=200, batch_size=128, optimizer="sgd", lr=1e-3, weight_decay=1e-4,
-                             schedule="exponential:0.985", passes_per_epoch=10)
-            else:  # cifar10, imagenet, voc
-                setup = dict(epochs=600, batch_size=200, optimizer="adam", lr=1e-3, weight_decay=1e-6,
-                             schedule="milestones:400,500")
-        else:
-            if profile == "fmnist":
-                setup = dict(epochs=20, batch_size=128, optimizer="sgd", lr=1e-2, weight_decay=1e-6,
-                             schedule="exponential:0.9")
-            elif profile == "mvtec":
-                setup = dict(epochs=20, batch_size=16, optimizer="sgd", lr=1e-2, weight_decay=1e-4,
-                             schedule="exponential:0.9")
-            elif profile == "cifar10":
-                setup = dict(epochs=20, batch_size=128, optimizer="adam", lr=1e-3, weight_decay=1e-6,
-                             schedule="milestones:14,17")
-            else:  # imagenet, voc at 64 px
-                setup = dict(epochs=12, batch_size=32, optimizer="adam", lr=1e-4, weight_decay=1e-6,
-                             schedule="milestones:8,10")
-        return {**common, **setup}
+        return {"sigma": get_profile(profile).sigma[check_preset(preset)], "small": preset == "cpu"}
 
     # ---- fitting
 
@@ -406,20 +432,21 @@ class FCDD(Method):
         """Train on `train` (see the class docstring); returns self."""
         if len(train.nominal) == 0:
             raise XadError("FCDD.fit got no nominal training images")
-        profile = get_profile(self.profile).name
-        device = resolve_device(self.device)
+        profile = get_profile(self.profile)
         channels, height, width = train.nominal[0].image.shape
         pixel = self._has_pixel_supervision(train)
-        fork = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork, enabled=self.seed is not None):
-            if self.seed is not None:
-                torch.manual_seed(self.seed)
-            mean, std = channel_statistics(stack_images(train.nominal)) if profile in NET_OF_PROFILE else (None, None)
-            net, weights_used = build_net(profile, channels, small=self.small, pretrained=self.pretrained,
-                                          weights=self.weights, mean=mean, std=std)
-            net = net.to(device=device, memory_format=torch.channels_last)
-            field = receptive_field(net, (height, width))
-            sigma = float(self.sigma)
+        sigma = float(self.sigma)
+        built = {}
+
+        def build() -> FCDDNet:
+            scratch = profile.network != "vgg" or self.kernel is not None
+            mean, std = channel_statistics(stack_images(train.nominal)) if scratch else (None, None)
+            net, built["weights"] = build_net(profile.name, channels, small=self.small, pretrained=self.pretrained,
+                                              weights=self.weights, mean=mean, std=std, kernel=self.kernel)
+            return net
+
+        def make_loss(net: FCDDNet):
+            built["field"] = field = receptive_field(net, (height, width))
 
             def loss_fn(images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
                 heatmap = net.heatmap(images)
@@ -427,20 +454,15 @@ class FCDD(Method):
                     upsampled = receptive_upsample(heatmap, field, sigma, tuple(images.shape[-2:]))
                     return fcdd_pixel_loss(upsampled, masks)
                 return fcdd_loss(heatmap, labels)
+            return loss_fn
 
-            losses = fit_loop(
-                net.parameters(), loss_fn, train,
-                epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr,
-                weight_decay=self.weight_decay, schedule=self.schedule, device=device, profile=profile,
-                passes_per_epoch=self.passes_per_epoch, on_epoch=on_epoch, train_mode=net.train,
-            )
-        net.eval()
+        net, losses = self.train_network(build, make_loss, train, profile.name, on_epoch)
         self.net_ = net
-        self.field_ = field
-        self.weights_used_ = weights_used
+        self.field_ = built["field"]
+        self.weights_used_ = built["weights"]
         self.pixel_loss_ = pixel
         self.losses_ = losses
-        self.device_ = device
+        self.device_ = resolve_device(self.device)
         self.channels_ = channels
         self.input_size_ = (height, width)
         return self
@@ -461,10 +483,10 @@ class FCDD(Method):
     def from_checkpoint(cls, state: dict[str, Any]) -> "FCDD":
         model = cls(**state["params"])
         profile = get_profile(model.profile).name
-        narrow = is_narrow(profile, model.small, model.pretrained)  # the architecture fit built
+        narrow = is_narrow(profile, model.small, model.pretrained, model.kernel)  # the architecture fit built
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the random init the saved weights replace
-            net, _ = build_net(profile, state["channels"], small=narrow, pretrained=False)
+            net, _ = build_net(profile, state["channels"], small=narrow, pretrained=False, kernel=model.kernel)
         net.load_state_dict(state["net"])
         model.device_ = resolve_device(model.device)
         model.net_ = net.to(device=model.device_, memory_format=torch.channels_last).eval()

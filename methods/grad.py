@@ -24,21 +24,20 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from xadbench import backbones
 from xadbench.errors import XadError
 from xadbench.layers import Standardise, channel_statistics
-from xadbench.methods.fcdd import SMALL_CIFAR10_WIDTHS, SMALL_FMNIST_WIDTH
-from xadbench.method import EpochCallback, Method, Variant, resolve_device
-from xadbench.options import check_device, check_seed
-from xadbench.profiles import PROFILES, check_preset, get_profile
+from xadbench.method import EpochCallback, Variant, resolve_device
+from xadbench.options import check_seed
+from xadbench.profiles import check_preset, get_profile
 from xadbench.sanity import randomised_copy
-from xadbench.training import TRAINING_CONSTRAINTS, fit_loop, predict_in_batches
+from xadbench.training import DeepMethod, predict_in_batches
 from xadbench.types import Prediction, TrainData, stack_images
 from xadbench.validation import Check, Interval, OneOf
 
 ATTRIBUTIONS = ("saliency", "integrated_gradients", "smoothgrad", "gradcam")
 #: Inside −log(1 − exp(−h) + ε): keeps the anomalous HSC term finite at h = 0 (reference: 1e-9).
 HSC_EPS = 1e-9
-SMALL_NETS = ("fmnist", "cifar10")  # 28 and 32 px networks; every other profile uses VGG11-BN
 LEAK = 0.01
 
 
@@ -73,10 +72,10 @@ def small_features(profile: str, channels: int, narrow: bool = False) -> nn.Sequ
     cifar10: conv3 128 ·pool, conv3 256, conv3 256 ·pool, conv3 128 ·pool    (32 → 4)
     """
     pool = nn.MaxPool2d(2)
-    if profile == "fmnist":
-        w = SMALL_FMNIST_WIDTH if narrow else 128
+    if get_profile(profile).network == "fmnist":
+        w = backbones.SMALL_FMNIST_WIDTH if narrow else backbones.FMNIST_WIDTH
         return nn.Sequential(*_conv_block(channels, w, 5), pool, *_conv_block(w, w, 5), nn.MaxPool2d(2))
-    a, b, c = SMALL_CIFAR10_WIDTHS if narrow else (128, 256, 128)
+    a, b, c = backbones.SMALL_CIFAR10_WIDTHS if narrow else backbones.CIFAR10_WIDTHS
     return nn.Sequential(*_conv_block(channels, a, 3), pool, *_conv_block(a, b, 3),
                          *_conv_block(b, b, 3), nn.MaxPool2d(2), *_conv_block(b, c, 3), nn.MaxPool2d(2))
 
@@ -113,14 +112,12 @@ def build_network(profile: str, images: torch.Tensor, hidden: int, rep_dim: int,
     """The network for a profile, sized on the training images; returns it and the weights id.
     small: the narrow 28/32 px conv stacks (no effect on VGG, whose widths the weights fix)."""
     channels = images.shape[1]
-    if profile in SMALL_NETS:
+    if get_profile(profile).network != "vgg":
         mean, std = channel_statistics(images)
         features = small_features(profile, channels, narrow=small)
         with torch.no_grad():
             flat = features.eval()(torch.zeros(1, *images.shape[1:])).numel()
         return HSCNet(Standardise(mean, std), features, flat, hidden, rep_dim), "none"
-    from xadbench import backbones
-
     vgg, weights_id = backbones.vgg11_bn_features(pretrained=pretrained, weights=weights)
     frozen = backbones.FROZEN_LAYERS
     features = nn.Sequential(backbones.freeze(vgg[:frozen]), vgg[frozen:])
@@ -138,7 +135,7 @@ def cam_layer(model: HSCNet) -> nn.Module:
 
 
 # -- the method --------------------------------------------------------------------------------
-class GradSaliency(Method):
+class GradSaliency(DeepMethod):
     """HSC with fully connected layers, explained by input gradients (FCDD paper, sec. 4: the
     "Grad" baseline; HSC of Ruff et al., 2020a; gradients after Simonyan et al., 2013).
 
@@ -174,13 +171,8 @@ class GradSaliency(Method):
       upsampled bilinearly to the input (captum's LayerAttribution.interpolate, as the paper
       does); the shared blur then applies as for the other attributions.
 
-    Measured on real MVTec-AD bottle at 128 px, cpu preset, confetti, stand-in VGG weights
-    (~2–4 CPU-minutes to fit), seeds 0 and 1: image AUC 0.95 / 0.97, saliency pooled pixel AUC
-    raw 0.80 / 0.88 and with the shared blur 0.80 / 0.90 (single-seed grad numbers are noisy); an
-    earlier model (image 0.97, saliency 0.89 / 0.90) gave integrated gradients 0.57 / 0.62 and
-    SmoothGrad 0.78 / 0.80. Context: the same
-    net untrained gives saliency 0.74 / 0.83 and a fixed centred blob 0.80 (bottle's defects sit
-    on a centred object), so pooled pixel AUC there rewards a centre prior.
+    On a centred object such as MVTec-AD's bottle, pooled pixel AUC rewards a centre prior; read
+    these maps against the `centre` reference (docs/results.md).
 
     Hyperparameters: profile; attribution; hidden and rep_dim (fully connected widths: hidden
     layer and the output vector φ(x)); epochs, batch_size, optimizer, lr, weight_decay, schedule,
@@ -193,8 +185,7 @@ class GradSaliency(Method):
     supervision = "labels"
     receptive_field_maps = False
     parameter_constraints = {
-        **TRAINING_CONSTRAINTS,
-        "profile": OneOf(tuple(PROFILES)),
+        **DeepMethod.parameter_constraints,
         "attribution": OneOf(ATTRIBUTIONS),
         "hidden": Interval(int, 1),
         "rep_dim": Interval(int, 1),
@@ -202,7 +193,6 @@ class GradSaliency(Method):
         "smooth_samples": Interval(int, 1),
         "smooth_sigma": Interval(float, 0, closed="neither"),
         "noise_seed": Check(check_seed),
-        "device": Check(check_device),
     }
 
     def __init__(
@@ -226,6 +216,7 @@ class GradSaliency(Method):
         weights: str | None = None,
         small: bool = False,
         device: str = "auto",
+        seed: int | None = 0,
     ):
         self.profile = profile
         self.attribution = attribution
@@ -246,43 +237,26 @@ class GradSaliency(Method):
         self.weights = weights
         self.small = small
         self.device = device
+        self.seed = seed
 
     @classmethod
-    def preset(cls, preset: str, profile: str) -> dict[str, Any]:
-        """"paper": FCDD's training setup for the data set (paper appendix E, FCDD_NOTES.md),
-        32 IG steps, 50 SmoothGrad samples (Smilkov et al.'s suggestion). "cpu": a few CPU
-        minutes for a MVTec-AD class of ~200 images at 128 px; 16 IG steps, 8 SmoothGrad samples;
-        the 28/32 px conv stacks at FCDD's narrow widths (`small`), as FCDD's cpu preset does."""
+    def preset_overrides(cls, preset: str, profile: str) -> dict[str, Any]:
+        """"paper": the profile's training schedule (appendix E, as FCDD), 32 IG steps, 50
+        SmoothGrad samples (Smilkov et al.'s suggestion). "cpu": a few CPU minutes for a
+        MVTec-AD class of ~200 images at 128 px; 16 IG steps, 8 SmoothGrad samples; the 28/32 px
+        conv stacks at FCDD's narrow widths (`small`), as FCDD's cpu preset does; MVTec-AD trains
+        with FCDD's optimiser and a 10x larger rate for 10 epochs, the other profiles with Adam
+        without decay for 20 epochs (docs/results.md)."""
         check_preset(preset)
-        get_profile(profile)
-        params: dict[str, Any] = {"profile": profile, "attribution": "saliency", "small": preset == "cpu"}
+        params: dict[str, Any] = {"attribution": "saliency", "small": preset == "cpu", "smooth_sigma": 0.15}
         if preset == "paper":
-            params.update(hidden=512, rep_dim=128, passes_per_epoch=1, ig_steps=32, smooth_samples=50,
-                          smooth_sigma=0.15)
-            params.update({
-                "fmnist": dict(epochs=400, batch_size=128, optimizer="sgd", lr=1e-2, weight_decay=1e-6,
-                               schedule="exponential:0.98"),
-                "cifar10": dict(epochs=600, batch_size=200, optimizer="adam", lr=1e-3, weight_decay=1e-6,
-                                schedule="milestones:400,500"),
-                "imagenet": dict(epochs=600, batch_size=200, optimizer="adam", lr=1e-3, weight_decay=1e-6,
-                                 schedule="milestones:400,500"),
-                "voc": dict(epochs=600, batch_size=200, optimizer="adam", lr=1e-3, weight_decay=1e-6,
-                            schedule="milestones:400,500"),
-                "mvtec": dict(epochs=200, passes_per_epoch=10, batch_size=128, optimizer="sgd", lr=1e-3,
-                              weight_decay=1e-4, schedule="exponential:0.985"),
-            }[profile])
-        else:
-            params.update(hidden=256, rep_dim=64, passes_per_epoch=1, ig_steps=16, smooth_samples=8,
-                          smooth_sigma=0.15)
-            if profile == "mvtec":
-                # FCDD's optimiser with a 10x larger lr: 10 epochs (~4 CPU-minutes on bottle, 209
-                # images at 128 px) beat 20 epochs at lr 1e-3 (pixel AUC 0.90 vs 0.85, raw).
-                params.update(epochs=10, batch_size=32, optimizer="sgd", lr=1e-2, weight_decay=1e-4,
-                              schedule="exponential:0.985")
-            else:
-                params.update(epochs=20, batch_size=64, optimizer="adam", lr=1e-3, weight_decay=1e-6,
-                              schedule="none")
-        return params
+            return {**params, "hidden": 512, "rep_dim": 128, "ig_steps": 32, "smooth_samples": 50}
+        params.update(hidden=256, rep_dim=64, ig_steps=16, smooth_samples=8)
+        if profile == "mvtec":
+            return {**params, "epochs": 10, "batch_size": 32, "optimizer": "sgd", "lr": 1e-2,
+                    "weight_decay": 1e-4, "schedule": "exponential:0.985"}
+        return {**params, "epochs": 20, "batch_size": 64, "optimizer": "adam", "lr": 1e-3,
+                "weight_decay": 1e-6, "schedule": "none"}
 
     # -- training -----------------------------------------------------------------------------
     def _check_attribution(self) -> None:
@@ -292,29 +266,27 @@ class GradSaliency(Method):
     def fit(self, train: TrainData, on_epoch: EpochCallback | None = None) -> "GradSaliency":
         self._check_attribution()
         get_profile(self.profile)
-        device = resolve_device(self.device)
         if not (train.confetti or len(train.anomalies)):
             warnings.warn("GradSaliency (HSC) got no anomalies to train with (no confetti, OE or defects): "
                           "the HSC objective then collapses towards the centre", UserWarning, stacklevel=2)
         images = stack_images(train.nominal)
-        model, weights_id = build_network(self.profile, images, self.hidden, self.rep_dim,
-                                          self.pretrained, self.weights, self.small)
-        model = model.to(device).to(memory_format=torch.channels_last)
+        built = {}
 
-        def loss_fn(x: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-            return hsc_loss(model.score(x), labels)
+        def build() -> HSCNet:
+            net, built["weights"] = build_network(self.profile, images, self.hidden, self.rep_dim,
+                                                  self.pretrained, self.weights, self.small)
+            return net
 
-        self.losses_ = fit_loop(
-            model.parameters(), loss_fn, train,
-            epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr,
-            weight_decay=self.weight_decay, schedule=self.schedule, device=device, profile=self.profile,
-            passes_per_epoch=self.passes_per_epoch, on_epoch=on_epoch, train_mode=model.train,
-        )
-        model.eval()
+        def make_loss(model: HSCNet):
+            def loss_fn(x: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+                return hsc_loss(model.score(x), labels)
+            return loss_fn
+
+        model, self.losses_ = self.train_network(build, make_loss, train, self.profile, on_epoch)
         for p in model.parameters():  # attributions need input gradients only
             p.requires_grad_(False)
         self.input_shape_ = tuple(int(s) for s in images.shape[1:])
-        self.weights_used_ = weights_id
+        self.weights_used_ = built["weights"]
         self.model_ = model
         return self
 

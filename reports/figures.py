@@ -46,19 +46,13 @@ from xadbench.errors import XadError
 from xadbench.heatmaps import quantile_normalise
 from xadbench.reports.tables import load_results
 from xadbench.defaults import CMAP
+from xadbench.profiles import PROFILES
 from xadbench.runner import BLUR_POLICIES, atomic_write, load_predictions, postprocess
 from xadbench.sanity import REFERENCE_METHODS
 
 NORMS = ("auto", "local", "global")
-#: Appendix C's choice of reference set and η per data set profile.
-DISPLAY_DEFAULTS = {
-    "mvtec": ("local", 0.97),
-    "cifar10": ("local", 0.85),
-    "fmnist": ("global", 0.85),
-    "imagenet": ("global", 0.97),
-    "voc": ("global", 0.99),
-}
-FALLBACK_DISPLAY = DISPLAY_DEFAULTS["mvtec"]
+#: The display of a profile this version does not know (a run folder of another version).
+FALLBACK_DISPLAY = PROFILES["mvtec"].display
 MAX_ROC_PIXELS = 200_000
 CELL_INCHES = 1.1
 DPI = 120
@@ -66,7 +60,7 @@ DPI = 120
 
 def display_defaults(profile: str) -> tuple[str, float]:
     """Appendix C's (reference, η) for a data set profile (saved with the predictions)."""
-    return DISPLAY_DEFAULTS.get(profile, FALLBACK_DISPLAY)
+    return PROFILES[profile].display if profile in PROFILES else FALLBACK_DISPLAY
 
 
 def check_options(norm: str, eta: float | None, blur: str, samples: int, cmap: str = CMAP) -> None:

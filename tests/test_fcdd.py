@@ -441,3 +441,46 @@ def test_masks_train_with_eq_3_on_the_upsampled_map(monkeypatch):
             per_image.append(term)
         np.testing.assert_allclose(float(real_pixel_loss(up, masks)), float(torch.stack(per_image).mean()), rtol=1e-4)
     assert any(m.sum() > 0 for _, m in calls["eq3"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Appendix A's nets (receptive-field study)
+
+#: Receptive fields printed in the paper's Table 4 (MVTec-AD, k = 3 ... 13) and Table 3 (CIFAR-10,
+#: k = 3 ... 17).
+TABLE_4 = {3: 53, 5: 91, 7: 129, 9: 167, 11: 205, 13: 243}
+TABLE_3 = {3: 18, 5: 20, 7: 22, 9: 24, 11: 26, 13: 28, 15: 30, 17: 32}
+
+
+@pytest.mark.parametrize("kernel, field", TABLE_4.items())
+def test_kernel_net_for_mvtec_has_table_4s_receptive_field(kernel, field):
+    from xadbench.methods.fcdd import kernel_net
+
+    net = kernel_net("vgg", 3, kernel, narrow=True)  # the widths do not change the field
+    assert receptive_field(net, 224).extent == field
+    assert net(torch.zeros(1, 3, 224, 224)).shape == (1, 1, 28, 28)  # appendix D's 28×28 output at 224 px
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in net) == 6 and sum(isinstance(m, torch.nn.MaxPool2d) for m in net) == 3
+
+
+@pytest.mark.parametrize("kernel, field", TABLE_3.items())
+def test_kernel_net_for_cifar10_has_table_3s_receptive_field(kernel, field):
+    from xadbench.methods.fcdd import kernel_net
+
+    net = kernel_net("cifar10", 3, kernel, narrow=True)
+    assert receptive_field(net, 32).extent == field
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in net) == 4 and sum(isinstance(m, torch.nn.MaxPool2d) for m in net) == 2
+
+
+def test_kernel_hyperparameter_trains_appendix_a_net_and_round_trips(tmp_path):
+    from xadbench.methods.fcdd import kernel_net
+
+    nominal, defect = _toy(3, 32, n=8)
+    model = FCDD(profile="mvtec", kernel=5, small=True, epochs=1, batch_size=4, sigma=4.0, device="cpu",
+                 weights=str(tmp_path / "unused.pt")).fit(TrainData(nominal, confetti=True))
+    assert model.weights_used_ == "none" and model.field_.extent == 91
+    assert [type(m) for m in model.net_.body] == [type(m) for m in kernel_net("vgg", 3, 5, narrow=True)]
+    images = torch.stack([s.image for s in nominal[:3]])
+    loaded = FCDD.from_checkpoint(model.checkpoint())
+    np.testing.assert_array_equal(loaded.predict(images).anomaly_map, model.predict(images).anomaly_map)
+    with pytest.raises(XadError, match="fmnist"):
+        FCDD(profile="fmnist", kernel=3, epochs=1, device="cpu").fit(TrainData(_toy(1, 28, n=4)[0]))

@@ -233,7 +233,7 @@ def test_presets():
 
 
 def test_small_uses_fcdd_narrow_widths_for_the_28_and_32_px_nets():
-    from xadbench.methods.fcdd import SMALL_CIFAR10_WIDTHS, SMALL_FMNIST_WIDTH
+    from xadbench.backbones import SMALL_CIFAR10_WIDTHS, SMALL_FMNIST_WIDTH
     from xadbench.methods.grad import small_features
 
     widths = [m.out_channels for m in small_features("cifar10", 3, narrow=True) if isinstance(m, torch.nn.Conv2d)]

@@ -18,7 +18,7 @@ def nets():
     ]
 
 
-# The table in FCDD_NOTES.md: output map, jump, extent, centre.
+# The paper's nets (appendix D, receptive fields 16, 22, 62): output map, jump, extent, centre.
 TABLE = {
     "fmnist": ReceptiveField(size=(7, 7), jump=4, extent=16, centre=1.5),
     "cifar10": ReceptiveField(size=(8, 8), jump=4, extent=22, centre=1.5),

@@ -61,9 +61,8 @@ def _confetti_blobs(n: int, channels: int, height: int, width: int, generator: t
             v = -(xs - cx) * sin + (ys - cy) * cos
             inside = (u.abs() <= half) & (v.abs() <= half)
             # Values uniform in [-1, 1] per channel (grey: one for all) times an amplitude: many
-            # blobs are faint, and faint ones teach the subtle defects of real data (unsupervised
-            # FCDD on MVTec-AD bottle, 20 epochs: image / pixel AUC 0.986 / 0.878 with this
-            # distribution, 0.925 / 0.815 with every blob's strongest channel ≥ 0.3).
+            # blobs are faint, and faint ones teach the subtle defects of real data (the
+            # comparison is in docs/results.md).
             value = uniform(1, -1, 1).expand(channels) if float(uniform(1)) < CONFETTI_GREY_SHARE else uniform(channels, -1, 1)
             value = value * float(uniform(1, *CONFETTI_AMPLITUDE_RANGE))
             noise[i][:, inside] = value.view(channels, 1)
@@ -122,14 +121,16 @@ class AnomalyMixer:
     `train.confetti`, confetti noise on the nominal image itself; a replaced sample picks a
     source uniformly. Masks for the pixel-wise loss (paper eq. 3): a real anomaly's mask where it
     has one; confetti's own mask when `train.confetti_masks`; otherwise the whole image is
-    anomalous, as in the reference implementation.
+    anomalous, as in the reference implementation. Every random draw comes from `generator`
+    (a CPU generator; None: torch's global one).
     """
 
-    def __init__(self, train: TrainData, p: float = 0.5):
+    def __init__(self, train: TrainData, p: float = 0.5, generator: torch.Generator | None = None):
         self.anomalies = train.anomalies
         self.confetti = train.confetti
         self.confetti_masks = train.confetti_masks
         self.p = p
+        self.generator = generator
 
     @property
     def active(self) -> bool:
@@ -143,20 +144,20 @@ class AnomalyMixer:
         masks = torch.zeros(batch, height, width, device=device)
         if not self.active:
             return images, labels, masks
-        replace = torch.nonzero(torch.rand(batch) < self.p).flatten().tolist()
+        replace = torch.nonzero(torch.rand(batch, generator=self.generator) < self.p).flatten().tolist()
         if not replace:
             return images, labels, masks
         images = images.clone()
         sources = (["known"] if len(self.anomalies) else []) + (["confetti"] if self.confetti else [])
-        picks = torch.randint(len(sources), (len(replace),)).tolist()
+        picks = torch.randint(len(sources), (len(replace),), generator=self.generator).tolist()
         confetti_rows = [row for row, pick in zip(replace, picks) if sources[pick] == "confetti"]
         known_rows = [row for row, pick in zip(replace, picks) if sources[pick] == "known"]
         if confetti_rows:
-            noisy, confetti_mask = confetti_noise(images[confetti_rows])
+            noisy, confetti_mask = confetti_noise(images[confetti_rows], self.generator)
             images[confetti_rows] = noisy
             masks[confetti_rows] = confetti_mask.float() if self.confetti_masks else 1.0
         for row in known_rows:
-            sample = self.anomalies[int(torch.randint(len(self.anomalies), (1,)))]
+            sample = self.anomalies[int(torch.randint(len(self.anomalies), (1,), generator=self.generator))]
             images[row] = _match(sample.image, channels, (height, width)).to(device)
             if sample.mask is None:
                 masks[row] = 1.0

@@ -1,5 +1,5 @@
 """Pretrained backbones shared by every method built on one (FCDD's MVTec-AD/ImageNet/VOC net,
-the gradient baseline).
+the gradient baseline), and the widths of appendix D's nets trained from scratch.
 
 VGG11-BN (Simonyan and Zisserman, 2015, with batch norm) as torchvision builds it: `features`
 is a Sequential of 29 modules; FCDD (paper appendix D) keeps `features[:21]` (up to the second
@@ -35,6 +35,13 @@ TORCHVISION_WEIGHTS = "IMAGENET1K_V1"
 VGG11_LAYOUT = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 NO_WEIGHTS_HINT = "pass --weights PATH (a state dict with torchvision's features.* keys) or --no-pretrained"
 DOWNLOAD_PROBE_TIMEOUT_S = 3.0
+#: Channel widths of appendix D's nets trained from scratch (28 px: two convs of 128; 32 px:
+#: 128, 256, 128) and of their narrow CPU variants (a quarter), which FCDD and the gradient
+#: baseline share so that both train nets of one size.
+FMNIST_WIDTH = 128
+CIFAR10_WIDTHS = (128, 256, 128)
+SMALL_FMNIST_WIDTH = 32
+SMALL_CIFAR10_WIDTHS = (32, 64, 32)
 
 
 class Frozen(nn.Module):

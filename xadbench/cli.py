@@ -378,12 +378,13 @@ def check(
 
 @methods_app.command("list", epilog="Example: xadbench methods list")
 def methods_list() -> None:
-    """List registered methods (imports each to show what supervision it uses)."""
+    """List registered methods and the supervision each declares (read from the plugin's source
+    without importing it where it is a literal; otherwise the plugin is imported)."""
     from xadbench.registry import methods as registry
 
     for name, target, dist in registry.describe():
         try:
-            supervision = registry.get(name).supervision
+            supervision = registry.declared(name, "supervision")
         except XadError as exc:
             supervision = f"BROKEN: {exc}"
         typer.echo(f"{name:<14} {supervision:<8} {target}  [{dist}]")

@@ -39,6 +39,11 @@ class Method(abc.ABC):
     parameter_constraints: {keyword: Interval | OneOf | Check} (xadbench.validation), checked with
         the types annotated on `__init__` before a run starts (after scikit-learn's
         `_parameter_constraints`).
+
+    Fitted attribute every method has: weights_used_, the id of the pretrained weights the
+    method started from ("file:<name> sha256:<12 hex>", "torchvision:IMAGENET1K_V1"), "none"
+    (the class default) when it starts from none. A method that trains a network derives from
+    `xadbench.training.DeepMethod`.
     """
 
     supervision: ClassVar[str] = "none"
@@ -46,6 +51,7 @@ class Method(abc.ABC):
     reference: ClassVar[bool] = False
     deterministic: ClassVar[bool] = False
     parameter_constraints: ClassVar[dict[str, Any]] = {}
+    weights_used_: str = "none"
 
     @classmethod
     def preset(cls, preset: str, profile: str) -> dict[str, Any]:

@@ -2,20 +2,28 @@
 
 Built-ins are declared in our own pyproject.toml exactly like third-party plugins, so both are
 found the same way. Listing names imports nothing; a plugin is imported when first used.
+`declared_attribute` reads a class attribute a plugin declares as a literal from its source,
+and `missing_extra` checks the optional extra an entry point names ("module:Name [extra]"),
+both without importing the plugin, so `xadbench methods list` answers at once.
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
+import importlib.util
 import io
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
+import importlib.metadata
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any
 
-from xadbench.errors import PluginError, XadError
+from xadbench.errors import MissingExtraError, PluginError, XadError
 
 METHODS_GROUP = "xadbench.methods"
 DATASETS_GROUP = "xadbench.datasets"
@@ -60,6 +68,22 @@ class Registry:
             for ep in eps
         ]
 
+    def declared(self, name: str, attribute: str) -> Any:
+        """A plugin's class attribute, without importing the plugin where its entry point's
+        optional extra is installed and its source declares the attribute as a literal
+        (`missing_extra`, `declared_attribute`); otherwise read from the loaded plugin.
+        MissingExtraError when the extra is missing, PluginError when the plugin does not load."""
+        eps = self._entry_points().get(name, [])
+        if len(eps) == 1:
+            extra = missing_extra(eps[0])
+            if extra is not None:
+                raise MissingExtraError(f"{self.kind} {name!r} needs an optional extra: "
+                                        f"pip install '{_distribution_name(eps[0])}[{extra}]'")
+            value = declared_attribute(eps[0], attribute)
+            if value is not None:
+                return value
+        return getattr(self.get(name), attribute)
+
     def get(self, name: str) -> Any:
         """The plugin object (a class or a Variant) registered as `name`."""
         if name in self._loaded:
@@ -85,6 +109,74 @@ class Registry:
 
     def create(self, name: str, **params: Any) -> Any:
         return self.get(name)(**params)
+
+
+def declared_attribute(ep: EntryPoint, attribute: str) -> str | None:
+    """The string an entry point's target declares for a class attribute, read from its module's
+    source without running it: `attribute = "..."` in the class body, else in a base class
+    defined in the same module, and for `NAME = Variant(Class, ...)` in Class. None when the
+    source does not say it as a literal (the caller then loads the plugin)."""
+    try:
+        spec = importlib.util.find_spec(ep.module)  # imports the parent packages only
+        source = Path(spec.origin).read_text() if spec and spec.origin and spec.origin.endswith(".py") else None
+        tree = ast.parse(source) if source is not None else None
+    except (ImportError, ValueError, OSError, SyntaxError, UnicodeDecodeError):
+        return None
+    if tree is None:
+        return None
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    calls = {target.id: node.value for node in tree.body
+             if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+             for target in node.targets if isinstance(target, ast.Name)}
+
+    def lookup(name: str, seen: frozenset[str]) -> str | None:
+        if name in seen:
+            return None
+        if name in classes:
+            for statement in classes[name].body:
+                targets = statement.targets if isinstance(statement, ast.Assign) else (
+                    [statement.target] if isinstance(statement, ast.AnnAssign) else [])
+                if any(isinstance(t, ast.Name) and t.id == attribute for t in targets):
+                    value = statement.value
+                    return value.value if isinstance(value, ast.Constant) and isinstance(value.value, str) else None
+            bases = [base.id for base in classes[name].bases if isinstance(base, ast.Name)]
+            return next((found for base in bases if (found := lookup(base, seen | {name})) is not None), None)
+        call = calls.get(name)
+        if (call is not None and isinstance(call.func, ast.Name) and call.func.id == "Variant"
+                and call.args and isinstance(call.args[0], ast.Name)):
+            return lookup(call.args[0].id, seen | {name})
+        return None
+
+    return lookup(ep.attr, frozenset())
+
+
+def missing_extra(ep: EntryPoint) -> str | None:
+    """The first optional extra the entry point names ("module:Name [extra]") of which some
+    requirement cannot be imported (its distribution is absent, or a top-level module of it is
+    not found); None when every named extra is usable."""
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return None
+    for extra in ep.extras:
+        for requirement in dist.requires or []:
+            name, _, marker = requirement.partition(";")
+            if not re.search(rf"""extra\s*==\s*["']{re.escape(extra)}["']""", marker):
+                continue
+            if not _importable(re.match(r"[A-Za-z0-9._-]+", name.strip()).group(0)):
+                return extra
+    return None
+
+
+def _importable(distribution: str) -> bool:
+    try:
+        found = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    top_level = (found.read_text("top_level.txt") or "").split() or [distribution.replace("-", "_").lower()]
+    try:
+        return all(importlib.util.find_spec(module) is not None for module in top_level)
+    except (ImportError, ValueError):
+        return False
 
 
 def _load_quietly(ep: EntryPoint, where: str) -> Any:

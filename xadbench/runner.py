@@ -231,7 +231,7 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
         "oe": spec.oe or "", "oe_limit": spec.oe_limit if spec.oe_limit is not None else ("all" if spec.oe else ""),
         "oe_exclude": ",".join(spec.oe_exclude),
         "k": spec.k if spec.protocol == "semi-supervised" else "",
-        "weights": getattr(method, "weights_used_", "none"),
+        "weights": method.weights_used_,
         "n_train": len(train.nominal), "n_test": len(test), "fit_s": round(fit_s, 3), "predict_s": round(predict_s, 3),
         "params": json.dumps(method.get_params(), sort_keys=True, default=str),
         # CPU training is bit-identical only for a fixed thread count (reduction order), so

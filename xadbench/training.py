@@ -1,15 +1,19 @@
-"""The training loop every deep method shares: optimiser and schedule by name, the paper's
-augmentation per data set profile (appendix E), online anomaly replacement, batched inference."""
+"""The training every deep method shares: optimiser and schedule by name, the paper's
+augmentation per data-set profile (appendix E), online anomaly replacement, batched inference,
+and `DeepMethod`, the base of the methods that train a network with it."""
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from xadbench.anomalies import AnomalyMixer
-from xadbench.method import EpochCallback
+from xadbench.method import EpochCallback, Method, resolve_device
+from xadbench.options import check_device, check_seed
+from xadbench.profiles import PROFILES, get_profile, training_params
 from xadbench.types import TrainData, stack_images
 from xadbench.validation import Check, Interval, OneOf
 
@@ -57,7 +61,8 @@ TRAINING_CONSTRAINTS = {
 }
 
 
-def _random_crop(images: torch.Tensor, masks: torch.Tensor, pad: int, resize: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _random_crop(images: torch.Tensor, masks: torch.Tensor, pad: int, resize: float,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random crop back to the input size after zero padding by `pad` or upscaling by `resize`."""
     height, width = images.shape[-2:]
     if resize != 1.0:
@@ -67,18 +72,18 @@ def _random_crop(images: torch.Tensor, masks: torch.Tensor, pad: int, resize: fl
     if pad:
         images = F.pad(images, (pad, pad, pad, pad))
         masks = F.pad(masks, (pad, pad, pad, pad))
-    top = int(torch.randint(images.shape[-2] - height + 1, (1,)))
-    left = int(torch.randint(images.shape[-1] - width + 1, (1,)))
+    top = int(torch.randint(images.shape[-2] - height + 1, (1,), generator=generator, device=generator.device))
+    left = int(torch.randint(images.shape[-1] - width + 1, (1,), generator=generator, device=generator.device))
     return (images[..., top : top + height, left : left + width],
             masks[..., top : top + height, left : left + width])
 
 
-def _jitter(images: torch.Tensor, strength: float) -> torch.Tensor:
+def _jitter(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
     """Brightness, contrast and saturation jitter by factors in [1 - s, 1 + s], per image."""
     n = images.shape[0]
 
     def factor():
-        return 1 + (torch.rand(n, 1, 1, 1, device=images.device) * 2 - 1) * strength
+        return 1 + (torch.rand(n, 1, 1, 1, device=images.device, generator=generator) * 2 - 1) * strength
 
     images = images * factor()
     mean = images.mean(dim=(1, 2, 3), keepdim=True)
@@ -89,37 +94,36 @@ def _jitter(images: torch.Tensor, strength: float) -> torch.Tensor:
     return images.clamp(0, 1)
 
 
-def augment(images: torch.Tensor, masks: torch.Tensor, profile: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper's training pre-processing (appendix E) on a batch, masks moved along.
+def _chance(probability: float, generator: torch.Generator) -> bool:
+    """True with `probability`; draws a number only when it is below 1."""
+    return probability >= 1 or float(torch.rand(1, generator=generator, device=generator.device)) < probability
 
-    fmnist: crop 28 after zero-padding 2, horizontal flip.
-    cifar10: colour jitter 0.01, crop after zero-padding 4, flip, Gaussian noise σ=0.001.
-    imagenet: as cifar10 but crop 224 of 256 (upscale by 256/224) instead of padding.
-    voc: as cifar10 without the crop (it would cut the watermark in the lower left corner).
-    mvtec: crop 224 of 240 (upscale by 240/224), jitter 0.04 or 0.0005, noise with chance 0.5.
-    """
-    flip = profile in ("fmnist", "cifar10", "imagenet", "voc")
-    if profile == "fmnist":
-        images, masks = _random_crop(images, masks, pad=2, resize=1.0)
-    elif profile in ("cifar10", "imagenet", "voc"):
-        images = _jitter(images, 0.01)
-        if profile == "cifar10":
-            images, masks = _random_crop(images, masks, pad=4, resize=1.0)
-        elif profile == "imagenet":
-            images, masks = _random_crop(images, masks, pad=0, resize=256 / 224)
-    elif profile == "mvtec":
-        images, masks = _random_crop(images, masks, pad=0, resize=240 / 224)
-        images = _jitter(images, 0.04 if float(torch.rand(1)) < 0.5 else 0.0005)
-    else:
-        raise ValueError(f"no augmentation defined for profile {profile!r}")
-    if flip:
-        flipped = torch.rand(images.shape[0], device=images.device) < 0.5
+
+def augment(images: torch.Tensor, masks: torch.Tensor, profile: str,
+            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's training pre-processing (appendix E) of a data-set profile on a batch, masks
+    moved along; the steps and their order are the profile's `Augmentation`
+    (`xadbench.profiles`). Every random draw comes from `generator` (on the images' device)."""
+    steps = get_profile(profile).augmentation
+
+    def jitter(images: torch.Tensor) -> torch.Tensor:
+        strengths = steps.jitter
+        pick = 0 if len(strengths) == 1 else int(float(torch.rand(1, generator=generator, device=generator.device)) * len(strengths))
+        return _jitter(images, strengths[pick], generator)
+
+    if steps.jitter and steps.jitter_first:
+        images = jitter(images)
+    if steps.crop:
+        images, masks = _random_crop(images, masks, steps.pad, steps.resize, generator)
+    if steps.jitter and not steps.jitter_first:
+        images = jitter(images)
+    if steps.flip:
+        flipped = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
         images = torch.where(flipped.view(-1, 1, 1, 1), images.flip(-1), images)
         masks = torch.where(flipped.view(-1, 1, 1), masks.flip(-1), masks)
-    if profile in ("cifar10", "imagenet", "voc"):
-        images = images + 0.001 * torch.randn_like(images)
-    elif profile == "mvtec" and float(torch.rand(1)) < 0.5:
-        images = images + 0.001 * torch.randn_like(images)
+    if steps.noise and _chance(steps.noise_chance, generator):
+        noise = torch.randn(images.shape, device=images.device, dtype=images.dtype, generator=generator)
+        images = images + steps.noise * noise
     return images, masks
 
 
@@ -135,6 +139,7 @@ def fit_loop(
     weight_decay: float,
     schedule: str,
     device: torch.device,
+    generator: torch.Generator,
     profile: str | None = None,
     passes_per_epoch: int = 1,
     anomaly_p: float = 0.5,
@@ -145,9 +150,15 @@ def fit_loop(
     loss per epoch. `profile` selects the augmentation (None: none). One epoch is
     `passes_per_epoch` passes over the nominal set (the paper uses 10 for MVTec-AD).
     `train_mode` puts the model in training mode (called once; e.g. to keep frozen layers in eval).
+    Every random draw (batch order, anomaly mixing, augmentation) comes from `generator`, a CPU
+    generator; on another device the augmentation draws from a generator there, seeded from it.
     """
     nominal = stack_images(train.nominal).to(device)
-    mixer = AnomalyMixer(train, p=anomaly_p)
+    mixer = AnomalyMixer(train, p=anomaly_p, generator=generator)
+    on_device = generator
+    if device.type != "cpu":
+        seed = int(torch.randint(2**62, (1,), generator=generator))
+        on_device = torch.Generator(device).manual_seed(seed)
     params = list(parameters)
     opt = make_optimizer(params, optimizer, lr, weight_decay)
     scheduler = make_scheduler(opt, schedule)
@@ -158,12 +169,12 @@ def fit_loop(
     for epoch in range(epochs):
         total, count = 0.0, 0
         for _ in range(passes_per_epoch):
-            order = torch.randperm(len(nominal))
+            order = torch.randperm(len(nominal), generator=generator)
             for b in range(batches_per_pass):
                 index = order[b * batch_size : (b + 1) * batch_size].to(device)
                 images, labels, masks = mixer.mix(nominal[index])
                 if profile is not None:
-                    images, masks = augment(images, masks, profile)
+                    images, masks = augment(images, masks, profile, on_device)
                 loss = loss_fn(images.contiguous(memory_format=torch.channels_last), labels, masks)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss.item()} in epoch {epoch + 1}")
@@ -189,3 +200,73 @@ def predict_in_batches(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Te
         scores.append(score.detach().float().cpu())
         maps.append(amap.detach().float().cpu())
     return torch.cat(scores), torch.cat(maps)
+
+
+#: The keywords of `fit_loop` every DeepMethod takes in its __init__ (the profile's schedule).
+TRAINING_PARAMS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "passes_per_epoch")
+
+
+class DeepMethod(Method):
+    """Base of the methods that train a network with `fit_loop` (FCDD and the gradient and
+    autoencoder baselines of the paper, section 4).
+
+    What it provides, and what `xadbench.testing` checks for every subclass:
+    - the training keywords TRAINING_PARAMS, `profile`, `seed` and `device`, validated by
+      `parameter_constraints` (a subclass adds its own constraints to these); a subclass lists
+      them in its own `__init__` with its defaults, since the contract reads the hyperparameters
+      from that signature;
+    - `preset`: the data-set profile's training schedule for the preset (paper appendix E, or
+      its cpu version, `xadbench.profiles`) with the method's `preset_overrides` on top;
+    - `train_network`: one `fit_loop` run under the method's own seed: torch's global RNG is
+      forked (the caller's state is restored afterwards) and seeded with `seed` while the network
+      is built, and every draw of training (batch order, anomaly mixing, confetti,
+      augmentation) comes from a torch.Generator forked from that seeded state, so a fit
+      depends on `seed` alone and never on the caller's RNG state;
+    - `weights_used_` after fit and after `from_checkpoint`: the id of the network's initial
+      weights ("file:<name> sha256:<12 hex>", "torchvision:IMAGENET1K_V1" or "none").
+    """
+
+    parameter_constraints: ClassVar[dict[str, Any]] = {
+        **TRAINING_CONSTRAINTS,
+        "profile": OneOf(tuple(PROFILES)),
+        "seed": Check(lambda seed: seed is None or check_seed(seed)),
+        "device": Check(check_device),
+    }
+    weights_used_: str
+
+    @classmethod
+    def preset(cls, preset: str, profile: str) -> dict[str, Any]:
+        """The profile's schedule for `preset` and `profile` itself, updated by `preset_overrides`."""
+        return {"profile": profile, **training_params(profile, preset), **cls.preset_overrides(preset, profile)}
+
+    @classmethod
+    def preset_overrides(cls, preset: str, profile: str) -> dict[str, Any]:
+        """The method's own preset values for a profile (hyperparameters beyond training, and
+        training values where the method differs from the profile's schedule)."""
+        return {}
+
+    def training_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in TRAINING_PARAMS}
+
+    def train_network(self, build: Callable[[], torch.nn.Module], make_loss: Callable[[Any], LossFn],
+                      train: TrainData, augment_profile: str | None,
+                      on_epoch: EpochCallback | None = None) -> tuple[Any, list[float]]:
+        """Build the network (`build()`, on the CPU), move it to the device in channels-last
+        layout, train it with `fit_loop` on `make_loss(net)` under the method's seed (see the
+        class docstring) and return it in eval mode with the loss per epoch. `augment_profile`:
+        the profile whose augmentation applies (None: none)."""
+        device = resolve_device(self.device)
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda, enabled=self.seed is not None):
+            if self.seed is not None:
+                torch.manual_seed(self.seed)
+            net = build().to(device=device, memory_format=torch.channels_last)
+            generator = torch.Generator()
+            if self.seed is None:
+                generator.seed()
+            else:
+                generator.set_state(torch.get_rng_state())
+            losses = fit_loop(net.parameters(), make_loss(net), train, device=device, generator=generator,
+                              profile=augment_profile, on_epoch=on_epoch, train_mode=net.train,
+                              **self.training_params())
+        return net.eval(), losses
