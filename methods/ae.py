@@ -136,7 +136,7 @@ class AutoEncoder(DeepMethod):
     """
 
     supervision = "none"
-    receptive_field_maps = False
+    maps_smoothed = False
     parameter_constraints = {
         **DeepMethod.parameter_constraints,
         "width": Interval(int, 1),

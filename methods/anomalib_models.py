@@ -100,13 +100,13 @@ class AnomalibMethod(Method):
     """An anomalib torch model fitted on nominal images: features of every training image are
     collected by the model's own training-mode forward pass, then `finish_fit` builds the model
     from them; `predict` returns anomalib's image scores and anomaly maps (already blurred by
-    anomalib's generator, hence `receptive_field_maps`: the runner's shared blur does not apply).
+    anomalib's generator, hence `maps_smoothed`: the runner's shared blur does not apply).
 
     Subclasses set the hyperparameters backbone, layers, batch_size, pretrained, weights, seed and
     device (plus their own), and implement `build_model` and `finish_fit`."""
 
     supervision = "none"
-    receptive_field_maps = True
+    maps_smoothed = True
 
     backbone: str
     layers: Sequence[str]

@@ -364,7 +364,7 @@ class FCDD(DeepMethod):
     """
 
     supervision = "masks"
-    receptive_field_maps = True
+    maps_smoothed = True
     parameter_constraints = {
         **DeepMethod.parameter_constraints,
         "sigma": Interval(float, 0, closed="neither"),

@@ -183,7 +183,7 @@ class GradSaliency(DeepMethod):
     """
 
     supervision = "labels"
-    receptive_field_maps = False
+    maps_smoothed = False
     parameter_constraints = {
         **DeepMethod.parameter_constraints,
         "attribution": OneOf(ATTRIBUTIONS),

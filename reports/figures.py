@@ -8,7 +8,8 @@ reference map when FCDD is absent) and shown with that score increasing from lef
 method's own score is written above its cells), and a last "mean map" column:
 the mean test image, each method's own mean map over the test set (what a map that ignores the
 image would show, `xadbench.sanity`) and the defect frequency per pixel. Heatmaps get the shared blur
-policy (`runner.postprocess`: baselines blurred with FCDD's kernel, FCDD as it is) unless
+policy (the post-processor each predictions file records, `heatmaps.PostProcessor`: baselines
+blurred with FCDD's kernel, FCDD as it is) unless
 blur="none", then the paper's quantile normalisation (appendix C) to [0, 1], so one colour scale
 serves the whole figure. Defaults per appendix C: MVTec-AD local η=0.97, CIFAR-10 local η=0.85,
 Fashion-MNIST global η=0.85, ImageNet global η=0.97, Pascal VOC global η=0.99; "global" takes
@@ -43,11 +44,11 @@ from matplotlib.figure import Figure
 from sklearn.metrics import auc, roc_curve
 
 from xadbench.errors import XadError
-from xadbench.heatmaps import quantile_normalise
+from xadbench.heatmaps import BLUR_POLICIES, quantile_normalise, saved_maps
 from xadbench.reports.tables import load_results
 from xadbench.defaults import CMAP
 from xadbench.profiles import PROFILES
-from xadbench.runner import BLUR_POLICIES, atomic_write, load_predictions, postprocess
+from xadbench.runner import atomic_write, load_predictions
 from xadbench.sanity import REFERENCE_METHODS
 
 NORMS = ("auto", "local", "global")
@@ -115,17 +116,11 @@ def pick_columns(scores: np.ndarray, labels: np.ndarray, label: int, n: int) -> 
     return index
 
 
-def processed_maps(p: dict[str, np.ndarray], blur: str, index: np.ndarray | slice = slice(None)) -> np.ndarray:
-    """A method's maps (those at `index`) after the shared blur policy, float32."""
-    return postprocess(p["anomaly_map"][index].astype(np.float32), blur, bool(p["method_smooth"]),
-                       int(p["blur_size"]), float(p["blur_sigma"]))
-
-
 def grid_heatmaps(p: dict[str, np.ndarray], columns: np.ndarray, norm: str, eta: float, blur: str) -> np.ndarray:
     """The normalised heatmaps of the chosen columns, in [0, 1]."""
     if norm == "local":
-        return quantile_normalise(processed_maps(p, blur, columns), eta, "local")
-    return quantile_normalise(processed_maps(p, blur), eta, "global", labels=p["label"])[columns]
+        return quantile_normalise(saved_maps(p, blur, columns), eta, "local")
+    return quantile_normalise(saved_maps(p, blur), eta, "global", labels=p["label"])[columns]
 
 
 def _rgb(cells: np.ndarray, kind: str, cmap: str = CMAP) -> np.ndarray:
@@ -272,7 +267,7 @@ def _grid(preds: dict[str, dict[str, np.ndarray]], methods: dict[str, str], capt
     # pixel is anomalous.
     images = np.concatenate([first["image"][columns], first["image"].mean(0).round().astype(np.uint8)[None]])
     for label, p in preds.items():
-        mean = processed_maps(p, blur).mean(0)[None]
+        mean = saved_maps(p, blur).mean(0)[None]
         heatmaps[label] = np.concatenate([heatmaps[label], quantile_normalise(mean, quantile, "local")])
     masks = None
     if "mask" in first:
@@ -298,7 +293,7 @@ def _roc_curves(preds: dict[str, dict[str, np.ndarray]], blur: str) -> dict[str,
         if len(np.unique(p["label"])) == 2:
             curves["image"].append((label, *roc_curve(p["label"], p["score"])[:2]))
         if "mask" in p and p["mask"].any() and not p["mask"].all():
-            truth, maps = p["mask"].ravel(), processed_maps(p, blur).ravel()
+            truth, maps = p["mask"].ravel(), saved_maps(p, blur).ravel()
             pixels = _pixel_sample(p["mask"])
             if pixels is not None:
                 truth, maps = truth[pixels], maps[pixels]

@@ -45,7 +45,8 @@ from xadbench.metrics.aupro import AUPRO
 from xadbench.metrics.bootstrap import CONFIDENCE, RESAMPLES, TestSet, percentile_interval, stratified_weights
 from xadbench.reports.tables import (BOLD, DIGITS, LATEX_MISSING, METRIC_NAMES, TABLE_KEYS, format_interval, latex_float,
                                      load_results, siunitx_column, siunitx_number, tex_escape)
-from xadbench.runner import atomic_write, load_predictions, postprocess
+from xadbench.heatmaps import saved_maps
+from xadbench.runner import atomic_write, load_predictions
 from xadbench.sanity import REFERENCE_METHODS
 
 METRICS = (IMAGE_AUC, PIXEL_AUC, PER_IMAGE_PIXEL_AUC, AUPRO)
@@ -126,8 +127,7 @@ def _load_jobs(run_dir: Path, jobs: pd.DataFrame) -> dict[str, dict[str, np.ndar
 def _test_set(p: dict[str, np.ndarray], blur: str, metric_needs_maps: bool) -> TestSet:
     if not metric_needs_maps or "mask" not in p:
         return TestSet(p["score"], p["label"])
-    maps = postprocess(p["anomaly_map"].astype(np.float32), blur, bool(p["method_smooth"]),
-                       int(p["blur_size"]), float(p["blur_sigma"])).astype(np.float16)
+    maps = saved_maps(p, blur).astype(np.float16)
     return TestSet(p["score"], p["label"], list(maps), list(p["mask"]))
 
 

@@ -27,7 +27,7 @@ def fit(profile: str, channels: int, size: int, seed: int = 0, train: TrainData 
 
 def test_registered_with_no_supervision():
     assert methods.get("ae") is AutoEncoder
-    assert AutoEncoder.supervision == "none" and AutoEncoder.receptive_field_maps is False
+    assert AutoEncoder.supervision == "none" and AutoEncoder.maps_smoothed is False
 
 
 @pytest.mark.parametrize("size,stages,final", [(128, 4, 8), (256, 5, 8), (224, 5, 7), (64, 3, 8), (32, 2, 8), (28, 2, 7)])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from xadbench import runner
+from xadbench.heatmaps import PostProcessor
 from xadbench.profiles import PROFILES
 
 #: profile -> (kernel size, {preset: σ}).
@@ -52,11 +53,12 @@ def test_postprocess_blurs_baselines_with_the_profiles_gaussian(profile, preset)
     rng = np.random.default_rng(0)
     maps = rng.random((2, 20, 27)).astype(np.float32)
     maps[0, 5, 9] = 30.0  # a peak, so the kernel's size and width show
-    got = runner.postprocess(maps, "gaussian", method_smooth=False, size=PROFILES[profile].receptive_field,
-                             sigma=PROFILES[profile].sigma[preset])
-    np.testing.assert_allclose(got, brute_force_blur(maps, size, sigmas[preset]), rtol=1e-4, atol=1e-5)
-    assert np.array_equal(runner.postprocess(maps, "gaussian", True, size, sigmas[preset]), maps)  # FCDD: as is
-    assert np.array_equal(runner.postprocess(maps, "none", False, size, sigmas[preset]), maps)
+    baseline = PostProcessor(size=PROFILES[profile].receptive_field, sigma=PROFILES[profile].sigma[preset],
+                             maps_smoothed=False)
+    np.testing.assert_allclose(baseline(maps, "gaussian"), brute_force_blur(maps, size, sigmas[preset]), rtol=1e-4, atol=1e-5)
+    fcdd = PostProcessor(size=size, sigma=sigmas[preset], maps_smoothed=True)
+    assert np.array_equal(fcdd(maps, "gaussian"), maps)  # FCDD: as is
+    assert np.array_equal(baseline(maps, "none"), maps)
 
 
 def test_a_job_scores_the_baselines_maps_blurred_with_the_profiles_kernel(monkeypatch):

@@ -73,11 +73,12 @@ class Record(Progress):
 
 
 def test_a_local_job_that_raises_stops_the_run_keeping_the_finished_jobs_and_no_claim(tmp_path):
-    good = JobSpec("synthetic", "fabric", "pixelstats")
-    broken = JobSpec("synthetic", "wood", "pixelstats", params=(("no_such_parameter", 1),))
+    good, broken, third = runner.identify([JobSpec("synthetic", "fabric", "pixelstats"),
+                                           JobSpec("synthetic", "wood", "pixelstats", params=(("no_such_parameter", 1),)),
+                                           JobSpec("synthetic", "cap", "pixelstats")])
     progress = Record()
     with pytest.raises(XadError, match="method 'pixelstats' has no parameter 'no_such_parameter'"):
-        runner.run_grid([good, broken, JobSpec("synthetic", "cap", "pixelstats")], tmp_path, progress)
+        runner.run_grid([good, broken, third], tmp_path, progress)
     assert progress.finished == [good.job_id] and not progress.failed
     assert runner.finished_jobs(tmp_path) == {good.job_id}
     with sqlite3.connect(tmp_path / "results.sqlite") as store:  # no claim left for another run to wait on

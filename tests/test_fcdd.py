@@ -233,7 +233,7 @@ def test_random_init_warns_and_says_none():
 
 def test_registered_presets_and_params():
     assert methods.get("fcdd") is FCDD
-    assert FCDD.supervision == "masks" and FCDD.receptive_field_maps
+    assert FCDD.supervision == "masks" and FCDD.maps_smoothed
     for preset in ("paper", "cpu"):
         for profile in PROFILES:
             params = FCDD.preset(preset, profile)

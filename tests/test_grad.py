@@ -94,7 +94,7 @@ def test_variants_resolve_through_the_registry():
         assert plugin is obj and isinstance(plugin, Variant)
         assert plugin.preset("cpu", "mvtec")["attribution"] == attribution
         assert plugin(profile="cifar10").attribution == attribution
-        assert plugin.supervision == "labels" and plugin.receptive_field_maps is False
+        assert plugin.supervision == "labels" and plugin.maps_smoothed is False
 
 
 def test_variants_give_the_same_scores_but_different_maps(cifar_model):
@@ -229,7 +229,7 @@ def test_presets():
             assert set(params) <= set(GradSaliency.param_names())
     paper = GradSaliency.preset("paper", "mvtec")
     assert (paper["epochs"], paper["passes_per_epoch"], paper["optimizer"], paper["lr"]) == (200, 10, "sgd", 1e-3)
-    assert GradSaliency.supervision == "labels" and GradSaliency.receptive_field_maps is False
+    assert GradSaliency.supervision == "labels" and GradSaliency.maps_smoothed is False
 
 
 def test_small_uses_fcdd_narrow_widths_for_the_28_and_32_px_nets():

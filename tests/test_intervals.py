@@ -18,7 +18,8 @@ from xadbench.metrics.bootstrap import stratified_weights
 from xadbench.reports import intervals as iv
 from xadbench.reports.cli import compare, report
 from xadbench.reports.tables import format_interval
-from xadbench.runner import postprocess, results_store, save_predictions
+from xadbench.heatmaps import PostProcessor
+from xadbench.runner import results_store, save_predictions
 
 N, SIZE = 16, 16
 DEFECTS = ("crack", "hole")
@@ -64,7 +65,7 @@ def make_run(run_dir: Path, strengths: dict[str, float], seeds=(0, 1), n_resampl
 
 def _maps(run_dir: Path, job: str):
     p = np.load(run_dir / "predictions" / f"{job}.npz")
-    maps = postprocess(p["anomaly_map"].astype(np.float32), "gaussian", False, 5, 1.0).astype(np.float16)
+    maps = PostProcessor(size=5, sigma=1.0, maps_smoothed=False)(p["anomaly_map"].astype(np.float32), "gaussian").astype(np.float16)
     return p["score"], p["label"].astype(bool), maps, p["mask"], p["category"]
 
 

@@ -97,7 +97,7 @@ def data(tmp_path_factory) -> str:
 
 
 def specs(data: str, seeds=(0,)) -> list[JobSpec]:
-    return [JobSpec(data, c, "pixelstats", seed=s) for c in CLASSES for s in seeds]
+    return runner.identify([JobSpec(data, c, "pixelstats", seed=s) for c in CLASSES for s in seeds])
 
 
 def stored(out: Path, job_ids: set[str]) -> pd.DataFrame:
@@ -223,7 +223,7 @@ class TestOneMachine:
 
     def test_a_job_that_raises_fails_alone_and_the_grid_reports_it_at_the_end(self, data, control, reference):
         out = control / "runs" / "raises"
-        broken = JobSpec(data, "b", "pixelstats", params=(("no_such_parameter", 1),))
+        [broken] = runner.identify([JobSpec(data, "b", "pixelstats", params=(("no_such_parameter", 1),))])
         jobs = [specs(data)[0], broken, specs(data)[2]]
         progress = Record()
         with pytest.raises(JobsFailed, match=f"1 of 3 jobs failed \\(job ids {broken.job_id}\\)"):

@@ -1,4 +1,7 @@
 """The runner: job identity, protocols, evaluation rows, atomic results and resume."""
+import hashlib
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,12 +9,13 @@ import torch
 
 from xadbench import protocols, runner
 from xadbench.errors import XadError
+from xadbench.heatmaps import PostProcessor, blur, saved_maps
 from xadbench.runner import JobSpec, Progress, run_grid
 from xadbench.types import Sample, Task, TrainData
 
 
 def spec(**kw):
-    return JobSpec(**{"dataset": "synthetic", "class_name": "fabric", "method": "pixelstats", **kw})
+    return runner.identify([JobSpec(**{"dataset": "synthetic", "class_name": "fabric", "method": "pixelstats", **kw})])[0]
 
 
 def test_job_id_depends_on_the_config_but_not_the_device():
@@ -45,10 +49,76 @@ def test_job_id_changes_when_the_profile_blur_or_image_size_changes(monkeypatch)
     assert spec().job_id != before
 
 
+def test_job_ids_of_plain_jobs_are_those_of_the_release_before_declared_steps():
+    """Ids hash the spec's fields with the preset's and the profile's values; a job without the
+    newer fields (profile, image_size, transform, metrics) keeps its earlier id, so a run folder
+    written before them resumes instead of training again. The literals were printed by
+    `JobSpec(...).job_id` at commit a07709e; the key is built by hand as that release built it."""
+    from xadbench.methods.pixelstats import PixelStats
+
+    plain = spec(seed=3)
+    key = {"dataset": "synthetic", "class_name": "fabric", "method": "pixelstats", "seed": 3, "preset": "cpu",
+           "protocol": "unsupervised", "root": None, "blur": ["gaussian"], "weights": None, "pretrained": True,
+           "oe": None, "oe_root": None, "oe_limit": None, "oe_exclude": [], "k": 1, "params": [],
+           "preset_values": PixelStats.preset("cpu", "mvtec"), "profile_values": [128, 7.0, 62]}
+    assert plain.job_id == hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16] == "3efafbfabf239736"
+    fcdd = spec(method="fcdd", blur=("gaussian", "none"), params=(("epochs", 2),), oe="cifar100", oe_limit=8,
+                oe_exclude=("truck",))
+    assert fcdd.job_id == "1a48257a58990721"
+
+
+def test_declared_steps_profile_and_image_size_enter_the_job_id():
+    from xadbench.studies.clever_hans import KnownAnomalousClass, WatermarkMetrics
+
+    ids = {spec().job_id, spec(profile="voc").job_id, spec(image_size=64).job_id,
+           spec(transform=KnownAnomalousClass(0.2, True)).job_id, spec(transform=KnownAnomalousClass(0.2, False)).job_id,
+           spec(metrics=(WatermarkMetrics(),)).job_id}
+    assert len(ids) == 6
+    assert spec(transform=KnownAnomalousClass(0.2, True)).job_id == spec(transform=KnownAnomalousClass(0.2, True)).job_id
+
+
+def test_identify_opens_a_folder_data_set_once_per_grid(tmp_path, monkeypatch):
+    from tests.test_studies import make_tree
+
+    tree = make_tree(tmp_path / "tree")
+    opened = []
+    real_open = runner.open_dataset
+    monkeypatch.setattr(runner, "open_dataset", lambda *a, **kw: opened.append(a) or real_open(*a, **kw))
+    grid = runner.identify([JobSpec(str(tree), c, "pixelstats", seed=s) for c in ("cat", "dog") for s in (0, 1)])
+    assert len(opened) == 1 and len({s.job_id for s in grid}) == 4
+    assert runner.identify(grid) == grid and [s.job_id for s in runner.identify(grid)] == [s.job_id for s in grid]
+
+
+def test_predictions_of_an_older_release_are_read_with_their_blur_parameters(tmp_path):
+    """Files written before the post-processor was recorded by name carried method_smooth,
+    blur_size and blur_sigma; they are read as that post-processor. An unknown one is one line."""
+    maps = np.zeros((2, 9, 9), np.float16)
+    maps[:, 4, 4] = 1
+    common = {"score": np.zeros(2, np.float32), "anomaly_map": maps, "label": np.array([0, 1], np.int8),
+              "key": np.array(["a", "b"]), "category": np.array(["good", "bad"]),
+              "image": np.zeros((2, 1, 9, 9), np.uint8), "profile": np.array("mvtec")}
+    old = tmp_path / "old.npz"
+    runner.save_predictions(old, {**common, "method_smooth": np.array(False), "blur_size": np.array(5),
+                                  "blur_sigma": np.array(1.0)})
+    runner.verify_predictions(old)
+    p = runner.load_predictions(old)
+    assert PostProcessor.from_record(p["postprocessor"], old) == PostProcessor(size=5, sigma=1.0, maps_smoothed=False)
+    np.testing.assert_allclose(saved_maps(p, "gaussian"), blur(maps.astype(np.float32), 5, 1.0))
+    unknown = tmp_path / "unknown.npz"
+    runner.save_predictions(unknown, {**common, "postprocessor": np.array('{"name": "median", "size": 3}')})
+    with pytest.raises(XadError, match=r"unknown.npz: maps post-processed by 'median', which this xadbench does not know"):
+        saved_maps(runner.load_predictions(unknown), "gaussian", where=unknown)
+    neither = tmp_path / "neither.npz"
+    runner.save_predictions(neither, common)
+    with pytest.raises(XadError, match="neither.npz: predictions without postprocessor"):
+        runner.load_predictions(neither)
+
+
 def test_methods_that_cannot_use_outlier_exposure_share_one_job_across_oe_settings():
     with_oe = spec(method="ae", oe="cifar100", oe_limit=8, oe_exclude=("truck",))
     plain = runner.without_unused_outlier_exposure(with_oe)
-    assert plain == spec(method="ae") and plain.job_id == spec(method="ae").job_id
+    assert plain.job_id == ""  # its id was the OE job's: computed again when the grid is built
+    assert plain == spec(method="ae") and runner.identify([plain])[0].job_id == spec(method="ae").job_id
     fcdd = spec(method="fcdd", oe="cifar100", oe_limit=8)
     assert runner.without_unused_outlier_exposure(fcdd) is fcdd
 
@@ -95,10 +165,12 @@ def test_unsupervised_uses_confetti_unless_outlier_exposure_is_given():
 def test_blur_policy_applies_to_baselines_only():
     maps = np.zeros((1, 20, 20), np.float32)
     maps[0, 10, 10] = 1
-    blurred = runner.postprocess(maps, "gaussian", method_smooth=False, size=7, sigma=1.5)
+    blurred = PostProcessor(size=7, sigma=1.5, maps_smoothed=False)(maps, "gaussian")
     assert blurred[0, 10, 10] < 1 and blurred.sum() == pytest.approx(1, rel=1e-5)
-    assert runner.postprocess(maps, "gaussian", method_smooth=True, size=7, sigma=1.5) is maps
-    assert runner.postprocess(maps, "none", method_smooth=False, size=7, sigma=1.5) is maps
+    assert PostProcessor(size=7, sigma=1.5, maps_smoothed=True)(maps, "gaussian") is maps
+    assert PostProcessor(size=7, sigma=1.5, maps_smoothed=False)(maps, "none") is maps
+    with pytest.raises(XadError, match="blur policy 'box' is unknown"):
+        PostProcessor(size=7, sigma=1.5, maps_smoothed=False)(maps, "box")
 
 
 def test_run_job_rows_match_an_independent_evaluation():
@@ -122,9 +194,9 @@ def test_shared_blur_uses_the_profile_sigma_of_the_preset():
     p = result.predictions
     sigma = PROFILES["mvtec"].sigma["cpu"]  # the synthetic data set follows the mvtec profile
     assert sigma == FCDD.preset("cpu", "mvtec")["sigma"]  # the baselines get FCDD's kernel
-    assert str(p["profile"]) == "mvtec" and float(p["blur_sigma"]) == pytest.approx(sigma)
-    blurred = runner.postprocess(p["anomaly_map"].astype(np.float32), "gaussian", False,
-                                 PROFILES["mvtec"].receptive_field, sigma)
+    assert str(p["profile"]) == "mvtec" and json.loads(str(p["postprocessor"])) == {
+        "name": "shared-gaussian-blur", "size": PROFILES["mvtec"].receptive_field, "sigma": sigma, "maps_smoothed": False}
+    blurred = blur(p["anomaly_map"].astype(np.float32), PROFILES["mvtec"].receptive_field, sigma)
     expected = roc_auc_score(p["mask"].ravel(), blurred.ravel())
     rows = {r["metric"]: r["value"] for r in result.rows}
     assert rows["pixel_auc"] == pytest.approx(expected, abs=2e-3)  # the npz keeps float16 maps

@@ -224,7 +224,7 @@ def test_centre_map_is_the_gaussian_of_a_quarter_side():
 
 
 def test_run_job_with_sanity_adds_each_check_as_one_named_metric_row():
-    spec = runner.JobSpec(dataset="synthetic", class_name="fabric", method="pixelstats", sanity=True)
+    [spec] = runner.identify([runner.JobSpec(dataset="synthetic", class_name="fabric", method="pixelstats", sanity=True)])
     result = runner.run_job(spec)
     metrics = {r["metric"]: r["value"] for r in result.rows}
     assert len(metrics) == len(result.rows)
@@ -264,7 +264,7 @@ def test_evaluate_refuses_predictions_without_a_saved_spec_before_scoring_anythi
     from xadbench.errors import XadError
     from xadbench.rescore import rescore_run
 
-    spec = runner.JobSpec(dataset="synthetic", class_name="fabric", method="centre")
+    [spec] = runner.identify([runner.JobSpec(dataset="synthetic", class_name="fabric", method="centre")])
     runner.run_grid([spec], tmp_path)
     path = tmp_path / "predictions" / f"{spec.job_id}.npz"
     old = {k: v for k, v in runner.load_predictions(path).items() if k != "spec"}

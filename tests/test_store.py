@@ -61,8 +61,8 @@ def tiny_mvtec_tree(tmp_path_factory):
 
 
 def spec(**kw):
-    return JobSpec(**{"dataset": "mvtec", "root": TREE["root"], "class_name": CLASSES[0], "method": "pixelstats",
-                      "blur": ("none",), **kw})
+    return runner.identify([JobSpec(**{"dataset": "mvtec", "root": TREE["root"], "class_name": CLASSES[0],
+                                       "method": "pixelstats", "blur": ("none",), **kw})])[0]
 
 
 # ---------------------------------------------------------------- the store itself

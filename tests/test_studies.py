@@ -2,6 +2,7 @@
 OE-size grid. Tiny generated folder trees and cheap methods only."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -12,12 +13,15 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from xadbench import runner
 from xadbench.errors import XadError
 from xadbench.method import Method
-from xadbench.reports import clever_hans as ch
-from xadbench.reports import oe_study
-from xadbench.reports.studies import study_app
-from xadbench.runner import Progress
+from xadbench.reports import clever_hans as ch_report
+from xadbench.runner import JobSpec, Progress
+from xadbench.studies import clever_hans as ch
+from xadbench.studies import oe_size as oe_study
+from xadbench.studies import watermark as wm
+from xadbench.studies.cli import study_app
 from xadbench.types import Prediction, TrainData
 
 CLASSES = ("cat", "dog", "owl")
@@ -49,9 +53,9 @@ def config(tree: Path, **kw) -> ch.StudyConfig:
 # ---- watermark ------------------------------------------------------------------------------
 def test_watermark_is_deterministic_and_stays_in_its_lower_left_box():
     image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
-    first, second = ch.stamp(image), ch.stamp(image.clone())
+    first, second = wm.stamp(image), wm.stamp(image.clone())
     assert torch.equal(first, second) and not torch.equal(first, image)
-    box = ch.watermark_box(64, 64)
+    box = wm.watermark_box(64, 64)
     inside = torch.from_numpy(box.mask(64, 64))
     assert torch.equal(first[:, ~inside], image[:, ~inside]), "pixels outside the box changed"
     changed = (first != image).any(0)
@@ -63,69 +67,73 @@ def test_watermark_is_deterministic_and_stays_in_its_lower_left_box():
 
 
 def test_watermark_scales_with_the_image_and_handles_grey_images():
-    small, large = ch.watermark_box(32, 32), ch.watermark_box(224, 224)
+    small, large = wm.watermark_box(32, 32), wm.watermark_box(224, 224)
     assert large.width / small.width == pytest.approx(7, rel=0.1)
     assert large.area_share(224, 224) == pytest.approx(small.area_share(32, 32), rel=0.1)
-    grey = ch.stamp(torch.zeros(1, 28, 28))
+    grey = wm.stamp(torch.zeros(1, 28, 28))
     assert grey.shape == (1, 28, 28) and grey.max() > 0
 
 
 def test_pick_watermarked_takes_the_fraction_deterministically_and_nested():
     keys = [f"train/owl/{i}.png" for i in range(10)]
-    picked = ch.pick_watermarked(keys, 0.2)
-    assert len(picked) == 2 and picked == ch.pick_watermarked(list(reversed(keys)), 0.2)
-    assert picked <= ch.pick_watermarked(keys, 0.5) and len(ch.pick_watermarked(keys, 0.5)) == 5
-    assert ch.pick_watermarked(keys, 0.0) == frozenset() and len(ch.pick_watermarked(keys, 1.0)) == 10
+    picked = wm.pick_watermarked(keys, 0.2)
+    assert len(picked) == 2 and picked == wm.pick_watermarked(list(reversed(keys)), 0.2)
+    assert picked <= wm.pick_watermarked(keys, 0.5) and len(wm.pick_watermarked(keys, 0.5)) == 5
+    assert wm.pick_watermarked(keys, 0.0) == frozenset() and len(wm.pick_watermarked(keys, 1.0)) == 10
     with pytest.raises(XadError, match="--fraction"):
-        ch.pick_watermarked(keys, 1.5)
+        wm.pick_watermarked(keys, 1.5)
 
 
 # ---- mass share -----------------------------------------------------------------------------
 def test_mass_share_matches_a_hand_computation():
-    box = ch.watermark_box(20, 20)
+    box = wm.watermark_box(20, 20)
     inside = box.mask(20, 20)
     all_in = np.where(inside, 3.0, 0.0)[None]
-    assert ch.mass_share(all_in, box)[0] == pytest.approx(1.0)
+    assert wm.mass_share(all_in, box)[0] == pytest.approx(1.0)
     uniform = np.full((1, 20, 20), 5.0)
-    assert ch.mass_share(uniform, box)[0] == pytest.approx(inside.sum() / 400)
+    assert wm.mass_share(uniform, box)[0] == pytest.approx(inside.sum() / 400)
     # min-shift: a constant offset changes nothing; hand computation on a two-level map
     two = np.where(inside, 2.0, 1.0)[None] + 7.0
-    assert ch.mass_share(two, box)[0] == pytest.approx(1.0)
+    assert wm.mass_share(two, box)[0] == pytest.approx(1.0)
     ramp = np.tile(np.arange(20, dtype=float), (20, 1))[None]  # columns 0..19
     shifted = ramp[0] - ramp.min()
     expected = shifted[inside].sum() / shifted.sum()
-    assert ch.mass_share(ramp - 4.0, box)[0] == pytest.approx(expected)
+    assert wm.mass_share(ramp - 4.0, box)[0] == pytest.approx(expected)
 
 
 # ---- the swapped setup ----------------------------------------------------------------------
+def job_data(tree: Path, watermark_training: bool, fraction: float = 0.2, max_nominal: int | None = None,
+             seed: int = 0) -> runner.JobData:
+    transform = ch.KnownAnomalousClass(fraction, watermark_training, max_nominal)
+    return runner.load_job_data(JobSpec(str(tree), "owl", "pixelstats", seed=seed, image_size=32, transform=transform))
+
+
 def test_swapped_setup_labels_watermarks_and_control(tree):
     study = ch.open_study(config(tree, fraction=0.4))
     assert study.class_name == "owl" and study.image_size == 32
-    marked = study.setup(watermark_training=True, seed=0)
-    control = study.setup(watermark_training=False, seed=0)
+    marked, control = job_data(tree, True, 0.4), job_data(tree, False, 0.4)
 
     assert {s.category for s in marked.train.nominal} == {"cat", "dog"} and len(marked.train.nominal) == 10
     assert all(s.label == 0 for s in marked.train.nominal) and all(s.label == 1 for s in marked.train.anomalies)
     assert {s.category for s in marked.train.anomalies} == {"owl"} and len(marked.train.anomalies) == 5
-    assert len(marked.watermarked_train) == 2 and control.watermarked_train == frozenset()
-
-    # exactly the picked anomalies differ from the control's, nominal images never
+    # exactly the picked anomalies (2 of 5) differ from the control's, nominal images never
     differs = {a.key for a, b in zip(marked.train.anomalies, control.train.anomalies) if not torch.equal(a.image, b.image)}
-    assert differs == set(marked.watermarked_train)
+    assert differs == set(wm.pick_watermarked([s.key for s in marked.train.anomalies], 0.4)) and len(differs) == 2
     assert all(torch.equal(a.image, b.image) for a, b in zip(marked.train.nominal, control.train.nominal))
 
     labels = np.array([s.label for s in marked.test])
     assert {s.category for s, y in zip(marked.test, labels) if y == 1} == {"owl"} and labels.sum() == 4
-    assert marked.watermarked.sum() == 2 and not marked.watermarked[labels == 0].any()
+    watermarked = marked.annotations["watermarked"]
+    assert watermarked.sum() == 2 and not watermarked[labels == 0].any()
     # the test set is identical in both conditions: same images, same marks
-    assert np.array_equal(marked.watermarked, control.watermarked)
+    assert np.array_equal(watermarked, control.annotations["watermarked"])
     assert all(torch.equal(a.image, b.image) for a, b in zip(marked.test, control.test))
 
 
 def test_max_nominal_subsamples_with_the_seed(tree):
-    study = ch.open_study(config(tree, max_nominal=4))
-    keys = [s.key for s in study.setup(True, seed=0).train.nominal]
-    assert len(keys) == 4 and keys == [s.key for s in study.setup(False, seed=0).train.nominal]
+    keys = [s.key for s in job_data(tree, True, max_nominal=4).train.nominal]
+    assert len(keys) == 4 and keys == [s.key for s in job_data(tree, False, max_nominal=4).train.nominal]
+    assert keys != [s.key for s in job_data(tree, True, max_nominal=4, seed=1).train.nominal]
 
 
 # ---- running: resume, rows, table, figure ---------------------------------------------------
@@ -162,53 +170,58 @@ class Record(Progress):
         self.events = []
 
     def job_finished(self, spec, rows, skipped):
-        self.events.append((spec.method, spec.condition, skipped))
+        self.events.append((spec.method, ch.condition(spec), skipped))
 
 
 def test_study_runs_each_condition_resumes_and_writes_table_and_figure(tree, tmp_path, with_fake_method):
     cfg = config(tree, methods=("fake-labels", "pixelstats"), seeds=(0, 1))
     first = Record()
-    results = ch.run_study(cfg, tmp_path, first)
+    study = ch.open_study(cfg)
+    results = ch.run(study, tmp_path, first)
     assert first.events == [(m, c, False) for _ in (0, 1) for m, c in
                             (("fake-labels", "watermark"), ("fake-labels", "control"), ("pixelstats", "reference"))]
     # the labels method got the known anomalies; watermarked ones only in the watermark condition
     assert [len(t.anomalies) for t in LabelsMethod.seen] == [5, 5, 5, 5]
-    marked = ch.watermark_box(32, 32)
+    marked = wm.watermark_box(32, 32)
     lower_left = [[float(s.image[:, marked.top:marked.bottom, marked.left:marked.right].mean()) for s in t.anomalies]
                   for t in LabelsMethod.seen]
     assert lower_left[0] != lower_left[1] and lower_left[1] == lower_left[3]
 
     assert set(results["condition"]) == {"watermark", "control", "reference"}
     assert set(results["metric"]) == {"auc_watermarked", "auc_clean", "auc_all", "mass_watermarked", "mass_clean", "mass_nominal"}
-    row = results[(results.method == "fake-labels") & (results.seed == 0) & (results.condition == "watermark")]
-    assert row["n_watermarked_train"].iloc[0] == 1 and row["n_test_watermarked"].iloc[0] == 2
-    assert (tmp_path / ch.RESULTS_FILE).is_file() and len(list((tmp_path / "predictions").glob("*.npz"))) == 6
+    # one predictions format: raw maps, the post-processor's record and the transform's annotations
+    job = results[(results.method == "fake-labels") & (results.seed == 0) & (results.condition == "watermark")]
+    saved = runner.load_predictions(tmp_path / "predictions" / f"{job['job_id'].iloc[0]}.npz")
+    assert saved["watermarked"].sum() == 2 and list(saved["box"]) == [marked.top, marked.left, marked.height, marked.width]
+    assert json.loads(str(saved["postprocessor"]))["name"] == "shared-gaussian-blur"
+    assert (tmp_path / "results.csv").is_file() and len(list((tmp_path / "predictions").glob("*.npz"))) == 6
 
     again = Record()
-    rerun = ch.run_study(cfg, tmp_path, again)
+    rerun = ch.run(study, tmp_path, again)
     assert all(skipped for *_, skipped in again.events) and len(again.events) == 6
-    assert len(pd.read_csv(tmp_path / ch.RESULTS_FILE)) == len(results) == len(rerun)
+    assert len(pd.read_csv(tmp_path / "results.csv")) == len(results) == len(rerun)
 
-    tables = ch.write_table(results, tmp_path)
+    tables = ch_report.write_table(results, tmp_path)
     summary = pd.read_csv(tables[0])
     assert len(summary) == 3 and set(summary["seeds"]) == {2}
     assert summary["auc_watermarked std"].notna().all() or summary["auc_watermarked"].notna().all()
     tex = tables[1].read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and "$\\pm$" in tex and "control (no watermarks)" in tex
-    figures = ch.write_figure(results, tmp_path, columns=3)
+    figures = ch_report.write_figure(results, tmp_path, columns=3)
     assert [p.suffix for p in figures] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in figures)
 
 
 def test_study_metrics_on_a_shortcut_model():
     """A model whose map is its input's lower-left brightness: the watermark draws the mass."""
-    box = ch.watermark_box(16, 16)
+    box = wm.watermark_box(16, 16)
     maps = np.zeros((6, 16, 16))
     maps[4:, box.top:box.bottom, box.left:box.right] = 1.0   # two watermarked anomalies
     maps[2:4, :4, :4] = 1.0                                   # two clean anomalies: mass elsewhere
     scores = np.array([0.0, 0.1, 0.2, 0.05, 0.9, 0.8])
     labels = np.array([0, 0, 1, 1, 1, 1])
     marked = np.array([False, False, False, False, True, True])
-    m = ch.study_metrics(scores, maps, labels, marked, box)
+    annotations = {"watermarked": marked, "box": np.array([box.top, box.left, box.height, box.width])}
+    m = ch.WatermarkMetrics()(scores, maps, labels, annotations)
     assert m["mass_watermarked"] == pytest.approx(1.0) and m["mass_clean"] == pytest.approx(0.0)
     assert m["auc_watermarked"] == 1.0 and m["auc_clean"] == pytest.approx(0.75)
     assert m["mass_nominal"] == pytest.approx(box.area_share(16, 16))
@@ -309,9 +322,11 @@ def test_paper_form_runs_on_voc_and_imagenet_trees(tmp_path):
     result = cli.invoke(study_app, ["clever-hans", "--voc-root", str(voc), "--imagenet-root", str(imagenet),
                                     "--methods", "pixelstats", "--image-size", "32", "--columns", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    table = pd.read_csv(out / ch.RESULTS_FILE)
-    assert set(table["form"]) == {"paper"} and set(table["metric"]) == {"auc_all", "mass_anomalous", "mass_nominal"}
-    assert table["n_nominal"].iloc[0] == 9 and table["n_test_clean"].iloc[0] == 2
+    table = pd.read_csv(out / "results.csv")
+    assert set(table["metric"]) == {"image_auc", "mass_anomalous", "mass_nominal"}
+    assert table["n_train"].iloc[0] == 9  # the ImageNet tree's 3 × 3 training images are the nominal set
+    saved = runner.load_predictions(out / "predictions" / f"{table['job_id'].iloc[0]}.npz")
+    assert saved["label"].sum() == 2 and not saved["watermarked"].any()  # VOC's two test horses, nothing stamped
     assert (out / "figures" / "clever_hans.png").is_file()
     missing = cli.invoke(study_app, ["clever-hans", "--voc-root", str(voc), "--out", str(out)])
     one_line_error(missing, "--imagenet-root")

@@ -239,6 +239,7 @@ def run(
     Every option, --set value and asked-for class is checked before the first job starts."""
     from xadbench import runner
     from xadbench.executors import make_executor
+    from xadbench.heatmaps import BLUR_POLICIES
     from xadbench.profiles import get_profile
     from xadbench.registry import methods as method_registry
     from xadbench.validation import check_classes, check_out_folder, method_params
@@ -249,7 +250,7 @@ def run(
         raise XadError("--methods is empty; e.g. --methods fcdd,grad,ae")
     for name in method_names:
         method_registry.get(name)
-    blur_policies = {"both": runner.BLUR_POLICIES}.get(blur, (blur,))
+    blur_policies = {"both": BLUR_POLICIES}.get(blur, (blur,))
     seed_list = parse_seeds(seeds)
     check_k(k)
     limit = parse_oe_limit(oe_limit)
@@ -278,6 +279,7 @@ def run(
              for c in class_list for m in method_names for s in seed_list]
     specs = [runner.without_unused_outlier_exposure(runner.JobSpec(class_name=c, method=m, seed=s, **common))
              for c in class_list for m in added for s in seed_list] + specs
+    specs = runner.identify(specs)
     if dry_run:
         print_job_grid(specs, out)
         return
@@ -412,7 +414,7 @@ def methods_show(
     typer.echo(f"supervision:  {plugin.supervision} (what it can learn from beyond nominal images)")
     if plugin.reference:
         typer.echo("reference:    yes (a trivial map runs beside the methods; it detects nothing)")
-    typer.echo(f"maps:         {'smoothed by construction (not blurred again)' if plugin.receptive_field_maps else 'blurred by the shared policy (--blur gaussian)'}")
+    typer.echo(f"maps:         {'smoothed by construction (not blurred again)' if plugin.maps_smoothed else 'blurred by the shared policy (--blur gaussian)'}")
     typer.echo("hyperparameters (defaults; --set KEY=VALUE overrides):")
     parameters = inspect.signature(cls.__init__).parameters
     for key in plugin.param_names():
@@ -462,7 +464,7 @@ def weights_export(
 
 def _register_reports() -> None:
     from xadbench.reports.cli import compare, figures, report
-    from xadbench.reports.studies import study_app
+    from xadbench.studies.cli import study_app
 
     app.command("report")(report)
     app.command("compare")(compare)

@@ -1,6 +1,7 @@
 """Terminal output of a run: rich progress bars (jobs and epochs) and a summary table."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -32,7 +33,10 @@ class RichProgress(Progress):
         self.bar.__exit__(*exc)
 
     def describe(self, spec: JobSpec) -> str:
-        return f"{spec.dataset}/{spec.class_name} {spec.method} seed {spec.seed}"
+        """data set/class method, its OE size and data transform where it has them, seed."""
+        oe = f" OE {'all' if spec.oe_limit is None else spec.oe_limit}" if spec.oe else ""
+        transform = f" ({spec.transform.label})" if spec.transform is not None else ""
+        return f"{Path(spec.dataset).name}/{spec.class_name} {spec.method}{oe}{transform} seed {spec.seed}"
 
     def show_counts(self) -> None:
         latest = f" · {self.describe(next(reversed(self.running.values())))}" if self.running else ""

@@ -1,15 +1,24 @@
-"""Heatmap post-processing that every method shares: Gaussian kernels, blur, resize and the
+"""Heatmap post-processing that every method shares: Gaussian kernels, blur, resize, the one
+named post-processor between a method's raw maps and the evaluator (`PostProcessor`) and the
 paper's quantile normalisation for display (appendix C).
 
 Inputs and outputs are float32 numpy arrays; torch is used inside for the convolutions.
 """
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xadbench.errors import XadError
+
 REFERENCES = ("local", "global")
+#: "gaussian": the paper's shared blur of the baselines' maps; "none": every map as the method made it.
+BLUR_POLICIES = ("gaussian", "none")
 
 
 def _gaussian_1d(size: int, sigma: float) -> torch.Tensor:
@@ -74,6 +83,58 @@ def resize_map(map2d: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return map2d.copy()
     x = torch.from_numpy(np.require(map2d, requirements=["C", "W"]))[None, None]
     return F.interpolate(x, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+@dataclass(frozen=True)
+class PostProcessor:
+    """The one post-processing step between a method's raw maps and the evaluator (paper sec. 4:
+    the baselines' heatmaps are blurred "with the same Gaussian kernel we use for FCDD").
+
+    Under blur policy "gaussian", maps that are not smooth by construction are blurred with the
+    normalised size×size Gaussian (`blur`): size = the receptive field of the profile's FCDD net,
+    σ = its upsampling σ; maps the method declares smooth (`Method.maps_smoothed`: FCDD's Gaussian
+    upsampling) stay as they are. Policy "none" leaves every map raw. The evaluator then resizes
+    maps to the ground truth's resolution (`resize_map`). Every predictions file stores the raw
+    maps and this record (`record`: NAME and the parameters), so a reader applies the very same
+    step."""
+
+    size: int
+    sigma: float
+    maps_smoothed: bool
+    NAME: ClassVar[str] = "shared-gaussian-blur"
+
+    def __call__(self, maps: np.ndarray, policy: str) -> np.ndarray:
+        """(N, H, W) maps after the blur policy (float32 when blurred, else unchanged)."""
+        if policy not in BLUR_POLICIES:
+            raise XadError(f"blur policy {policy!r} is unknown; use {' or '.join(BLUR_POLICIES)}")
+        if policy == "gaussian" and not self.maps_smoothed:
+            return blur(maps, self.size, self.sigma)
+        return maps
+
+    def record(self) -> str:
+        """The post-processor as one JSON line: {"name": NAME, "size": ..., "sigma": ..., "maps_smoothed": ...}."""
+        return json.dumps({"name": self.NAME, **asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_record(cls, text: str, where: Any) -> "PostProcessor":
+        """The post-processor a `record` describes; one XadError line naming `where` otherwise."""
+        try:
+            values = json.loads(str(text))
+            name = values.pop("name")
+            if name != cls.NAME:
+                raise XadError(f"{where}: maps post-processed by {name!r}, which this xadbench does not know "
+                               f"(it knows {cls.NAME!r}); rerun the job into a new --out")
+            return cls(size=int(values["size"]), sigma=float(values["sigma"]), maps_smoothed=bool(values["maps_smoothed"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise XadError(f"{where}: unreadable post-processor record {str(text)[:80]!r} ({type(exc).__name__})") from None
+
+
+def saved_maps(predictions: dict[str, np.ndarray], policy: str, index: Any = slice(None),
+               where: Any = "predictions") -> np.ndarray:
+    """The raw maps of a predictions file (those at `index`) after the post-processor it records
+    under blur `policy`, float32."""
+    process = PostProcessor.from_record(predictions["postprocessor"], where)
+    return np.asarray(process(predictions["anomaly_map"][index].astype(np.float32), policy), dtype=np.float32)
 
 
 def _normalise(x: np.ndarray, lo, q) -> np.ndarray:

@@ -30,8 +30,9 @@ class Method(abc.ABC):
     supervision: what it can learn from beyond nominal images: "none" (nominal only), "labels"
         (known anomalies with image labels: confetti, Outlier Exposure, real defects), "masks"
         (also pixel masks of known anomalies). The runner gives it no more than that.
-    receptive_field_maps: True when its maps are already smoothed by construction (FCDD's Gaussian
-        upsampling), so the evaluator's shared baseline blur does not apply to them.
+    maps_smoothed: True when its maps are already smoothed by construction (FCDD's Gaussian
+        upsampling), so the shared post-processor (`xadbench.heatmaps.PostProcessor`) does not
+        blur them again.
     reference: True for a trivial reference map (e.g. `centre`) that runs beside the methods so
         their numbers can be read against it; it is not expected to detect anything.
     deterministic: True when `fit` has no random parts, so the seed cannot change its result
@@ -47,7 +48,7 @@ class Method(abc.ABC):
     """
 
     supervision: ClassVar[str] = "none"
-    receptive_field_maps: ClassVar[bool] = False
+    maps_smoothed: ClassVar[bool] = False
     reference: ClassVar[bool] = False
     deterministic: ClassVar[bool] = False
     parameter_constraints: ClassVar[dict[str, Any]] = {}
@@ -121,7 +122,7 @@ class Variant:
         self.method_class = method_class
         self.fixed = fixed
         self.supervision = method_class.supervision
-        self.receptive_field_maps = method_class.receptive_field_maps
+        self.maps_smoothed = method_class.maps_smoothed
         self.reference = method_class.reference
         self.deterministic = method_class.deterministic
         self.__doc__ = method_class.__doc__

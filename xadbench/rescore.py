@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from xadbench import protocols, runner, sanity
+from xadbench import runner, sanity
 from xadbench.errors import XadError
-from xadbench.profiles import get_profile
+from xadbench.heatmaps import PostProcessor
+from xadbench.steps import DataTransform, ExtraMetric, from_declaration
 from xadbench.types import Prediction, stack_images
 
 #: Columns of a job's rows that re-scoring keeps as they were (how the job was fitted).
@@ -34,7 +35,7 @@ def _without_spec(path: Path) -> XadError:
 
 
 def saved_spec(predictions: dict[str, np.ndarray], path: Path) -> runner.JobSpec:
-    """The JobSpec a predictions file records."""
+    """The JobSpec a predictions file records (its declared steps built again)."""
     if "spec" not in predictions:
         raise _without_spec(path)
     values: dict[str, Any] = json.loads(str(predictions["spec"]))
@@ -43,6 +44,9 @@ def saved_spec(predictions: dict[str, np.ndarray], path: Path) -> runner.JobSpec
     for name in _TUPLE_FIELDS:
         values[name] = tuple(values[name])
     values["params"] = tuple((k, v) for k, v in values["params"])
+    if values.get("transform") is not None:
+        values["transform"] = from_declaration(values["transform"], DataTransform, str(path))
+    values["metrics"] = tuple(from_declaration(m, ExtraMetric, str(path)) for m in values.get("metrics", ()))
     return runner.JobSpec(**values)
 
 
@@ -53,10 +57,8 @@ def rescore_job(predictions_path: Path, checkpoint_path: Path, *, device: str = 
     saved = runner.load_predictions(predictions_path)
     spec = saved_spec(saved, predictions_path)
     spec = replace(spec, sanity=spec.sanity if with_sanity is None else with_sanity, device=device)
-    dataset = runner.open_dataset(spec.dataset, spec.root)
-    profile = get_profile(dataset.profile)
-    task = dataset.load(spec.class_name, profile.image_size[spec.preset])
-    train, test = protocols.prepare(task, spec.protocol, seed=spec.seed, k=spec.k)
+    data = runner.load_job_data(spec)
+    train, test = data.train, data.test
     if [s.key for s in test] != [str(k) for k in saved["key"]]:
         raise XadError(f"{predictions_path}: the test split of {spec.dataset}/{spec.class_name} is not the one the "
                        "run scored (the data changed since); rerun the job")
@@ -70,8 +72,8 @@ def rescore_job(predictions_path: Path, checkpoint_path: Path, *, device: str = 
     else:
         prediction = method.predict(images)
     reference = sanity.nominal_reference(stack_images(train.nominal))
-    metrics, sanity_s = runner.score_job(spec, prediction, test, profile, bool(saved["method_smooth"]), method,
-                                         images, reference)
+    process = PostProcessor.from_record(saved["postprocessor"], predictions_path)
+    metrics, sanity_s = runner.score_job(spec, prediction, test, process, method, images, reference, data.annotations)
     return spec, metrics, sanity_s
 
 

@@ -21,8 +21,8 @@ import time
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,10 @@ from xadbench.errors import XadError
 from xadbench.method import Method, resolve_device
 from xadbench.profiles import Profile, check_preset, get_profile
 from xadbench.registry import datasets, methods, plugin_call
+from xadbench.steps import DataTransform, ExtraMetric, Prepared
 from xadbench.store import CLAIMED, FINISHED, Owner, ResultStore, append_json, atomic_write, remove_stale_temporaries
-from xadbench.types import Prediction, Sample, stack_images
+from xadbench.types import Prediction, Sample, TrainData, stack_images
 
-BLUR_POLICIES = ("gaussian", "none")
 #: Options of a run that reach a method only when its __init__ has a keyword of that name.
 ROUTED_OPTIONS = ("device", "weights", "pretrained", "seed")
 
@@ -54,10 +54,13 @@ RESULT_COLUMNS = [
 
 @dataclass(frozen=True)
 class JobSpec:
-    """Everything that determines a job's result. `job_id` hashes it together with the values of
-    the method's preset for the data set's profile, so a preset retuned in code gives new ids and
-    a rerun into the same folder does not mistake old results for current ones (the device
-    excluded: a job finished on one device counts as finished on another)."""
+    """Everything that determines a job's result.
+
+    `profile` and `image_size` override the data set's profile and the preset's image size
+    (None: the data set's own); `transform` changes the data the protocol prepared and `metrics`
+    add numbers computed on the post-processed maps (xadbench.steps), so a study is a grid of
+    ordinary jobs. `job_id` is set once, when the grid is built (`identify`); a `replace` that
+    changes what the id covers must clear it (job_id="")."""
 
     dataset: str
     class_name: str
@@ -75,18 +78,66 @@ class JobSpec:
     oe_exclude: tuple[str, ...] = ()
     k: int = 1
     params: tuple[tuple[str, Any], ...] = ()
+    profile: str | None = None
+    image_size: int | None = None
+    transform: DataTransform | None = None
+    metrics: tuple[ExtraMetric, ...] = ()
     device: str = field(default="auto", compare=False)
     download: bool = field(default=False, compare=False)
     sanity: bool = field(default=False, compare=False)  # also score xadbench.sanity's checks
+    job_id: str = field(default="", compare=False)
 
-    @property
-    def job_id(self) -> str:
-        key = {k: v for k, v in asdict(self).items() if k not in ("device", "download", "sanity")}
-        profile = get_profile(dataset_profile(self.dataset, self.root))
-        key["preset_values"] = methods.get(self.method).preset(self.preset, profile.name)
-        # What the runner itself takes from the profile: image size and the shared blur.
-        key["profile_values"] = [profile.image_size[self.preset], profile.sigma[self.preset], profile.receptive_field]
-        return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+#: Fields that do not change a job's result, and fields that enter its id only when set (so the
+#: ids of jobs without them stay what they were before the fields existed).
+_NOT_IN_ID = ("device", "download", "sanity", "job_id")
+_ONLY_WHEN_SET = ("profile", "image_size", "transform", "metrics")
+
+
+def compute_job_id(spec: JobSpec, profile: Profile) -> str:
+    """16 hex digits of a SHA-1 over the spec and what the code makes of it: the values of the
+    method's preset for the profile and what the runner takes from the profile (image size and
+    the shared blur), so a preset retuned in code gives new ids and a rerun into the same folder
+    does not mistake old results for current ones (the device excluded: a job finished on one
+    device counts as finished on another)."""
+    key: dict[str, Any] = {f.name: getattr(spec, f.name) for f in fields(spec)
+                           if f.name not in _NOT_IN_ID + _ONLY_WHEN_SET}
+    if spec.profile is not None:
+        key["profile"] = spec.profile
+    if spec.image_size is not None:
+        key["image_size"] = spec.image_size
+    if spec.transform is not None:
+        key["transform"] = spec.transform.declaration()
+    if spec.metrics:
+        key["metrics"] = [m.declaration() for m in spec.metrics]
+    key["preset_values"] = methods.get(spec.method).preset(spec.preset, profile.name)
+    key["profile_values"] = [job_image_size(spec, profile), profile.sigma[spec.preset], profile.receptive_field]
+    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def identify(specs: Iterable[JobSpec]) -> list[JobSpec]:
+    """The grid: `specs` with their job ids (a spec that has one keeps it), duplicates dropped
+    (order kept). A data set whose class does not declare its profile (a folder tree: its
+    profile follows its image size) is opened once per (name, root) here, not once per job."""
+    profiles: dict[tuple[str, str | None], str] = {}
+    out = []
+    for spec in dict.fromkeys(specs):
+        if spec.job_id:
+            out.append(spec)
+            continue
+        name = spec.profile
+        if name is None:
+            where = (spec.dataset, spec.root)
+            if where not in profiles:
+                declared = datasets.get(spec.dataset).profile if spec.dataset in datasets.names() else None
+                profiles[where] = declared if isinstance(declared, str) else open_dataset(*where).profile
+            name = profiles[where]
+        out.append(replace(spec, job_id=compute_job_id(spec, get_profile(name))))
+    return out
+
+
+def job_image_size(spec: JobSpec, profile: Profile) -> int:
+    return spec.image_size if spec.image_size is not None else profile.image_size[spec.preset]
 
 
 @dataclass
@@ -102,7 +153,7 @@ def without_unused_outlier_exposure(spec: JobSpec) -> JobSpec:
     OE share that method's job and a resumed run does not train it again."""
     if methods.get(spec.method).supervision != "none":
         return spec
-    return replace(spec, oe=None, oe_root=None, oe_limit=None, oe_exclude=())
+    return replace(spec, oe=None, oe_root=None, oe_limit=None, oe_exclude=(), job_id="")
 
 
 def seed_everything(seed: int) -> None:
@@ -111,17 +162,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
-
-
-@functools.lru_cache(maxsize=None)
-def dataset_profile(name: str, root: str | None) -> str:
-    """A data set's profile: declared by its class, or (a folder tree, whose profile follows its
-    image size) read from the opened data set."""
-    if name in datasets.names():
-        declared = datasets.get(name).profile
-        if isinstance(declared, str):
-            return declared
-    return open_dataset(name, root).profile
 
 
 def open_dataset(name: str, root: str | None, download: bool = False) -> Dataset:
@@ -161,15 +201,6 @@ def outlier_exposure(spec: JobSpec, image_size: int) -> Sequence[Sample]:
     return limit_outlier_exposure(samples, spec.oe_limit, spec.seed)
 
 
-def postprocess(maps: np.ndarray, blur: str, method_smooth: bool, size: int, sigma: float) -> np.ndarray:
-    """The one post-processing policy: "gaussian" blurs every baseline's maps with FCDD's kernel
-    (paper section 4: size = receptive field, σ of the upsampling); FCDD's own maps are already
-    smoothed by its Gaussian upsampling and stay as they are. "none" leaves all maps raw."""
-    if blur == "gaussian" and not method_smooth:
-        return heatmaps.blur(maps, size, sigma)
-    return maps
-
-
 def evaluate(prediction: Prediction, test: Sequence[Sample]) -> dict[str, float]:
     labels = np.array([s.label for s in test])
     metrics = {evaluator.IMAGE_AUC: evaluator.image_auc(prediction.score, labels)}
@@ -181,42 +212,87 @@ def evaluate(prediction: Prediction, test: Sequence[Sample]) -> dict[str, float]
     return metrics
 
 
-def score_job(spec: JobSpec, prediction: Prediction, test: Sequence[Sample], profile: Profile,
-              method_smooth: bool, method: Method | None = None, images: torch.Tensor | None = None,
-              reference: torch.Tensor | None = None) -> tuple[list[tuple[str, str, float]], float]:
-    """(blur, metric, value) for every blur policy of the job and every metric, with
+def score_job(spec: JobSpec, prediction: Prediction, test: Sequence[Sample], process: heatmaps.PostProcessor,
+              method: Method | None = None, images: torch.Tensor | None = None, reference: torch.Tensor | None = None,
+              annotations: dict[str, np.ndarray] | None = None) -> tuple[list[tuple[str, str, float]], float]:
+    """(blur, metric, value) for every blur policy of the job: the evaluator's metrics and the
+    spec's extra metrics on the maps after the post-processor `process`, with
     `xadbench.sanity`'s checks when `spec.sanity` (those that need the fitted `method`, its input
     `images` and the nominal `reference` only when given); and the seconds the checks took."""
     metrics, sanity_s = [], 0.0
+    labels = np.array([s.label for s in test])
     for blur in spec.blur:
-        process = functools.partial(postprocess, blur=blur, method_smooth=method_smooth,
-                                    size=profile.receptive_field, sigma=profile.sigma[spec.preset])
-        scored = Prediction(prediction.score, process(prediction.anomaly_map))
+        post = functools.partial(process, policy=blur)
+        scored = Prediction(prediction.score, post(prediction.anomaly_map))
         values = evaluate(scored, test)
+        for extra in spec.metrics:
+            more = extra(scored.score, scored.anomaly_map, labels, annotations or {})
+            if set(more) & set(values):
+                raise XadError(f"extra metric {type(extra).__name__} names metrics the job has already: "
+                               f"{', '.join(sorted(set(more) & set(values)))}")
+            values.update(more)
         if spec.sanity:
             start = time.perf_counter()
-            values.update(sanity.sanity_metrics(scored, test, evaluate, method, images, process, reference))
+            values.update(sanity.sanity_metrics(scored, test, evaluate, method, images, post, reference))
             sanity_s += time.perf_counter() - start
         metrics += [(blur, metric, value) for metric, value in values.items()]
     return metrics, round(sanity_s, 3)
 
 
-def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = None) -> JobResult:
-    """Train and score one job; pure apart from reading data (no writes)."""
+@dataclass
+class JobData:
+    """A job's opened data set, its profile and image size, and the data it trains and scores on."""
+
+    dataset: Dataset
+    profile: Profile
+    image_size: int
+    train: TrainData
+    test: list[Sample]
+    annotations: dict[str, np.ndarray]
+
+
+def load_job_data(spec: JobSpec) -> JobData:
+    """The data of a job: the class at the job's image size, split by the protocol, then changed
+    by the spec's transform. Reads only."""
     check_preset(spec.preset)
     protocols.check_protocol(spec.protocol)
     dataset = open_dataset(spec.dataset, spec.root, spec.download)
-    profile = get_profile(dataset.profile)
-    image_size = profile.image_size[spec.preset]
+    profile = get_profile(spec.profile or dataset.profile)
+    image_size = job_image_size(spec, profile)
     task = dataset.load(spec.class_name, image_size)
     train, test = protocols.prepare(task, spec.protocol, seed=spec.seed, k=spec.k,
                                     outlier_exposure=outlier_exposure(spec, image_size))
+    prepared = Prepared(train, list(test))
+    if spec.transform is not None:
+        prepared = spec.transform.apply(train, list(test), dataset, image_size, spec.seed)
+    clash = set(prepared.annotations) & {*PREDICTION_KEYS, "mask", "spec"}
+    if clash:
+        raise XadError(f"data transform {type(spec.transform).__name__} annotates {', '.join(sorted(clash))}, "
+                       "names the predictions file uses already")
+    return JobData(dataset, profile, image_size, prepared.train, list(prepared.test), prepared.annotations)
+
+
+def spec_record(spec: JobSpec) -> dict[str, Any]:
+    """The spec as plain values for the predictions file (steps as their declarations)."""
+    record = {f.name: getattr(spec, f.name) for f in fields(spec) if f.name not in ("transform", "metrics")}
+    record["transform"] = None if spec.transform is None else spec.transform.declaration()
+    record["metrics"] = [m.declaration() for m in spec.metrics]
+    return record
+
+
+def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = None) -> JobResult:
+    """Train and score one job; pure apart from reading data (no writes). A spec without its id
+    (not from `identify`) gets it here, from the profile the job opened."""
+    data = load_job_data(spec)
+    if not spec.job_id:
+        spec = replace(spec, job_id=compute_job_id(spec, data.profile))
     seed_everything(spec.seed)
-    method = build_method(spec, dataset.profile)
+    method = build_method(spec, data.profile.name)
     start = time.perf_counter()
     with plugin_call("method", spec.method, "fit"):
-        method.fit(protocols.restrict(train, method.supervision), on_epoch=on_epoch)
+        method.fit(protocols.restrict(data.train, method.supervision), on_epoch=on_epoch)
     fit_s = time.perf_counter() - start
+    test = data.test
     images = stack_images(test)
     start = time.perf_counter()
     with plugin_call("method", spec.method, "predict"):
@@ -227,35 +303,35 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
 
     common = {
         "job_id": spec.job_id, "dataset": spec.dataset, "class": spec.class_name, "method": spec.method,
-        "seed": spec.seed, "preset": spec.preset, "image_size": image_size, "protocol": spec.protocol,
+        "seed": spec.seed, "preset": spec.preset, "image_size": data.image_size, "protocol": spec.protocol,
         "oe": spec.oe or "", "oe_limit": spec.oe_limit if spec.oe_limit is not None else ("all" if spec.oe else ""),
         "oe_exclude": ",".join(spec.oe_exclude),
         "k": spec.k if spec.protocol == "semi-supervised" else "",
         "weights": method.weights_used_,
-        "n_train": len(train.nominal), "n_test": len(test), "fit_s": round(fit_s, 3), "predict_s": round(predict_s, 3),
-        "params": json.dumps(method.get_params(), sort_keys=True, default=str),
+        "n_train": len(data.train.nominal), "n_test": len(test), "fit_s": round(fit_s, 3),
+        "predict_s": round(predict_s, 3), "params": json.dumps(method.get_params(), sort_keys=True, default=str),
         # CPU training is bit-identical only for a fixed thread count (reduction order), so
         # every row says which count and device produced it.
         "threads": torch.get_num_threads(), "device": str(resolve_device(spec.device)),
     }
-    reference = sanity.nominal_reference(stack_images(train.nominal))
-    metrics, sanity_s = score_job(spec, prediction, test, profile, method.receptive_field_maps, method, images,
-                                  reference)
+    process = heatmaps.PostProcessor(size=data.profile.receptive_field, sigma=data.profile.sigma[spec.preset],
+                                     maps_smoothed=method.maps_smoothed)
+    reference = sanity.nominal_reference(stack_images(data.train.nominal)) if spec.sanity else None
+    metrics, sanity_s = score_job(spec, prediction, test, process, method, images, reference, data.annotations)
     rows = [{**common, "blur": blur, "metric": metric, "value": value, "sanity_s": sanity_s}
             for blur, metric, value in metrics]
 
     predictions = {
         "score": prediction.score.astype(np.float32),
-        "anomaly_map": prediction.anomaly_map.astype(np.float16),
+        "anomaly_map": prediction.anomaly_map.astype(np.float16),  # raw: readers apply the post-processor
         "label": np.array([s.label for s in test], dtype=np.int8),
         "key": np.array([s.key for s in test]),
         "category": np.array([s.category for s in test]),
         "image": (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy(),
-        "method_smooth": np.array(method.receptive_field_maps),
-        "blur_size": np.array(profile.receptive_field),
-        "blur_sigma": np.array(profile.sigma[spec.preset]),
-        "profile": np.array(profile.name),
-        "spec": np.array(json.dumps(asdict(spec), default=str)),
+        "postprocessor": np.array(process.record()),
+        "profile": np.array(data.profile.name),
+        "spec": np.array(json.dumps(spec_record(spec), default=str)),
+        **data.annotations,
     }
     if all(s.mask is not None for s in test):
         predictions["mask"] = np.stack([
@@ -347,15 +423,23 @@ def load_checkpoint(path: str | Path, device: str | None = None) -> Method:
         raise XadError(f"{path}: a {name!r} checkpoint this version cannot load ({type(exc).__name__}: {exc})") from None
 
 
-#: What run_job saves per job ("mask" too where the test set has masks).
-PREDICTION_KEYS = ("score", "anomaly_map", "label", "key", "category", "image", "method_smooth",
-                   "blur_size", "blur_sigma", "profile")
+#: What run_job saves per job ("mask" too where the test set has masks, and the annotations of
+#: the job's data transform).
+PREDICTION_KEYS = ("score", "anomaly_map", "label", "key", "category", "image", "postprocessor", "profile")
+#: How files written before the post-processor was recorded by name describe it.
+LEGACY_POSTPROCESSOR_KEYS = ("method_smooth", "blur_size", "blur_sigma")
 
 
 def load_predictions(path: Path, required: Sequence[str] = PREDICTION_KEYS) -> dict[str, np.ndarray]:
-    """A saved predictions file; one line naming the file when a `required` array is missing."""
+    """A saved predictions file; one line naming the file when a `required` array is missing. A
+    file of an older xadbench that recorded the blur's parameters as separate arrays gets its
+    post-processor record from them."""
     with np.load(path, allow_pickle=False) as data:
         predictions = {key: data[key] for key in data.files}
+    if "postprocessor" not in predictions and all(k in predictions for k in LEGACY_POSTPROCESSOR_KEYS):
+        legacy = heatmaps.PostProcessor(size=int(predictions["blur_size"]), sigma=float(predictions["blur_sigma"]),
+                                        maps_smoothed=bool(predictions["method_smooth"]))
+        predictions["postprocessor"] = np.array(legacy.record())
     missing = [key for key in required if key not in predictions]
     if missing:
         raise XadError(f"{path}: predictions without {', '.join(missing)} (written by an older xadbench); "
@@ -365,7 +449,8 @@ def load_predictions(path: Path, required: Sequence[str] = PREDICTION_KEYS) -> d
 
 def verify_predictions(path: Path) -> None:
     """Read a predictions file in full (every array decompressed and its checksum compared)
-    and check it holds PREDICTION_KEYS; XadError saying what is wrong otherwise."""
+    and check it holds PREDICTION_KEYS (or an older file's post-processor arrays); XadError
+    saying what is wrong otherwise."""
     if not path.is_file():
         raise XadError("missing")
     try:
@@ -376,6 +461,8 @@ def verify_predictions(path: Path) -> None:
         raise XadError(f"unreadable ({type(exc).__name__}: {exc})") from None
     if bad is not None:
         raise XadError(f"unreadable (array {bad!r} fails its checksum)")
+    if names.issuperset(LEGACY_POSTPROCESSOR_KEYS):
+        names.add("postprocessor")
     missing = [key for key in PREDICTION_KEYS if key not in names]
     if missing:
         raise XadError(f"without {', '.join(missing)} (written by an older xadbench)")
@@ -484,7 +571,8 @@ def claimed_jobs(store: ResultStore, specs: Sequence[JobSpec], progress: Progres
 
 
 def run_grid(specs: Sequence[JobSpec], out: Path, progress: Progress | None = None, executor: Any = None) -> pd.DataFrame:
-    """Run every job of `specs` that the run folder's store does not hold yet on `executor`
+    """Run every job of `specs` (with their ids from `identify`; computed here where missing)
+    that the run folder's store does not hold yet on `executor`
     (xadbench.executors; default: one after another in this process) and store each as it
     finishes: this process is the only writer of the run folder, wherever the jobs run. A job is
     claimed in the store before it starts, so concurrent runs into one folder share the work
@@ -493,6 +581,7 @@ def run_grid(specs: Sequence[JobSpec], out: Path, progress: Progress | None = No
     job's error) stops the run with every claim released. Returns every row of the store."""
     from xadbench.executors import JobFailure, LocalExecutor
 
+    specs = identify(specs)
     progress = progress or Progress()
     executor = executor or LocalExecutor()
     out = Path(out)

@@ -1,23 +1,12 @@
-"""The Outlier Exposure size study (paper section 4.1, Figure 6): how the heatmaps change as a
-model sees more OE images in training.
-
-One grid of ordinary runner jobs (`runner.run_grid`, so results go to <out>/results.csv and
-predictions to <out>/predictions/, and a rerun skips finished jobs): for every method that can
-use anomalies (supervision "labels" or "masks", e.g. FCDD and the gradient baseline) one job per
-OE limit (the paper's 2, 8, 128, 2048 and all) and seed, `JobSpec(oe=..., oe_limit=...)`; a
-method that cannot (supervision "none", e.g. the AE) is trained once per seed without OE, since
-any limit would give it the same data: its jobs are deduplicated to one.
-
-When the OE source is the data set itself (the same name or folder), its nominal class is left
-out of the OE by default ("auto"), so no nominal class image is ever presented as an anomaly.
-The paper uses a disjoint source (CIFAR-100 for CIFAR-10); a source that shares the test set's
-anomalous classes, such as CIFAR-10's other classes, makes detection easier than the paper's.
+"""Table and figure of the Outlier Exposure size study (paper section 4.1, Figure 6; the grid
+of jobs: `xadbench.studies.oe_size`), read from its run folder.
 
 Figure (figures/oe_size.png and .pdf), like Figure 6: rows are the OE sizes; column blocks are
 the input, then for each OE method its heatmaps of three anomalous test samples, then each
 nominal-only method (the AE) once in the first row as the reference. The three samples come from
 three different anomalous categories spread over their sorted names, the first test image (by
-key) of each. Heatmaps get the shared blur policy (`runner.postprocess`) and the paper's quantile
+key) of each. Heatmaps get the post-processor their predictions record (`heatmaps.saved_maps`:
+the shared blur policy) and the paper's quantile
 normalisation for CIFAR-10's Figure 6 (appendix C): η = 0.85, each heatmap against itself
 ("local"). tables/oe_size.csv lists the detection AUC per method and OE size (mean over seeds).
 """
@@ -36,11 +25,9 @@ from matplotlib.figure import Figure
 from xadbench import heatmaps, runner
 from xadbench.errors import XadError
 from xadbench.reports.figures import save_figure
-from xadbench.profiles import check_preset
-from xadbench.registry import methods as method_registry
 from xadbench.runner import JobSpec
+from xadbench.studies.oe_size import limit_label
 
-DEFAULT_LIMITS: tuple[int | None, ...] = (2, 8, 128, 2048, None)
 ETA = 0.85
 NORM = "local"
 SAMPLES = 3
@@ -48,98 +35,6 @@ CMAP = "jet"
 CELL_INCHES = 1.0
 DPI = 150
 DISPLAY_NAMES = {"fcdd": "FCDD", "grad": "Grad", "ae": "AE"}
-AUTO = "auto"
-
-
-def parse_limits(text: str) -> tuple[int | None, ...]:
-    """"2,8,128,2048,all" → (2, 8, 128, 2048, None); duplicates dropped, order kept."""
-    limits: list[int | None] = []
-    for part in (p.strip() for p in str(text).split(",")):
-        if not part:
-            continue
-        if part.lower() == "all":
-            value = None
-        else:
-            try:
-                value = int(part)
-            except ValueError:
-                raise XadError(f"--limits {text!r}: {part!r} is not a number; use e.g. --limits 2,8,128,2048,all") from None
-            if value < 1:
-                raise XadError(f"--limits {text!r}: an OE size must be at least 1; use e.g. --limits 2,8,128,2048,all")
-        if value not in limits:
-            limits.append(value)
-    if not limits:
-        raise XadError("--limits is empty; use e.g. --limits 2,8,128,2048,all")
-    return tuple(limits)
-
-
-def _limit_label(limit: int | None) -> str:
-    return "all" if limit is None else str(limit)
-
-
-def same_source(dataset: str, oe: str, root: str | None) -> bool:
-    """Whether the OE source is the data set itself: the same name, or the same folder (a path,
-    or "folder" standing for --root)."""
-    if dataset == oe:
-        return True
-
-    def folder(name: str) -> Path | None:
-        path = Path(root) if name == "folder" and root else Path(name)
-        return path.resolve() if path.is_dir() else None
-
-    return folder(dataset) is not None and folder(dataset) == folder(oe)
-
-
-def plan_jobs(dataset: str, class_name: str, oe: str, *, methods: Sequence[str], limits: Sequence[int | None] = DEFAULT_LIMITS,
-              seeds: Sequence[int] = (0,), root: str | None = None, preset: str = "cpu",
-              oe_exclude: Sequence[str] | str = AUTO, weights: str | None = None, pretrained: bool = True,
-              device: str = "auto") -> list[JobSpec]:
-    """One job per (OE method, limit, seed) and one per (nominal-only method, seed)."""
-    if oe_exclude == AUTO:
-        oe_exclude = (class_name,) if same_source(dataset, oe, root) else ()
-    common = dict(dataset=dataset, class_name=class_name, preset=preset, root=root, weights=weights,
-                  pretrained=pretrained, device=device)
-    specs = [runner.without_unused_outlier_exposure(
-                 JobSpec(method=method, seed=seed, oe=oe, oe_limit=limit, oe_exclude=tuple(oe_exclude), **common))
-             for method in methods for seed in seeds for limit in limits]
-    return list(dict.fromkeys(specs))
-
-
-def check_inputs(dataset: str, class_name: str, oe: str, root: str | None, methods: Sequence[str], preset: str) -> str:
-    """Open the data set and the OE source and check the class; returns the class's canonical
-    name. Every problem is one XadError line naming the option."""
-    check_preset(preset)
-    if not methods:
-        raise XadError("--methods is empty; e.g. --methods fcdd,grad,ae")
-    for method in methods:
-        method_registry.get(method)
-    if root is not None and not Path(root).is_dir():
-        raise XadError(f"--root {root}: no such folder; pass the folder that holds the data set")
-    if dataset not in _registered() and not Path(dataset).is_dir():
-        raise XadError(f"--dataset {dataset}: neither a registered data set nor a folder; pass a name from "
-                       "`xadbench datasets list` or a folder-per-class path")
-    data = runner.open_dataset(dataset, root)
-    classes = data.classes()
-    if class_name not in classes:
-        from xadbench.datasets.onevsrest import resolve_class
-
-        class_name = resolve_class(class_name, classes, f"--class: data set {dataset}")
-    if oe not in _registered() and not Path(oe).is_dir():
-        raise XadError(f"--oe {oe}: neither a registered data set nor a folder; pass e.g. --oe cifar100 or a folder path")
-    runner.open_dataset(oe, root).classes()  # a missing OE source fails here, not after the first job
-    return class_name
-
-
-def _registered() -> list[str]:
-    from xadbench.registry import datasets
-
-    return datasets.names()
-
-
-def run_oe_study(specs: Sequence[JobSpec], out: Path, progress: runner.Progress | None = None) -> pd.DataFrame:
-    """Run the grid (skipping finished jobs); returns the rows of these jobs."""
-    results = runner.run_grid(specs, Path(out), progress)
-    return results[results["job_id"].isin([s.job_id for s in specs])].reset_index(drop=True)
 
 
 def write_table(specs: Sequence[JobSpec], results: pd.DataFrame, out: Path) -> Path:
@@ -151,7 +46,7 @@ def write_table(specs: Sequence[JobSpec], results: pd.DataFrame, out: Path) -> P
         mine = results[(results["job_id"] == spec.job_id) & (results["metric"] == "image_auc") & (results["blur"] == blur)]
         if mine.empty:
             continue
-        rows.append({"method": spec.method, "oe_size": _limit_label(spec.oe_limit) if spec.oe else "no OE",
+        rows.append({"method": spec.method, "oe_size": limit_label(spec.oe_limit) if spec.oe else "no OE",
                      "seed": spec.seed, "image_auc": float(mine["value"].iloc[0])})
     table = pd.DataFrame(rows, columns=["method", "oe_size", "seed", "image_auc"])
     summary = table.groupby(["method", "oe_size"], sort=False)["image_auc"].agg(["mean", "std", "count"]).reset_index()
@@ -179,12 +74,8 @@ def pick_samples(labels: np.ndarray, categories: np.ndarray, keys: np.ndarray, n
 
 def _maps(p: dict[str, np.ndarray], blur: str, index: np.ndarray, eta: float, norm: str) -> np.ndarray:
     if norm == "local":
-        maps = runner.postprocess(p["anomaly_map"][index].astype(np.float32), blur, bool(p["method_smooth"]),
-                                  int(p["blur_size"]), float(p["blur_sigma"]))
-        return heatmaps.quantile_normalise(maps, eta, "local")
-    maps = runner.postprocess(p["anomaly_map"].astype(np.float32), blur, bool(p["method_smooth"]),
-                              int(p["blur_size"]), float(p["blur_sigma"]))
-    return heatmaps.quantile_normalise(maps, eta, "global", labels=p["label"])[index]
+        return heatmaps.quantile_normalise(heatmaps.saved_maps(p, blur, index), eta, "local")
+    return heatmaps.quantile_normalise(heatmaps.saved_maps(p, blur), eta, "global", labels=p["label"])[index]
 
 
 def draw_figure(specs: Sequence[JobSpec], out: Path, *, eta: float = ETA, norm: str = NORM, samples: int = SAMPLES,
@@ -203,7 +94,7 @@ def draw_figure(specs: Sequence[JobSpec], out: Path, *, eta: float = ETA, norm: 
     for spec in specs:
         path = Path(out) / "predictions" / f"{spec.job_id}.npz"
         if not path.is_file():
-            raise XadError(f"{path} is missing: job {spec.method} (OE {_limit_label(spec.oe_limit)}) has not finished; rerun the study")
+            raise XadError(f"{path} is missing: job {spec.method} (OE {limit_label(spec.oe_limit)}) has not finished; rerun the study")
         preds[spec] = runner.load_predictions(path)
     first = preds[specs[0]]
     for spec, p in preds.items():
@@ -257,7 +148,7 @@ def draw_figure(specs: Sequence[JobSpec], out: Path, *, eta: float = ETA, norm: 
     if limits:
         for r, ax in row_axes.items():
             box = ax.get_position()
-            fig.text(0.1 / width, (box.y0 + box.y1) / 2, f"OE {_limit_label(limits[r])}", ha="left", va="center", fontsize=8)
+            fig.text(0.1 / width, (box.y0 + box.y1) / 2, f"OE {limit_label(limits[r])}", ha="left", va="center", fontsize=8)
     colourbar = fig.add_subplot(grid[:, -1])
     fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), cax=colourbar)
     colourbar.tick_params(labelsize=7)

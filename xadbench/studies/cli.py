@@ -1,7 +1,6 @@
-"""`xadbench study ...`: the paper's studies as commands (thin Typer wrappers over
-`xadbench.reports.clever_hans` and `xadbench.reports.oe_study`).
-
-The lead wires `app.add_typer(study_app, name="study")` into the main CLI, whose
+"""`xadbench study ...`: the paper's studies as commands, thin Typer wrappers that build a
+study's grid (`xadbench.studies`), run it with `runner.run_grid` into --out and write its
+tables and figures (`xadbench.reports`). The main CLI registers `study_app`; its
 `OneLineErrors` turns every XadError raised here into one line and exit code 1.
 """
 from __future__ import annotations
@@ -41,25 +40,6 @@ OE_SIZE_EXAMPLE = (
 )
 
 
-def _progress():
-    """Rich progress bars that also name the study condition of a job."""
-    from xadbench.console import RichProgress
-
-    class StudyProgress(RichProgress):
-        def describe(self, spec: Any) -> str:
-            return _describe(spec)
-
-    return StudyProgress()
-
-
-def _describe(spec: Any) -> str:
-    condition = getattr(spec, "condition", None)
-    if condition is not None:
-        return f"{spec.class_name} {spec.method} ({condition}) seed {spec.seed}"
-    oe = f" OE {spec.oe_limit if spec.oe_limit is not None else 'all'}" if getattr(spec, "oe", None) else " no OE"
-    return f"{Path(spec.dataset).name}/{spec.class_name} {spec.method}{oe} seed {spec.seed}"
-
-
 @study_app.command("clever-hans", epilog=CLEVER_HANS_EXAMPLE)
 def clever_hans(
     root: Annotated[str | None, typer.Option(help="Controlled form: the folder-per-class data set (train/<class>/, val|test/<class>/).")] = None,
@@ -78,12 +58,15 @@ def clever_hans(
     pretrained: PretrainedOption = True,
     max_nominal: Annotated[int | None, typer.Option(help="Use at most N nominal training images (a seeded random subset), for CPU budgets.")] = None,
     columns: Annotated[int, typer.Option(help="Images in the figure.")] = 8,
-    out: Annotated[Path, typer.Option(help="Study folder: clever_hans.csv, predictions/, tables/, figures/.")] = Path("runs/clever-hans"),
+    out: Annotated[Path, typer.Option(help="Run folder: results.csv, predictions/, tables/clever_hans.*, figures/clever_hans.*.")] = Path("runs/clever-hans"),
 ) -> None:
     """The Clever Hans study (paper sec. 4.3): train with the anomalous class known and a spurious
     watermark on some of its images, and measure whether the heatmaps point at the watermark.
     A rerun skips finished jobs."""
-    from xadbench.reports import clever_hans as ch
+    from xadbench import runner
+    from xadbench.console import RichProgress
+    from xadbench.reports import clever_hans as report
+    from xadbench.studies import clever_hans as ch
 
     if form == "auto":
         form = "paper" if (voc_root or imagenet_root) else "controlled"
@@ -101,18 +84,19 @@ def clever_hans(
         device=device,
     )
     study = ch.open_study(config)
+    specs = ch.plan_jobs(study)
     typer.echo(f"clever-hans ({form}): anomalous class {study.class_name}, {study.image_size} px, profile "
-               f"{study.profile}, {len(ch.plan_jobs(study))} jobs -> {out}", err=True)
-    with _progress() as progress:
-        results = ch.run_study(study, out, progress)
-    tables = ch.write_table(results, out)
-    figures = ch.write_figure(results, out, columns=columns)
-    summary = ch.summarise(results)
-    shown = [c for c in ("auc_watermarked", "auc_clean", "auc_all", "mass_watermarked", "mass_clean",
-                         "mass_anomalous", "mass_nominal") if c in summary.columns]
+               f"{study.profile}, {len(specs)} jobs -> {out}", err=True)
+    runner.write_config(out, {"command": "study clever-hans", "jobs": [s.job_id for s in specs]})
+    with RichProgress() as progress:
+        results = ch.study_results(specs, runner.run_grid(specs, out, progress))
+    tables = report.write_table(results, out)
+    figures = report.write_figure(results, out, columns=columns)
+    summary = report.summarise(results)
+    shown = [c for c in report.METRIC_LABELS if c in summary.columns]
     typer.echo(summary[["method", "condition", "seeds", *shown]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     typer.echo(f"box area share: {summary['box_share'].iloc[0]:.3f}")
-    typer.echo(f"results: {out / ch.RESULTS_FILE}")
+    typer.echo(f"results: {out / 'results.csv'}")
     typer.echo(f"tables:  {', '.join(str(p) for p in tables)}")
     typer.echo(f"figures: {', '.join(str(p) for p in figures)}")
 
@@ -138,7 +122,10 @@ def oe_size(
 ) -> None:
     """The Outlier Exposure size study (paper Figure 6): heatmaps of models trained with 2, 8, ...
     OE images, next to a method that cannot use OE. A rerun skips finished jobs."""
-    from xadbench.reports import oe_study
+    from xadbench import runner
+    from xadbench.console import RichProgress
+    from xadbench.reports import oe_size as report
+    from xadbench.studies import oe_size as oe_study
 
     method_names = list(dict.fromkeys(split_list(methods)))
     limit_values = oe_study.parse_limits(limits)
@@ -158,13 +145,11 @@ def oe_size(
                                root=root, preset=preset, oe_exclude=exclude, weights=weights, pretrained=pretrained,
                                device=device)
     typer.echo(f"oe-size: {len(specs)} jobs -> {out}", err=True)
-    from xadbench import runner
-
     runner.write_config(out, {"command": "study oe-size", "jobs": [s.job_id for s in specs]})
-    with _progress() as progress:
-        results = oe_study.run_oe_study(specs, out, progress)
-    table = oe_study.write_table(specs, results, out)
-    figures = oe_study.write_figure(specs, out, eta=eta, norm=norm, samples=samples)
+    with RichProgress() as progress:
+        results = oe_study.run(specs, out, progress)
+    table = report.write_table(specs, results, out)
+    figures = report.write_figure(specs, out, eta=eta, norm=norm, samples=samples)
     typer.echo(f"results: {out / 'results.csv'}")
     typer.echo(f"table:   {table}")
     typer.echo(f"figures: {', '.join(str(p) for p in figures)}")
