@@ -42,7 +42,7 @@ test: $(STAMP) browser
 	$(VENV)/bin/pytest -q
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q tests/test_contract.py -k "batch_is_per_image or same_seed_same_output"
 
+# Every bench, niced (it measures ratios within one process, so it may share the machine), then
+# one table of their ratios with the CPU model.
 bench: $(STAMP)
-	$(PY) bench/pixel_auc.py
-	$(PY) bench/fcdd_train.py
-	$(PY) bench/grid_scaling.py
+	nice -n 10 $(PY) bench/run_all.py

@@ -31,6 +31,9 @@ def main() -> None:
     seconds = {name: wall(command) for name, command in COMMANDS.items()}
     for name, value in seconds.items():
         print(f"{name:<24} {value:6.3f} s  = {value / seconds['import torch']:.2f} x import torch")
+    help_s = next(value for name, value in seconds.items() if "help" in name)
+    print(f"RATIO cli_help_vs_import_torch {help_s:.3f} s {seconds['import torch']:.3f} s "
+          f"{help_s / seconds['import torch']:.2f}")
 
 
 if __name__ == "__main__":

@@ -84,6 +84,7 @@ def main() -> None:
         ray.shutdown()
         print(f"ray:   {args.workers} workers × 1 thread: {ray_s:.1f} s for the grid + {startup_s:.1f} s to start Ray")
         print(f"ratio local / ray: {local_s / ray_s:.2f} (grid only), {local_s / (ray_s + startup_s):.2f} (with Ray's start)")
+        print(f"RATIO grid_ray_vs_local {ray_s:.3f} s {local_s:.3f} s {local_s / ray_s:.2f}")
         one_thread_out = Path(tmp) / "local-1-thread"
         start = time.perf_counter()
         runner.run_grid(specs, one_thread_out, executor=LocalExecutor(threads=1))
