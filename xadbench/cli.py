@@ -465,7 +465,9 @@ def weights_export(
 def _register_reports() -> None:
     from xadbench.reports.cli import compare, figures, report
     from xadbench.studies.cli import study_app
+    from xadbench.studies.sensitivity_commands import register
 
+    register(study_app)
     app.command("report")(report)
     app.command("compare")(compare)
     app.command("figures")(figures)
