@@ -34,8 +34,13 @@ CPU_SCHEDULE = (("epochs", 6), ("batch_size", 16), ("optimizer", "adam"), ("lr",
 
 
 def network_of(dataset: str, root: str | None) -> str:
-    """The data set's network family; one-line error where appendix A has no nets for it."""
-    network = get_profile(runner.dataset_profile(dataset, root)).network
+    """The data set's network family (its declared profile, else the opened data set's); one-line
+    error where appendix A has no nets for it."""
+    from xadbench.registry import datasets
+
+    declared = datasets.get(dataset).profile if dataset in datasets.names() else None
+    profile = declared if isinstance(declared, str) else runner.open_dataset(dataset, root).profile
+    network = get_profile(profile).network
     if network not in PAPER_KERNELS:
         raise XadError(f"--dataset {dataset}: the receptive-field study has nets for MVTec-AD-like (224 px) and "
                        f"CIFAR-10-like (32 px) data, not for the {network} network's")
@@ -71,8 +76,8 @@ def plan_jobs(dataset: str, classes: Sequence[str], kernels: Sequence[int], *, s
                   weights=weights, pretrained=pretrained, device=device)
     own = (("epochs", epochs),) if epochs is not None else ()
     specs = [JobSpec(class_name=c, seed=s, params=own, **common) for c in classes for s in seeds] if reference else []
-    return specs + [JobSpec(class_name=c, seed=s, params=(("kernel", k), *schedule), **common)
-                    for k in kernels for c in classes for s in seeds]
+    return runner.identify(specs + [JobSpec(class_name=c, seed=s, params=(("kernel", k), *schedule), **common)
+                                    for k in kernels for c in classes for s in seeds])
 
 
 def kernel_of(spec: JobSpec) -> int | None:
@@ -86,13 +91,14 @@ def rows(specs: Sequence[JobSpec], out: Path) -> pd.DataFrame:
     from xadbench.receptive_field import receptive_field
 
     results = runner.read_results(Path(out))
+    profiles = {(s.dataset, s.root): get_profile(runner.open_dataset(s.dataset, s.root).profile) for s in specs}
     table = []
     for spec in specs:
         mine = results[results["job_id"] == spec.job_id]
         if mine.empty:
             raise XadError(f"job {spec.class_name} kernel {kernel_of(spec)} seed {spec.seed} has not finished in {out}; "
                            "rerun the study")
-        profile = get_profile(runner.dataset_profile(spec.dataset, spec.root))
+        profile = profiles[(spec.dataset, spec.root)]
         size = profile.image_size[spec.preset]
         kernel = kernel_of(spec)
         net, _ = build_net(profile.name, profile.channels, small=True, pretrained=False, kernel=kernel) \

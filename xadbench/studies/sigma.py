@@ -58,15 +58,10 @@ def plan_jobs(dataset: str, classes: Sequence[str], *, seeds: Sequence[int] = (0
               pretrained: bool = True, device: str = "auto", params: tuple = ()) -> list[JobSpec]:
     """One FCDD training job per class and seed, as `xadbench run` builds it (blur "none": FCDD's
     maps are smoothed by construction, the shared blur never applies to them)."""
-    return [JobSpec(dataset=dataset, class_name=c, method=METHOD, seed=s, preset=preset, protocol=protocol,
-                    root=root, blur=("none",), weights=weights, pretrained=pretrained, device=device, params=params)
-            for c in classes for s in seeds]
-
-
-def image_scale(spec: JobSpec) -> float:
-    """Input size of the job's preset over the paper's 224 px."""
-    profile = get_profile(runner.dataset_profile(spec.dataset, spec.root))
-    return profile.image_size[spec.preset] / PAPER_IMAGE_SIZE
+    return runner.identify(
+        JobSpec(dataset=dataset, class_name=c, method=METHOD, seed=s, preset=preset, protocol=protocol, root=root,
+                blur=("none",), weights=weights, pretrained=pretrained, device=device, params=params)
+        for c in classes for s in seeds)
 
 
 def rescore(specs: Sequence[JobSpec], out: Path, sigmas: Sequence[float], device: str = "auto",
@@ -89,7 +84,7 @@ def rescore(specs: Sequence[JobSpec], out: Path, sigmas: Sequence[float], device
             raise XadError(f"{spec.dataset}/{spec.class_name} has no pixel ground truth; the σ study needs masks")
         images = stack_images(test)
         model = runner.load_checkpoint(checkpoint, device)
-        scale = image_scale(spec)
+        scale = images.shape[-1] / PAPER_IMAGE_SIZE  # σ scales with the input's size
         if index == 0:
             chosen = np.flatnonzero([s.label == 1 for s in test])[:samples]
             maps["image"] = (images[chosen].clamp(0, 1) * 255).round().byte().numpy()
