@@ -265,6 +265,33 @@ def test_clever_hans_command_end_to_end(tree, tmp_path):
     assert result.exit_code == 0, result.output
     assert (out / "tables" / "clever_hans.tex").is_file() and (out / "figures" / "clever_hans.png").is_file()
     assert "reference" in result.output
+    # an ordinary run folder: `xadbench evaluate` rebuilds the declared transform and metric from
+    # the saved spec and scores the job again to the same numbers
+    from xadbench.rescore import rescore_run
+
+    before = runner.read_results(out).set_index("metric")["value"]
+    assert rescore_run(out, with_sanity=False) == 1
+    after = runner.read_results(out).set_index("metric")["value"]
+    assert {"mass_watermarked", "auc_clean", "image_auc"} <= set(after.index)
+    pd.testing.assert_series_equal(after.sort_index(), before.sort_index(), rtol=1e-3)
+
+
+def test_the_core_never_imports_the_reports():
+    """The data path runs one way: library modules never import xadbench.reports; only the
+    command-line modules (those built on typer) and the reports themselves do."""
+    import ast
+
+    package = Path(runner.__file__).parent
+    checked = 0
+    for path in [*package.glob("*.py"), *package.glob("studies/*.py")]:
+        tree = ast.parse(path.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        if "typer" in names:
+            continue
+        checked += 1
+        assert not [n for n in names if n.startswith("xadbench.reports")], f"{path} imports the reports"
+    assert checked > 20
 
 
 # ---- OE size --------------------------------------------------------------------------------
