@@ -21,6 +21,10 @@ model's resolution after the blur policy and, beyond MAX_ROC_PIXELS pixels, a fi
 subsample of them; the legend's AUCs are results.csv's exact values (the tables' numbers), not
 those of the drawn curve.
 
+Overview, one per (data set, protocol, preset) (seaborn point plots, one panel per AUC metric of
+results.csv): per class, every method's mean over seeds with ± one standard deviation over seeds
+as error bars, the reference maps in grey, chance (0.5) dashed; as PNG and SVG.
+
 File names carry every display option that changes a picture (norm, η, blur, colour map), so
 figures drawn with other options sit beside each other instead of overwriting them.
 
@@ -38,6 +42,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import pandas as pd
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
@@ -45,7 +50,7 @@ from sklearn.metrics import auc, roc_curve
 
 from xadbench.errors import XadError
 from xadbench.heatmaps import BLUR_POLICIES, quantile_normalise, saved_maps
-from xadbench.reports.tables import load_results
+from xadbench.reports.tables import METRIC_NAMES, load_results
 from xadbench.defaults import CMAP
 from xadbench.profiles import PROFILES
 from xadbench.runner import atomic_write, load_predictions
@@ -230,8 +235,9 @@ def _pixel_sample(masks: np.ndarray) -> np.ndarray | None:
 
 @dataclass
 class Drawn:
-    """One figure of a run: its file stem, kind ("grid", "roc_image" or "roc_pixel"), the
-    (data set, class, protocol, preset) it shows, a caption in words, and the figure."""
+    """One figure of a run: its file stem, kind ("grid", "roc_image", "roc_pixel" or "overview"),
+    the (data set, class, protocol, preset) it shows (class "" for an overview), a caption in
+    words, and the figure."""
 
     stem: str
     kind: str
@@ -241,7 +247,7 @@ class Drawn:
 
     @property
     def formats(self) -> tuple[str, ...]:
-        return (".png", ".pdf") if self.kind == "grid" else (".png", ".pdf", ".svg")
+        return {"grid": (".png", ".pdf"), "overview": (".png", ".svg")}.get(self.kind, (".png", ".pdf", ".svg"))
 
 
 def _grid(preds: dict[str, dict[str, np.ndarray]], methods: dict[str, str], caption: str,
@@ -299,6 +305,56 @@ def _roc_curves(preds: dict[str, dict[str, np.ndarray]], blur: str) -> dict[str,
                 truth, maps = truth[pixels], maps[pixels]
             curves["pixel"].append((label, *roc_curve(truth, maps)[:2]))
     return curves
+
+
+OVERVIEW_METRICS = ("image_auc", "pixel_auc", "per_image_pixel_auc", "aupro")
+REFERENCE_GREYS = ("#8c8c8c", "#bdbdbd", "#636363")
+
+
+def draw_overview(rows: pd.DataFrame, references: list[str], title: str) -> Figure:
+    """seaborn point plots of results rows (class, column, seed, metric, value), one panel per
+    metric of OVERVIEW_METRICS present: x the classes, hue the columns (method labels, the
+    `references` first and in grey), the mean over seeds with ± one std over seeds as error bars."""
+    import seaborn as sns
+
+    metrics = [m for m in OVERVIEW_METRICS if rows.loc[rows["metric"] == m, "value"].notna().any()]
+    classes = list(dict.fromkeys(rows["class"]))
+    columns = references + [c for c in dict.fromkeys(rows["column"]) if c not in references]
+    colours = iter(matplotlib.colormaps["tab10"].colors)
+    palette = {c: REFERENCE_GREYS[i % len(REFERENCE_GREYS)] if c in references else next(colours)
+               for i, c in enumerate(columns)}
+    fig = Figure(figsize=(1.2 + len(metrics) * max(2.6, 0.55 * len(classes) * max(1, len(columns) / 3)), 3.8))
+    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    for i, (ax, metric) in enumerate(zip(axes, metrics)):
+        data = rows[(rows["metric"] == metric) & rows["value"].notna()]
+        sns.pointplot(data=data, x="class", y="value", hue="column", order=classes, hue_order=columns,
+                      palette=palette, errorbar="sd", dodge=0.5, linestyle="none", markersize=5,
+                      err_kws={"linewidth": 1.2}, legend=i == len(metrics) - 1, ax=ax)
+        ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_title(METRIC_NAMES.get(metric, metric).split(" (")[0], fontsize=9)
+        ax.set(xlabel="", ylabel="AUC" if i == 0 else "", ylim=(0, 1.02))
+        ax.tick_params(labelsize=8)
+    legend = axes[-1].get_legend()
+    if legend is not None:
+        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False, title=None, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def overview_figures(results: pd.DataFrame, blur: str) -> Iterator[Drawn]:
+    """One `draw_overview` per (data set, protocol, preset) of the results, with the rows of the
+    blur policy `blur`."""
+    rows = results[results["metric"].isin(OVERVIEW_METRICS) & (results["blur"] == blur)]
+    for (dataset, protocol, preset), group in rows.groupby(["dataset", "protocol", "preset"], sort=False):
+        name = Path(dataset).name
+        references = list(dict.fromkeys(group.loc[group["method"].isin(REFERENCE_METHODS), "column"]))
+        seeds = group["seed"].nunique()
+        spread = "± one std over seeds" if seeds > 1 else "one seed"
+        caption = (f"{name}: {protocol}, preset {preset}, baselines {_blur_words(blur)}; per class the mean over "
+                   f"{seeds} seed{'s' if seeds != 1 else ''} ({spread}); reference maps in grey, chance dashed")
+        yield Drawn(_slug("overview", name, protocol, preset, f"blur-{blur}"), "overview", (name, "", protocol, preset),
+                    caption, draw_overview(group, references, caption))
 
 
 def render_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, blur: str = "gaussian",
@@ -362,6 +418,7 @@ def render_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, 
     if missing:
         warnings.warn(f"{len(missing)} job(s) of results.csv have no predictions in {run_dir / 'predictions'} "
                       f"and are left out of the figures (e.g. {missing[0]})", stacklevel=2)
+    yield from overview_figures(results, blur)
 
 
 def results_blur(results, job_id: str) -> str:

@@ -16,7 +16,8 @@ Sections:
 - Tables: every table of `tables.build_tables` (with the paper's columns where it publishes the
   number), its caption in words; reference methods first, set apart by a rule; cells whose pixel
   AUC is not clearly above the method's own mean map's (`tables.ResultTable.flags`) flagged.
-- Figures per class: the heatmap grids (every method's score above its maps) and ROC curves of
+- Figures: the overview (every method's AUCs per class, `figures.draw_overview`), then per class
+  the heatmap grids (every method's score above its maps) and ROC curves of
   `figures.render_figures`.
 
 A last inline script writes what a browser made of the page (images decoded, tables present,
@@ -290,22 +291,23 @@ def notes_section(results: pd.DataFrame, tables: list[ResultTable]) -> str:
     return f'<section id="notes"><div class="note"><b>Read with care.</b> {intro}<ul>{items}</ul></div></section>'
 
 
+def _figure(d: Drawn) -> str:
+    return f"<figure><img alt='{_e(d.stem)}' src='{png_data_uri(d)}'><figcaption>{_e(d.caption)}</figcaption></figure>"
+
+
 def figures_section(drawn: list[Drawn]) -> str:
     if not drawn:
         return ""
-    parts = ['<section id="figures"><h2>Figures per class</h2>']
-    for key in dict.fromkeys(d.key for d in drawn):
+    parts = ['<section id="figures"><h2>Figures</h2>']
+    parts += [_figure(d) for d in drawn if d.kind == "overview"]
+    for key in dict.fromkeys(d.key for d in drawn if d.kind != "overview"):
         mine = [d for d in drawn if d.key == key]
         dataset, class_name, protocol, preset = key
         parts.append(f"<details open><summary>{_e(dataset)} / {_e(class_name)} ({_e(protocol)}, {_e(preset)} preset)"
                      "</summary>")
-        for d in (d for d in mine if d.kind == "grid"):
-            parts.append(f"<figure><img alt='{_e(d.stem)}' src='{png_data_uri(d)}'><figcaption>{_e(d.caption)}"
-                         "</figcaption></figure>")
+        parts += [_figure(d) for d in mine if d.kind == "grid"]
         parts.append("<div class='rocs'>")
-        for d in (d for d in mine if d.kind != "grid"):
-            parts.append(f"<figure><img alt='{_e(d.stem)}' src='{png_data_uri(d)}'><figcaption>{_e(d.caption)}"
-                         "</figcaption></figure>")
+        parts += [_figure(d) for d in mine if d.kind != "grid"]
         parts.append("</div></details>")
     parts.append("</section>")
     return "".join(parts)

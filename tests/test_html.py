@@ -64,7 +64,7 @@ def test_page_is_self_contained_and_shows_tables_figures_and_provenance(run):
     assert "<link" not in page and "<script src" not in page
     assert page.count("<table class='res' data-metric=") == 3  # image AUC, pixel AUC, its mean map
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
-    assert len(images) == 3  # the grid and two ROC curves
+    assert len(images) == 4  # the overview, the grid and two ROC curves
     for data in images:  # every embedded image decodes
         assert np.asarray(Image.open(io.BytesIO(base64.b64decode(data)))).size > 10_000
     prov = json.loads((run / "config.json").read_text())["provenance"]
@@ -108,7 +108,7 @@ def test_page_renders_in_a_real_browser(run, tmp_path):
                "--virtual-time-budget=10000", "--window-size=1280,1800"]
     dom = subprocess.run([*command, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     checks = json.loads(re.search(r'<pre id="xad-checks">([^<]*)</pre>', dom).group(1))
-    assert checks == {"images": 3, "images_decoded": 3, "tables": 5, "table_rows": 1 * 3 + 1 + 3,
+    assert checks == {"images": 4, "images_decoded": 4, "tables": 5, "table_rows": 1 * 3 + 1 + 3,
                       "external": 0, "errors": []}
     shot = tmp_path / "report.png"
     subprocess.run([*command, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)

@@ -312,6 +312,7 @@ def test_figures_are_drawn_from_saved_predictions(tmp_path, monkeypatch):
     names = sorted(p.name for p in paths)
     grid = "grid_mvtec_metal_nut_unsupervised_cpu_seed0_local-eta0.97_blur-gaussian_jet"
     assert names == [f"{grid}.pdf", f"{grid}.png",
+                     *(f"overview_mvtec_unsupervised_cpu_blur-gaussian.{s}" for s in ("png", "svg")),
                      *(f"roc_image_mvtec_metal_nut_unsupervised_cpu.{s}" for s in ("pdf", "png", "svg")),
                      *(f"roc_pixel_mvtec_metal_nut_unsupervised_cpu_blur-gaussian.{s}" for s in ("pdf", "png", "svg"))]
     assert all(p.parent == run / "figures" and p.stat().st_size > 1000 for p in paths)
@@ -345,6 +346,31 @@ def test_grid_shows_every_methods_scores_and_roc_legend_shows_the_tables_auc(tmp
         assert {f"{v:.3g}" for v in preds["score"][columns]} <= texts, m
     legend = [t.get_text() for t in drawn["roc_pixel"].figure.axes[0].get_legend().get_texts()]
     assert legend == [f"{tab.DISPLAY_NAMES[m]} (AUC {exact[m]:.3f})" for m in METHODS]
+
+
+def test_overview_plots_each_methods_mean_and_std_over_seeds(run_dir):
+    results = tab.load_results(run_dir)
+    results = pd.concat([results, results[results["method"] == "fcdd"].assign(
+        method="centre", column="centre", job_id=lambda r: "centre-" + r["job_id"], value=0.5)])
+    (drawn,) = figs.overview_figures(results, "gaussian")
+    assert drawn.stem == "overview_mvtec_unsupervised_cpu_blur-gaussian" and drawn.formats == (".png", ".svg")
+    axes = drawn.figure.axes
+    assert [ax.get_title() for ax in axes] == ["Detection AUC", "Pixel-wise AUC"]
+    legend = [t.get_text() for t in axes[-1].get_legend().get_texts()]
+    assert legend == ["centre", "FCDD", "Grad", "AE"]  # references first
+    for ax, metric in zip(axes, ("image_auc", "pixel_auc")):
+        # Per hue level seaborn draws the means over classes as one line, then one error bar per class.
+        lines = [line for line in ax.lines if len(line.get_xdata()) == len(CLASSES)]
+        for label, line in zip(legend, lines[::len(CLASSES) + 1]):
+            method = {"centre": "centre", **{tab.DISPLAY_NAMES[m]: m for m in METHODS}}[label]
+            seeds = {c: [0.5] * len(SEEDS) if method == "centre" else [value(c, method, s, metric) for s in SEEDS]
+                     for c in CLASSES}
+            np.testing.assert_allclose(line.get_ydata(), [np.mean(seeds[c]) for c in CLASSES])
+        bars = [line for line in ax.lines if len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1]]
+        spreads = sorted(round(line.get_ydata()[1] - line.get_ydata()[0], 6) for line in bars)
+        expected = sorted([round(2 * np.std([value(c, m, s, metric) for s in SEEDS], ddof=1), 6)
+                           for m in METHODS for c in CLASSES] + [0.0] * len(CLASSES))  # centre: no spread
+        np.testing.assert_allclose(spreads, expected, atol=1e-6)
 
 
 def test_grid_heatmaps_are_normalised_and_vary(tmp_path):
