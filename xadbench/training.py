@@ -3,12 +3,14 @@ augmentation per data-set profile (appendix E), online anomaly replacement, batc
 and `DeepMethod`, the base of the methods that train a network with it."""
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from xadbench.anomalies import AnomalyMixer
 from xadbench.method import EpochCallback, Method, resolve_device
@@ -61,70 +63,50 @@ TRAINING_CONSTRAINTS = {
 }
 
 
-def _random_crop(images: torch.Tensor, masks: torch.Tensor, pad: int, resize: float,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random crop back to the input size after zero padding by `pad` or upscaling by `resize`."""
-    height, width = images.shape[-2:]
-    if resize != 1.0:
-        size = (round(height * resize), round(width * resize))
-        images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        masks = F.interpolate(masks[:, None], size=size, mode="nearest")[:, 0]
-    if pad:
-        images = F.pad(images, (pad, pad, pad, pad))
-        masks = F.pad(masks, (pad, pad, pad, pad))
-    top = int(torch.randint(images.shape[-2] - height + 1, (1,), generator=generator, device=generator.device))
-    left = int(torch.randint(images.shape[-1] - width + 1, (1,), generator=generator, device=generator.device))
-    return (images[..., top : top + height, left : left + width],
-            masks[..., top : top + height, left : left + width])
+def _jitter(strength: float) -> v2.ColorJitter:
+    """Brightness, contrast and saturation jitter by factors in [1 - s, 1 + s]."""
+    return v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength)
 
 
-def _jitter(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
-    """Brightness, contrast and saturation jitter by factors in [1 - s, 1 + s], per image."""
-    n = images.shape[0]
-
-    def factor():
-        return 1 + (torch.rand(n, 1, 1, 1, device=images.device, generator=generator) * 2 - 1) * strength
-
-    images = images * factor()
-    mean = images.mean(dim=(1, 2, 3), keepdim=True)
-    images = (images - mean) * factor() + mean
-    if images.shape[1] == 3:
-        grey = images.mean(dim=1, keepdim=True)
-        images = (images - grey) * factor() + grey
-    return images.clamp(0, 1)
-
-
-def _chance(probability: float, generator: torch.Generator) -> bool:
-    """True with `probability`; draws a number only when it is below 1."""
-    return probability >= 1 or float(torch.rand(1, generator=generator, device=generator.device)) < probability
+@functools.lru_cache(maxsize=None)
+def augmentation(profile: str, size: tuple[int, int]) -> v2.Compose:
+    """The profile's `Augmentation` (appendix E, `xadbench.profiles`) for images of `size` (H, W)
+    as a torchvision `transforms.v2` pipeline, in its order: colour jitter (one strength picked at
+    random), random crop after zero padding or upscaling, horizontal flip, Gaussian noise. Masks
+    (`tv_tensors.Mask`) follow the crops, resizes (nearest neighbour) and flips; jitter and noise
+    leave them alone."""
+    steps = get_profile(profile).augmentation
+    jitter = [v2.RandomChoice([_jitter(s) for s in steps.jitter])] if steps.jitter else []
+    crop = []
+    if steps.crop:
+        crop += [v2.Pad(steps.pad)] if steps.pad else []
+        if steps.resize != 1.0:
+            crop.append(v2.Resize((round(size[0] * steps.resize), round(size[1] * steps.resize)), antialias=True))
+        crop.append(v2.RandomCrop(size))
+    pipeline = jitter + crop if steps.jitter_first else crop + jitter
+    pipeline += [v2.RandomHorizontalFlip()] if steps.flip else []
+    if steps.noise:
+        noise = v2.GaussianNoise(sigma=steps.noise, clip=False)
+        pipeline.append(noise if steps.noise_chance >= 1 else v2.RandomApply([noise], p=steps.noise_chance))
+    return v2.Compose(pipeline)
 
 
 def augment(images: torch.Tensor, masks: torch.Tensor, profile: str,
             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper's training pre-processing (appendix E) of a data-set profile on a batch, masks
-    moved along; the steps and their order are the profile's `Augmentation`
-    (`xadbench.profiles`). Every random draw comes from `generator` (on the images' device)."""
-    steps = get_profile(profile).augmentation
-
-    def jitter(images: torch.Tensor) -> torch.Tensor:
-        strengths = steps.jitter
-        pick = 0 if len(strengths) == 1 else int(float(torch.rand(1, generator=generator, device=generator.device)) * len(strengths))
-        return _jitter(images, strengths[pick], generator)
-
-    if steps.jitter and steps.jitter_first:
-        images = jitter(images)
-    if steps.crop:
-        images, masks = _random_crop(images, masks, steps.pad, steps.resize, generator)
-    if steps.jitter and not steps.jitter_first:
-        images = jitter(images)
-    if steps.flip:
-        flipped = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
-        images = torch.where(flipped.view(-1, 1, 1, 1), images.flip(-1), images)
-        masks = torch.where(flipped.view(-1, 1, 1), masks.flip(-1), masks)
-    if steps.noise and _chance(steps.noise_chance, generator):
-        noise = torch.randn(images.shape, device=images.device, dtype=images.dtype, generator=generator)
-        images = images + steps.noise * noise
-    return images, masks
+    """`augmentation(profile)` on a batch (B, C, H, W) with its masks (B, H, W): one random draw
+    (crop position, flip, jitter) per batch, so the draws vary from batch to batch; image by image,
+    the transforms' per-call overhead dominates for small images (bench/augment.py times both).
+    torchvision draws from torch's global generator, so it runs under a forked global state seeded
+    from `generator`: the draws depend on `generator` alone and the caller's state is untouched."""
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+    cuda = images.device.type == "cuda"
+    with torch.random.fork_rng(devices=[images.device] if cuda else []):
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:  # GaussianNoise draws on the images' device
+            with torch.cuda.device(images.device):
+                torch.cuda.manual_seed(seed)
+        image, mask = augmentation(profile, tuple(images.shape[-2:]))(tv_tensors.Image(images), tv_tensors.Mask(masks))
+    return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
 
 def fit_loop(
