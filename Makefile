@@ -18,13 +18,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test,anomalib,ray]"
 	touch $(STAMP)
 
-# The demo: on one texture (wood) and one object (cap) of the built-in data, random-init FCDD, grad
-# and the AE learn from three real defects per type (semi-supervised, k=3), beside the reference
-# maps (centre, pixelstats) and the sanity checks, so the ranking says which maps explain the
-# defects. It ends with the path of the HTML report.
+# The demo: on one texture of the built-in data (wood: defects anywhere, so a centred blob gains
+# nothing), random-init FCDD, grad and the AE learn from three real defects per type
+# (semi-supervised, k=3) beside the reference maps (centre, pixelstats) and the sanity checks; the
+# paired bootstrap then says which pixel AUC differences are significant. About 5 CPU-minutes
+# (README: Runtimes). It ends with the path of the HTML report.
 demo: $(STAMP)
 	$(VENV)/bin/xadbench run --methods fcdd,grad,ae --dataset synthetic --protocol semi-supervised --k 3 \
-		--no-pretrained --classes wood,cap --out runs/demo
+		--no-pretrained --classes wood --out runs/demo
+	$(VENV)/bin/xadbench compare runs/demo --metric pixel_auc
 	@echo "Open the report in a browser: $(CURDIR)/runs/demo/report.html"
 
 # Under a minute: the two reference maps only.
