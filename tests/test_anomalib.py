@@ -107,6 +107,50 @@ def test_patchcore_coreset_is_a_subset_of_the_training_patches(vgg_weights, toy)
     assert nearest.max() < 1e-3 * patches.norm(dim=1).mean()
 
 
+def farthest_first(points: np.ndarray, first: int, size: int) -> list[int]:
+    """Greedy k-center selection by brute force in float64: each next point is the one whose
+    distance to its nearest chosen point is largest."""
+    chosen = [first]
+    for _ in range(size - 1):
+        nearest = np.linalg.norm(points[:, None] - points[chosen][None], axis=2).min(axis=1)
+        chosen.append(int(nearest.argmax()))
+    return chosen
+
+
+@needs_anomalib
+def test_k_center_greedy_equals_brute_force_and_anomalibs_selection():
+    from anomalib.models.components import KCenterGreedy
+
+    from xadbench.methods.anomalib_models import k_center_greedy
+
+    points = torch.from_numpy(np.random.default_rng(7).standard_normal((400, 6)) * [1, 1, 1, 2, 3, 5])
+    torch.manual_seed(11)
+    chosen = k_center_greedy(points, 40).tolist()
+    torch.manual_seed(11)
+    first = int(torch.randint(high=400, size=(1,)))
+    assert chosen == farthest_first(points.numpy(), first, 40)
+    torch.manual_seed(11)  # anomalib's own loop (a 3-D embedding skips its random projection)
+    assert chosen == KCenterGreedy(points[:, :, None], sampling_ratio=0.1).select_coreset_idxs()
+
+
+@needs_anomalib
+@pytest.mark.parametrize("name", ["patchcore", "padim"])
+def test_checkpoint_round_trip_predicts_the_same(tmp_path, vgg_weights, toy, name):
+    from xadbench import runner
+
+    path, _ = vgg_weights
+    _, train, test_images = toy
+    params = {"layers": ("features.6", "features.13"), "weights": str(path), "device": "cpu"}
+    params.update(coreset_ratio=0.05) if name == "patchcore" else params.update(n_features=16)
+    method = methods.get(name)(**params).fit(train)
+    runner.save_checkpoint(tmp_path / "job.pt", {"method": name, "state": method.checkpoint()})
+    loaded = runner.load_checkpoint(tmp_path / "job.pt")  # torch.load(weights_only=True)
+    before, after = method.predict(test_images), loaded.predict(test_images)
+    np.testing.assert_array_equal(after.score, before.score)
+    np.testing.assert_array_equal(after.anomaly_map, before.anomaly_map)
+    assert loaded.weights_used_ == method.weights_used_ and loaded.get_params() == method.get_params()
+
+
 @needs_anomalib
 def test_padim_equals_per_position_gaussian_mahalanobis(vgg_weights, toy):
     path, features = vgg_weights
@@ -178,6 +222,17 @@ def test_run_records_backbone_and_weights_and_writes_figures(tmp_path, vgg_weigh
     assert list((out / "figures").glob("*.png"))
     figures = CliRunner().invoke(app, ["figures", str(out)])
     assert figures.exit_code == 0, figures.output
+
+    # Each job saved its fitted model, so `evaluate` rescores from the checkpoints (the sanity
+    # checks refit nothing) and reproduces every row, the randomisation checks included.
+    assert len(list((out / "checkpoints").glob("*.pt"))) == 2
+    evaluated = CliRunner().invoke(app, ["evaluate", str(out), "--no-report"])
+    assert evaluated.exit_code == 0 and "no checkpoint" not in evaluated.output, evaluated.output
+    again = pd.read_csv(out / "results.csv")
+    key = ["method", "blur", "metric"]
+    merged = table.merge(again, on=key, suffixes=("", "_again"))
+    assert len(merged) == len(table) and "randomised_spearman_all" in set(table["metric"])
+    np.testing.assert_allclose(merged["value_again"], merged["value"], rtol=1e-6, equal_nan=True)
 
 
 def test_without_the_extra_the_plugin_fails_in_one_line_naming_it(monkeypatch, tmp_path):
