@@ -197,8 +197,7 @@ class AnomalibMethod(Method):
         model.train()  # anomalib's models collect training features in training mode
         with torch.no_grad():
             for start in range(0, len(images), self.batch_size):
-                batch = images[start : start + self.batch_size].to(device)
-                model(standardise(batch.contiguous(memory_format=torch.channels_last)))
+                model(standardise(images[start : start + self.batch_size].to(device)))
         try:
             with seeded(self.seed, device):
                 self.finish_fit(model)
@@ -243,7 +242,9 @@ class AnomalibMethod(Method):
         return randomised_copy(self, "model_", cascade_step)
 
     def _score_and_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        output = self.model_(self.standardise_(x))
+        # contiguous: predict_in_batches hands channels-last batches; some anomalib models
+        # (DFM) flatten features with .view, which needs the standard layout
+        output = self.model_(self.standardise_(x).contiguous())
         return output.pred_score.reshape(len(x)), output.anomaly_map.reshape(len(x), *x.shape[-2:])
 
     def predict(self, images: torch.Tensor) -> Prediction:

@@ -269,3 +269,31 @@ def test_randomised_backbone_changes_the_maps_and_leaves_the_method_alone(vgg_we
     after = top.predict(test_images)
     np.testing.assert_array_equal(method.predict(test_images).anomaly_map, before.anomaly_map)
     assert not np.allclose(after.anomaly_map, before.anomaly_map, rtol=1e-3)
+
+
+@needs_anomalib
+def test_readme_example_wraps_anomalibs_dfm_as_a_method(vgg_weights, toy):
+    """The README's block on wrapping another anomalib model runs as written and detects the toy
+    stains on a random VGG; its score is DFM's feature reconstruction error, checked here
+    against a PCA computed with numpy on the same pooled features."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("```python\n# wrapping another anomalib model: DFM\n")[1].split("```")[0]
+    namespace: dict = {}
+    exec(block, namespace)
+    path, features = vgg_weights
+    train_images, train, test_images = toy
+    method = namespace["DFM"](layers=("features.13",), n_comps=0.9, weights=str(path), device="cpu").fit(train)
+    prediction = method.predict(test_images)
+
+    pooled = [F.avg_pool2d(embed(features, x, ("features.13",), pool=False), 2).flatten(1).numpy()
+              for x in (train_images, test_images)]
+    mean = pooled[0].mean(axis=0)
+    _, singular, vt = np.linalg.svd(pooled[0] - mean, full_matrices=False)
+    explained = np.cumsum(singular**2) / np.sum(singular**2)
+    # anomalib keeps the components before the first whose cumulative share reaches n_comps
+    basis = vt[: int(np.searchsorted(explained, 0.9))]
+    residual = (pooled[1] - mean) - (pooled[1] - mean) @ basis.T @ basis
+    np.testing.assert_allclose(prediction.score, (residual**2).sum(axis=1), rtol=2e-3)
+    assert prediction.anomaly_map.shape == (len(test_images), *test_images.shape[-2:])
