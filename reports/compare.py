@@ -10,7 +10,7 @@ from rich.table import Table as RichTable
 
 from xadbench.errors import XadError
 from xadbench.metrics.delong import delong_test
-from xadbench.reports.intervals import METRICS, _load_jobs, interval_tables
+from xadbench.reports.intervals import METRICS, _load_jobs, run_intervals
 from xadbench.reports.tables import DIGITS, load_results
 
 
@@ -20,10 +20,10 @@ def check_metric(metric: str) -> None:
 
 
 def compare_tables(run_dir: Path, metric: str, n_resamples: int, seed: int) -> list[RichTable]:
-    """One matrix per (protocol, preset, blur, row): cell (A, B) = A − B [low, high]."""
+    """One matrix per (protocol, preset, blur, row): cell (A, B) = A − B [low, high], from the
+    run's stored intervals (computed and stored when missing or stale)."""
     check_metric(metric)
-    tables = [t for t in interval_tables(run_dir, n_resamples=n_resamples, seed=seed, metrics=(metric,))
-              if not t.by_defect]
+    tables = [t for t in run_intervals(run_dir, n_resamples, seed) if t.key["metric"] == metric and not t.by_defect]
     if not tables:
         raise XadError(f"{run_dir}: no predictions support {metric} (pixel metrics need masks)")
     matrices = []

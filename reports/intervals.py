@@ -23,12 +23,17 @@ Marks: a best value of a row is "best" when its paired difference to every other
 interval excludes 0; otherwise the methods whose difference to the best includes 0 form the
 "tied" group. Reference maps (`sanity.REFERENCE_METHODS`) come first and are never marked.
 
-Written by `write_intervals`: RUN_DIR/intervals.csv (one row per cell: value, ci_low, ci_high,
-seed_std, mark) and per table RUN_DIR/tables/<slug>_ci.csv and .tex ("<slug>_defects_ci" for the
-defect-type tables), cells as `value [low, high]` or `value ± half-width` (CI_STYLES).
+Stored in the run's results store (`run_intervals`): table `intervals` of results.sqlite, one row
+per cell (value, ci_low, ci_high, seed_std, n_seeds, mark and the resampled values, so paired
+differences need no recomputation), keyed by the bootstrap settings (resamples, seed, confidence)
+and `job_set`, a hash of the jobs and predictions files the intervals come from: a rerun job or a
+new one makes them stale and they are recomputed. `reports.tables` shows them in every table;
+RUN_DIR/intervals.csv is their export.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import warnings
 import zlib
@@ -37,25 +42,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rich.table import Table as RichTable
 
 from xadbench.errors import XadError
 from xadbench.evaluator import IMAGE_AUC, PER_IMAGE_PIXEL_AUC, PIXEL_AUC
 from xadbench.metrics.aupro import AUPRO
 from xadbench.metrics.bootstrap import CONFIDENCE, RESAMPLES, TestSet, percentile_interval, stratified_weights
-from xadbench.reports.tables import (BOLD, DIGITS, LATEX_MISSING, METRIC_NAMES, TABLE_KEYS, format_interval, latex_float,
-                                     load_results, siunitx_column, siunitx_number, tex_escape)
+from xadbench.reports.tables import BEST, GROUP_KEYS, MEAN, TABLE_KEYS, TIED, load_results
 from xadbench.heatmaps import saved_maps
-from xadbench.runner import atomic_write, load_predictions
+from xadbench.runner import atomic_write, load_predictions, results_store
 from xadbench.sanity import REFERENCE_METHODS
 
 METRICS = (IMAGE_AUC, PIXEL_AUC, PER_IMAGE_PIXEL_AUC, AUPRO)
-CI_STYLES = ("interval", "halfwidth")
 PIXEL_METRICS = (PIXEL_AUC, PER_IMAGE_PIXEL_AUC, AUPRO)
-MEAN = "Mean"
 NOMINAL = "good"
-BEST, TIED = "best", "tied"
-GROUP_KEYS = ("dataset", "protocol", "preset", "blur")
 
 
 @dataclass
@@ -112,7 +111,7 @@ class IntervalTable:
         return {best: TIED, **{c: TIED for c, low in lows.items() if low <= 0}}
 
 
-def _class_seed(class_name: str, seed: int) -> int:
+def class_seed(class_name: str, seed: int) -> int:
     return (zlib.crc32(class_name.encode()) + seed) % 2**32
 
 
@@ -183,7 +182,7 @@ def interval_tables(run_dir: Path, n_resamples: int = RESAMPLES, seed: int = 0,
             if len(defects) > 1:
                 for defect in defects:
                     subsets[f"{class_name}/{defect}"] = (labels == 0) | (categories == defect)
-            weights = {row: stratified_weights(labels, n_resamples, _class_seed(row, seed), subset)
+            weights = {row: stratified_weights(labels, n_resamples, class_seed(row, seed), subset)
                        for row, subset in subsets.items()}
             for column in columns:
                 seeds = class_jobs[class_jobs["column"] == column]
@@ -239,12 +238,105 @@ def interval_tables(run_dir: Path, n_resamples: int = RESAMPLES, seed: int = 0,
     return tables
 
 
+INTERVALS_TABLE = "intervals"
+#: Bump when the computation changes, so stored intervals of the old code count as stale.
+INTERVALS_VERSION = 1
+STORE_KEY = ("job_set", "resamples", "ci_seed", "confidence")
+STORE_COLUMNS = (*STORE_KEY, *GROUP_KEYS, "metric", "by_defect", "row", "row_index", "column", "column_index",
+                 "reference", "value", "ci_low", "ci_high", "seed_std", "n_seeds", "mark", "draws")
+
+
+def job_set(run_dir: Path) -> str:
+    """What the intervals of a run depend on, as one hash: every job with predictions (its id,
+    table group, class and column label, and its predictions file's size and modification
+    time, so a rerun job counts as changed) and INTERVALS_VERSION."""
+    run_dir = Path(run_dir)
+    jobs = load_results(run_dir).drop_duplicates(["job_id", "blur"])
+    entries = []
+    for job_id, cls, column, *group in jobs[["job_id", "class", "column", *GROUP_KEYS]].itertuples(index=False):
+        path = _prediction_path(run_dir, job_id)
+        if path.is_file():
+            stat = path.stat()
+            entries.append([job_id, cls, column, *map(str, group), stat.st_size, stat.st_mtime_ns])
+    return hashlib.sha1(json.dumps([INTERVALS_VERSION, sorted(entries)]).encode()).hexdigest()[:16]
+
+
+def _store_key(run_dir: Path, n_resamples: int, seed: int, confidence: float) -> dict[str, object]:
+    return dict(zip(STORE_KEY, (job_set(run_dir), n_resamples, seed, confidence)))
+
+
+def store_intervals(run_dir: Path, tables: list[IntervalTable], n_resamples: int, seed: int,
+                    confidence: float = CONFIDENCE) -> None:
+    """Write the interval tables into the run's results store (table `intervals`, one row per
+    cell with value, ci_low, ci_high, seed_std, mark and the resampled values), replacing those
+    of the same bootstrap settings in one transaction."""
+    key = _store_key(run_dir, n_resamples, seed, confidence)
+    records = []
+    for table in tables:
+        marks = {row: table.marks(row) for row in table.rows}
+        for i, row in enumerate(table.rows):
+            for j, column in enumerate(table.columns):
+                cell = table.cell(row, column)
+                if cell is None:
+                    continue
+                records.append((*key.values(), *(table.key[k] for k in GROUP_KEYS), table.key["metric"],
+                                int(table.by_defect), row, i, column, j, int(column in table.references),
+                                cell.value, cell.low, cell.high, None if np.isnan(cell.seed_std) else cell.seed_std,
+                                cell.n_seeds, marks[row].get(column, ""),
+                                np.asarray(cell.resamples, dtype=np.float64).tobytes()))
+    store = results_store(run_dir).open()
+    store.replace_derived(INTERVALS_TABLE, STORE_COLUMNS, {k: key[k] for k in STORE_KEY[1:]}, records)
+
+
+def stored_intervals(run_dir: Path, n_resamples: int, seed: int, confidence: float = CONFIDENCE) -> list[IntervalTable] | None:
+    """The interval tables stored for the run's current jobs and these bootstrap settings; None
+    when there are none or they were computed from other predictions (stale)."""
+    key = _store_key(run_dir, n_resamples, seed, confidence)
+    found = results_store(run_dir).read_derived(INTERVALS_TABLE, STORE_COLUMNS, key)
+    if not found:
+        return None
+    tables: dict[tuple, IntervalTable] = {}
+    order: dict[tuple, dict[str, dict[str, int]]] = {}  # table -> rows / columns -> position
+    for record in found:
+        r = dict(zip(STORE_COLUMNS, record))
+        table_key = {**{k: r[k] for k in GROUP_KEYS}, "metric": r["metric"]}
+        ident = (*table_key.values(), r["by_defect"])
+        if ident not in tables:
+            tables[ident] = IntervalTable({k: str(table_key[k]) for k in TABLE_KEYS}, [], [], {},
+                                          bool(r["by_defect"]), n_resamples, confidence, [])
+            order[ident] = {"rows": {}, "columns": {}, "references": {}}
+        order[ident]["rows"][r["row"]] = r["row_index"]
+        order[ident]["columns"][r["column"]] = r["column_index"]
+        if r["reference"]:
+            order[ident]["references"][r["column"]] = r["column_index"]
+        tables[ident].cells[(r["row"], r["column"])] = Cell(
+            r["value"], r["ci_low"], r["ci_high"], np.nan if r["seed_std"] is None else r["seed_std"], r["n_seeds"],
+            np.frombuffer(r["draws"], dtype=np.float64))
+    for ident, table in tables.items():
+        for name, positions in order[ident].items():
+            setattr(table, name, sorted(positions, key=positions.get))
+    return list(tables.values())
+
+
+def run_intervals(run_dir: Path, n_resamples: int = RESAMPLES, seed: int = 0,
+                  confidence: float = CONFIDENCE) -> list[IntervalTable]:
+    """The run's interval tables: read from its results store when stored for the current jobs
+    and these settings, else computed (`interval_tables`) and stored."""
+    tables = stored_intervals(run_dir, n_resamples, seed, confidence)
+    if tables is None:
+        tables = interval_tables(run_dir, n_resamples, seed, confidence)
+        if tables:
+            store_intervals(run_dir, tables, n_resamples, seed, confidence)
+    return tables
+
+
 def interval_rows(tables: list[IntervalTable]) -> pd.DataFrame:
     """One row per cell: the key, row ("class" or "class/defect"), method column, value, ci_low,
-    ci_high, seed_std, n_seeds, resamples, confidence."""
+    ci_high, seed_std, n_seeds, resamples, confidence, mark."""
     records = []
     for table in tables:
         for row in table.rows:
+            marks = table.marks(row)
             for column in table.columns:
                 cell = table.cell(row, column)
                 if cell is None:
@@ -252,116 +344,13 @@ def interval_rows(tables: list[IntervalTable]) -> pd.DataFrame:
                 records.append({**table.key, "row": row, "column": column, "value": cell.value,
                                 "ci_low": cell.low, "ci_high": cell.high, "seed_std": cell.seed_std,
                                 "n_seeds": cell.n_seeds, "resamples": table.n_resamples,
-                                "confidence": table.confidence, "mark": table.marks(row).get(column, "")})
+                                "confidence": table.confidence, "mark": marks.get(column, "")})
     return pd.DataFrame.from_records(records)
 
 
-def _cell_text(table: IntervalTable, row: str, column: str, style: str) -> str:
-    cell = table.cell(row, column)
-    if cell is None:
-        return "–"
-    text = format_interval(cell.value, cell.low, cell.high, style)
-    if cell.n_seeds > 1 and not np.isnan(cell.seed_std):
-        text += f" ({cell.seed_std:.{DIGITS}f})"
-    return text + {BEST: " *", TIED: " ~"}.get(table.marks(row).get(column), "")
-
-
-def _latex_cell(table: IntervalTable, row: str, column: str, style: str) -> str:
-    """A siunitx cell: the value as a number (with ± half-width as its uncertainty), the interval
-    and the seed std as text after it; underlined in the tied group."""
-    cell = table.cell(row, column)
-    if cell is None:
-        return LATEX_MISSING
-    after = f"\\,[{cell.low:.{DIGITS}f}, {cell.high:.{DIGITS}f}]" if style == "interval" else ""
-    if cell.n_seeds > 1 and not np.isnan(cell.seed_std):
-        after += f" ({cell.seed_std:.{DIGITS}f})"
-    halfwidth = (cell.high - cell.low) / 2 if style == "halfwidth" else np.nan
-    return siunitx_number(cell.value, halfwidth, after=after, underline=table.marks(row).get(column) == TIED)
-
-
-def to_interval_csv(table: IntervalTable) -> str:
-    """Rows as in the table; per method its value, "<m> low", "<m> high", "<m> seed std" (empty
-    for one seed or the Mean) and "<m> mark" ("best", "tied" or empty)."""
-    frame = pd.DataFrame(index=table.rows)
-    for column in table.columns:
-        cells = [table.cell(row, column) for row in table.rows]
-        frame[column] = [np.nan if c is None else c.value for c in cells]
-        frame[f"{column} low"] = [np.nan if c is None else c.low for c in cells]
-        frame[f"{column} high"] = [np.nan if c is None else c.high for c in cells]
-        frame[f"{column} seed std"] = [np.nan if c is None else c.seed_std for c in cells]
-        frame[f"{column} mark"] = [table.marks(row).get(column, "") for row in table.rows]
-    return frame.rename_axis("defect type" if table.by_defect else "class").reset_index().to_csv(index=False)
-
-
-def _caption(table: IntervalTable, style: str) -> str:
-    key = table.key
-    seeds = max((c.n_seeds for c in table.cells.values()), default=1)
-    shown = "[low, high]" if style == "interval" else "$\\pm$ half-width"
-    rows = ("each defect type's anomalous images with all nominal images" if table.by_defect
-            else "per class; Mean: classes resampled independently, averaged per resample")
-    text = (f"{METRIC_NAMES.get(key['metric'], key['metric'])} on {tex_escape(Path(key['dataset']).name)}, protocol "
-            f"{tex_escape(key['protocol'])}, preset {tex_escape(key['preset'])}, blur {tex_escape(key['blur'])}, "
-            f"at the model's resolution: value {shown} of the {table.confidence:.0%} percentile interval of "
-            f"{table.n_resamples} stratified bootstrap resamples of the test images ({rows})")
-    if seeds > 1:
-        text += f"; mean over {seeds} seeds per resample, (std over seeds) in parentheses"
-    text += ("; bold: best, its paired difference to every other method excludes 0; underlined: the best and "
-             "the methods not significantly below it.")
-    return text.replace("%", "\\%")
-
-
-
-
-def to_interval_latex(table: IntervalTable, style: str) -> str:
-    """A booktabs float with siunitx columns (`tables.latex_float`)."""
-    cells = pd.DataFrame({c: [_latex_cell(table, r, c, style) for r in table.rows] for c in table.columns},
-                         index=table.rows)
-    styles = pd.DataFrame({c: [BOLD if table.marks(r).get(c) == BEST else "" for r in table.rows] for c in table.columns},
-                          index=table.rows)  # the tied group is underlined in its cells' text
-    values = {c: pd.Series([cell.value for (r, col), cell in table.cells.items() if col == c], dtype=float)
-              for c in table.columns}
-    formats = [siunitx_column(values[c], uncertainty=style == "halfwidth") for c in table.columns]
-    return latex_float(cells, styles, header="Defect type" if table.by_defect else "Class", column_formats=formats,
-                       references=len(table.references), caption=_caption(table, style),
-                       label=f"tab:xadbench-{re.sub(r'[^A-Za-z0-9]+', '-', table.slug)}", notes=[],
-                       source="the run's predictions")
-
-
-def write_intervals(run_dir: Path, style: str = "interval", tables: list[IntervalTable] | None = None,
-                    **options) -> list[Path]:
-    """Compute (unless given) and write the interval tables and RUN_DIR/intervals.csv; returns
-    the paths written. `options` go to `interval_tables`."""
-    check_style(style)
-    run_dir = Path(run_dir)
-    tables = interval_tables(run_dir, **options) if tables is None else tables
-    paths = []
-    for table in tables:
-        for suffix, text in ((".csv", to_interval_csv(table)), (".tex", to_interval_latex(table, style))):
-            path = run_dir / "tables" / f"{table.slug}{suffix}"
-            with atomic_write(path) as handle:
-                handle.write(text)
-            paths.append(path)
-    with atomic_write(run_dir / "intervals.csv") as handle:
+def write_interval_rows(run_dir: Path, tables: list[IntervalTable]) -> Path:
+    """RUN_DIR/intervals.csv: `interval_rows` of the tables, the store's intervals as a CSV."""
+    path = Path(run_dir) / "intervals.csv"
+    with atomic_write(path) as handle:
         handle.write(interval_rows(tables).to_csv(index=False))
-    return [*paths, run_dir / "intervals.csv"]
-
-
-def check_style(style: str) -> None:
-    if style not in CI_STYLES:
-        raise XadError(f"--ci {style!r} is unknown; use {', '.join(CI_STYLES)} or off")
-
-
-def interval_summary(tables: list[IntervalTable], style: str) -> RichTable:
-    """Terminal view: the class tables' last row (Mean, or the one class) per metric."""
-    columns = list(dict.fromkeys(c for t in tables for c in t.columns))
-    summary = RichTable(title=f"Bootstrap {tables[0].confidence:.0%} intervals ({tables[0].n_resamples} resamples; "
-                              "* best, ~ tied group)" if tables else "Bootstrap intervals")
-    for name in ["protocol", "blur", "metric", "row", *columns]:
-        summary.add_column(name, justify="right" if name in columns else "left")
-    for table in tables:
-        if table.by_defect:
-            continue
-        row = table.rows[-1]
-        summary.add_row(table.key["protocol"], table.key["blur"], table.key["metric"], row,
-                        *(_cell_text(table, row, c, style) if c in table.columns else "" for c in columns))
-    return summary
+    return path

@@ -3,7 +3,8 @@
 `<run>/results.sqlite` holds a `results` table (one row per job × blur × metric, UNIQUE on those
 three; its columns come from one list, and opening an older store adds the columns it lacks) and
 a `jobs` table (one entry per job: the process that claimed it, when it finished, whether it
-saved a checkpoint). A finished job's rows and its `jobs` entry are written in ONE transaction,
+saved a checkpoint); derived tables (`replace_derived`: the bootstrap intervals of
+`reports.intervals`) sit beside them. A finished job's rows and its `jobs` entry are written in ONE transaction,
 so a killed process leaves all of a job's rows or none; WAL mode lets readers read while a writer
 writes, and a writer waits for another (busy timeout) instead of failing.
 
@@ -469,6 +470,37 @@ class ResultStore:
             text = self._csv_text(conn)
             with atomic_write(self.csv_path) as handle:
                 handle.write(text)
+
+    # -- derived tables: numbers computed from the results and predictions (bootstrap intervals) --
+    def replace_derived(self, table: str, columns: Sequence[str], key: dict[str, Any],
+                        rows: Sequence[Sequence[Any]]) -> None:
+        """Replace the rows of `table` that match `key` (column → value) by `rows` (values in
+        `columns` order; bytes are stored as BLOBs), in one transaction: a reader sees the old
+        rows or the new ones. The table is created where missing."""
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        where = " AND ".join(f'"{c}"=?' for c in key)
+        with self._transaction() as conn:
+            conn.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({quoted})')
+            conn.execute(f'DELETE FROM "{table}" WHERE {where}', list(key.values()))
+            conn.executemany(f'INSERT INTO "{table}" ({quoted}) VALUES ({", ".join("?" * len(columns))})', rows)
+
+    def read_derived(self, table: str, columns: Sequence[str], key: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of `table` matching `key`, in the order they were written; [] when the store
+        or the table does not exist."""
+        if not self.exists():
+            return []
+        conn = self._connect()
+        try:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone():
+                return []
+            where = " AND ".join(f'"{c}"=?' for c in key)
+            quoted = ", ".join(f'"{c}"' for c in columns)
+            return conn.execute(f'SELECT {quoted} FROM "{table}" WHERE {where} ORDER BY rowid',
+                                list(key.values())).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        finally:
+            conn.close()
 
     @contextmanager
     def locked(self) -> Iterator[None]:
