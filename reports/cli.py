@@ -1,5 +1,5 @@
 """The `report`, `compare` and `figures` commands: plain Typer-annotated functions over the
-library's `write_report`, `write_intervals`, `interval_tables` and `write_figures`. The main app
+library's `write_report`, `run_intervals`, `compare_tables` and `write_figures`. The main app
 registers them with `app.command(name)(function)`.
 """
 from __future__ import annotations
@@ -34,35 +34,37 @@ def report(
         "--html/--no-html", help="Also write RUN_DIR/report.html: one self-contained page with provenance, "
                                  "tables (the paper's numbers beside ours) and figures.")] = False,
     ci: Annotated[str, typer.Option(
-        help="Bootstrap interval tables from the saved predictions: interval ('value [low, high]'), "
-             "halfwidth ('value ± half-width') or off.")] = "interval",
+        help="How cells show their bootstrap interval (computed from the saved predictions): interval "
+             "('value [low, high]'), halfwidth ('value ± half-width') or off (no bootstrap, nothing marked).")] = "interval",
     resamples: Resamples = RESAMPLES,
     ci_seed: CiSeed = 0,
 ) -> None:
-    """Write the run's class × method tables (mean ± std over seeds, Mean and σ rows) as CSV and
-    LaTeX to RUN_DIR/tables and print a summary; with --ci (default) also the bootstrap interval
-    tables per class and per defect type, with significance marks, and RUN_DIR/intervals.csv.
+    """Write the run's tables as CSV and LaTeX to RUN_DIR/tables and print a summary: per class
+    (Mean and σ rows) and per defect type, each value with its bootstrap interval and the std over
+    seeds; bold only a significantly best method (paired bootstrap), underline a tied group. The
+    intervals are kept in the results store (recomputed when the run's predictions change) and
+    exported to RUN_DIR/intervals.csv.
 
     Example: xadbench report runs/mvtec-unsupervised-cpu --compare paper --ci halfwidth --html
     """
     from xadbench.reports.html import write_html
-    from xadbench.reports.intervals import check_style, interval_summary, interval_tables, write_intervals
-    from xadbench.reports.tables import report_tables, summary_table, write_report
+    from xadbench.reports.intervals import run_intervals, write_interval_rows
+    from xadbench.reports.tables import check_compare, check_style, report_tables, summary_table, write_tables
 
+    check_compare(compare)
     if ci != "off":
         check_style(ci)
         _check_resamples(resamples)
-    paths = write_report(run_dir, compare)
-    tables = report_tables(run_dir, compare)
+    intervals = run_intervals(run_dir, resamples, ci_seed) if ci != "off" else []
+    style = "interval" if ci == "off" else ci
+    tables = report_tables(run_dir, compare, intervals, style)
+    paths = write_tables(run_dir, tables)
+    if intervals:
+        paths.append(write_interval_rows(run_dir, intervals))
+    elif ci != "off":
+        typer.echo(f"note: no saved predictions in {Path(run_dir) / 'predictions'}, so no bootstrap intervals "
+                   "and no method marked best", err=True)
     Console().print(summary_table(tables))
-    if ci != "off":
-        intervals = interval_tables(run_dir, n_resamples=resamples, seed=ci_seed)
-        if intervals:
-            paths += write_intervals(run_dir, ci, intervals)
-            Console().print(interval_summary(intervals, ci))
-        else:
-            typer.echo(f"note: no saved predictions in {Path(run_dir) / 'predictions'}, so no bootstrap interval tables",
-                       err=True)
     if compare and not any(len(t.paper.columns) for t in tables):
         typer.echo("note: the paper publishes no numbers for this run's data sets, methods and metrics "
                    "(it has MVTec-AD pixel AUC and Fashion-MNIST, CIFAR-10, ImageNet-30 detection AUC "
@@ -71,7 +73,7 @@ def report(
         typer.echo(f"note: beside the paper's numbers: {note}", err=True)
     typer.echo(f"tables: {Path(run_dir) / 'tables'} ({len(paths)} files)")
     if html:
-        page = write_html(run_dir)
+        page = write_html(run_dir, intervals=intervals, style=style)
         typer.echo(f"report: {page.resolve()}")
 
 
@@ -109,14 +111,18 @@ def figures(
         help="gaussian: blur the baselines' maps with FCDD's kernel (the shared policy); none: raw maps.")] = "gaussian",
     samples: Annotated[int, typer.Option(help="Columns per block (nominal, anomalous).")] = 6,
     cmap: Annotated[str, typer.Option(help="Matplotlib colour map of the heatmaps (the paper's: jet).")] = CMAP,
+    resamples: Resamples = RESAMPLES,
+    ci_seed: CiSeed = 0,
 ) -> None:
-    """Draw heatmap grids (PNG and PDF) and ROC curves (PNG, PDF and SVG) of a run into
-    RUN_DIR/figures from its saved predictions, without re-training. File names carry the norm,
+    """Draw heatmap grids (PNG and PDF) and ROC and PRO curves with bootstrap bands (PNG, PDF and
+    SVG) of a run into RUN_DIR/figures from its saved predictions, without re-training. File names carry the norm,
     η, blur and colour map, so figures drawn with other options do not overwrite them.
 
     Example: xadbench figures runs/mvtec-unsupervised-cpu --norm local --eta 0.97
     """
     from xadbench.reports.figures import write_figures
 
-    paths = write_figures(run_dir, norm=norm, eta=eta, blur=blur, samples=samples, cmap=cmap)
+    _check_resamples(resamples)
+    paths = write_figures(run_dir, norm=norm, eta=eta, blur=blur, samples=samples, cmap=cmap,
+                          n_resamples=resamples, seed=ci_seed)
     typer.echo(f"figures: {Path(run_dir) / 'figures'} ({len(paths)} files)")

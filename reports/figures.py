@@ -15,11 +15,16 @@ serves the whole figure. Defaults per appendix C: MVTec-AD local η=0.97, CIFAR-
 Fashion-MNIST global η=0.85, ImageNet global η=0.97, Pascal VOC global η=0.99; "global" takes
 the label-balanced test set of the method as the reference.
 
-ROC curves, one figure per (data set, class, protocol, preset) and level: every method in one
-axes, one line per seed, as PNG, PDF and SVG. Pixel level (when masks exist) draws the maps at the
-model's resolution after the blur policy and, beyond MAX_ROC_PIXELS pixels, a fixed random
-subsample of them; the legend's AUCs are results.csv's exact values (the tables' numbers), not
-those of the drawn curve.
+Curves, one figure per (data set, class, protocol, preset) and kind: the image-level ROC, the
+pooled pixel-level ROC and the PRO curve up to FPR 0.3 (AUPRO's range; `metrics.aupro`), every
+method in one axes, as PNG, PDF and SVG. A method's line is its exact curve (the mean over seeds
+of each seed's curve, vertically at fixed false-positive rates); the shaded band is the 95 %
+percentile band of the seed-averaged curves of the interval tables' bootstrap resamples
+(`reports.intervals`: the same stratified resamples of the test images, so the band and the
+table's interval come from one bootstrap). Pixel curves use the maps at the model's resolution
+after the blur policy, stored as float16, all pixels (the band's resamples keep the curve at
+2,048 thresholds of about equal pooled count: the exact curve's points joined by chords). The
+legend shows each method's table value with its interval, the number the tables print.
 
 Overview, one per (data set, protocol, preset) (seaborn point plots, one panel per AUC metric of
 results.csv): per class, every method's mean over seeds with ± one standard deviation over seeds
@@ -46,20 +51,29 @@ import pandas as pd
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from sklearn.metrics import auc, roc_curve
 
+from xadbench.defaults import CMAP, RESAMPLES
 from xadbench.errors import XadError
+from xadbench.evaluator import IMAGE_AUC, PIXEL_AUC
 from xadbench.heatmaps import BLUR_POLICIES, quantile_normalise, saved_maps
-from xadbench.reports.tables import METRIC_NAMES, load_results
-from xadbench.defaults import CMAP
+from xadbench.metrics.aupro import AUPRO, MAX_FPR, RegionCounts
+from xadbench.metrics.bootstrap import (CONFIDENCE, curve_at, image_counts, merge_columns, percentile_interval,
+                                        roc_resamples, stratified_weights)
+from xadbench.metrics.counts import ImageCounts
 from xadbench.profiles import PROFILES
+from xadbench.reports.intervals import IntervalTable, class_seed, run_intervals
+from xadbench.reports.tables import METRIC_NAMES, format_interval, load_results
 from xadbench.runner import atomic_write, load_predictions
 from xadbench.sanity import REFERENCE_METHODS
 
 NORMS = ("auto", "local", "global")
 #: The display of a profile this version does not know (a run folder of another version).
 FALLBACK_DISPLAY = PROFILES["mvtec"].display
-MAX_ROC_PIXELS = 200_000
+#: Points of a drawn curve and of its band; thresholds a band's resamples keep (`merge_columns`).
+CURVE_POINTS, BAND_POINTS, BAND_THRESHOLDS = 1001, 201, 2048
+#: Resamples per batch of PRO curves (bounds the resamples × thresholds temporaries).
+CURVE_BATCH = 100
+METRIC_WORDS = {IMAGE_AUC: "detection AUC", PIXEL_AUC: "pooled pixel AUC", AUPRO: "AUPRO"}
 CELL_INCHES = 1.1
 DPI = 120
 
@@ -194,26 +208,45 @@ def draw_grid(images: np.ndarray, heatmaps: dict[str, np.ndarray], masks: np.nda
     return fig
 
 
-def draw_roc(curves: list[tuple[str, np.ndarray, np.ndarray]], title: str,
-             aucs: dict[str, list[float]] | None = None) -> Figure:
-    """All methods in one axes; curves are (label, fpr, tpr), several per label for several seeds.
-    The legend shows `aucs[label]` (the values of results.csv, one per seed) where given, else the
-    area under the drawn curves."""
+@dataclass
+class Band:
+    """One method's curve in a figure: y at the x `grid` (the mean over seeds of each seed's
+    exact curve), its bootstrap band (percentiles of the seed-averaged curves of the resamples, at
+    `band_grid`) and the legend text."""
+
+    label: str
+    grid: np.ndarray
+    curve: np.ndarray
+    band_grid: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    legend: str
+
+
+#: What a curve figure plots: (x label, y label, x range, chance line).
+CURVE_AXES = {
+    "image": ("false positive rate (nominal images)", "true positive rate (anomalous images)", 1.0, True),
+    "pixel": ("false positive rate (nominal pixels)", "true positive rate (defect pixels)", 1.0, True),
+    "pro": ("false positive rate (nominal pixels)", "per-region overlap (PRO)", MAX_FPR, False),
+}
+
+
+def draw_curves(bands: list[Band], level: str, title: str) -> Figure:
+    """All methods in one axes, each its curve and bootstrap band; the legend says each method's
+    table value (see `Band`)."""
+    xlabel, ylabel, xmax, chance = CURVE_AXES[level]
     fig = Figure(figsize=(5.2, 5))
     ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
-    labels = list(dict.fromkeys(label for label, _, _ in curves))
+    if chance:
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
     colours = matplotlib.colormaps["tab10"]
-    for i, label in enumerate(labels):
-        mine = [(fpr, tpr) for name, fpr, tpr in curves if name == label]
-        values = (aucs or {}).get(label) or [auc(fpr, tpr) for fpr, tpr in mine]
-        summary = f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
-        for j, (fpr, tpr) in enumerate(mine):
-            ax.plot(fpr, tpr, color=colours(i % 10), linewidth=1.2, alpha=0.85,
-                    label=f"{label} (AUC {summary})" if j == 0 else None)
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", title=title)
+    for i, band in enumerate(bands):
+        colour = colours(i % 10)
+        ax.fill_between(band.band_grid, band.low, band.high, color=colour, alpha=0.18, linewidth=0)
+        ax.plot(band.grid, band.curve, color=colour, linewidth=1.3, label=band.legend)
+    ax.set(xlim=(0, xmax), ylim=(0, 1.01), xlabel=xlabel, ylabel=ylabel, title=title)
     ax.title.set_fontsize(9)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=7.5)
     fig.tight_layout()
     return fig
 
@@ -225,19 +258,11 @@ def save_figure(fig: Figure, path: Path, dpi: int = DPI) -> Path:
     return path
 
 
-def _pixel_sample(masks: np.ndarray) -> np.ndarray | None:
-    """Fixed pixel indices for the pixel ROC (all of them when few): same masks, same pixels."""
-    n = masks.size
-    if n <= MAX_ROC_PIXELS:
-        return None
-    return np.sort(np.random.default_rng(0).choice(n, MAX_ROC_PIXELS, replace=False))
-
-
 @dataclass
 class Drawn:
-    """One figure of a run: its file stem, kind ("grid", "roc_image", "roc_pixel" or "overview"),
-    the (data set, class, protocol, preset) it shows (class "" for an overview), a caption in
-    words, and the figure."""
+    """One figure of a run: its file stem, kind ("grid", "roc_image", "roc_pixel", "pro" or
+    "overview"), the (data set, class, protocol, preset) it shows (class "" for an overview), a
+    caption in words, and the figure."""
 
     stem: str
     kind: str
@@ -292,19 +317,79 @@ def _blur_words(blur: str) -> str:
     return "blurred with FCDD's Gaussian kernel, FCDD not blurred" if blur == "gaussian" else "not blurred"
 
 
-def _roc_curves(preds: dict[str, dict[str, np.ndarray]], blur: str) -> dict[str, list]:
-    """(label, fpr, tpr) per method at image level and, where masks exist, pixel level."""
-    curves: dict[str, list] = {"image": [], "pixel": []}
-    for label, p in preds.items():
-        if len(np.unique(p["label"])) == 2:
-            curves["image"].append((label, *roc_curve(p["label"], p["score"])[:2]))
-        if "mask" in p and p["mask"].any() and not p["mask"].all():
-            truth, maps = p["mask"].ravel(), saved_maps(p, blur).ravel()
-            pixels = _pixel_sample(p["mask"])
-            if pixels is not None:
-                truth, maps = truth[pixels], maps[pixels]
-            curves["pixel"].append((label, *roc_curve(truth, maps)[:2]))
-    return curves
+def _counts(p: dict[str, np.ndarray], blur: str, level: str):
+    """What a level's curve needs of one job: (pos, neg) count matrices over ascending values for
+    "image" and "pixel" (maps after the blur policy, as float16 like the intervals), the
+    `RegionCounts` for "pro"; None where the job's test set cannot give the curve."""
+    if level == "image":
+        return image_counts(p["score"], p["label"]) if len(np.unique(p["label"])) == 2 else None
+    if "mask" not in p or not p["mask"].any() or p["mask"].all():
+        return None
+    pixels = ImageCounts(list(saved_maps(p, blur).astype(np.float16)), list(p["mask"]))
+    return (pixels.pos, pixels.neg) if level == "pixel" else RegionCounts(pixels)
+
+
+def _curves(counts, weights: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """y at `grid` of the curve of each row of `weights` (ROC from (pos, neg); PRO from
+    RegionCounts, up to FPR grid[-1]), in batches of resamples."""
+    if isinstance(counts, RegionCounts):
+        return np.concatenate([curve_at(*counts.curves(weights[i:i + CURVE_BATCH], grid[-1]), grid)
+                               for i in range(0, len(weights), CURVE_BATCH)])
+    return roc_resamples(*counts, weights, grid)
+
+
+def curve_bands(jobs: dict[str, list[dict[str, np.ndarray]]], class_name: str, blur: str, level: str,
+                n_resamples: int, seed: int, legends: dict[str, str]) -> list[Band]:
+    """The curve and bootstrap band of every method (label → its seeds' predictions) of one class
+    at one level ("image", "pixel" or "pro"). The resamples are those of the class's row in the
+    interval tables (`reports.intervals`: the same stratified weights over the union of the jobs'
+    test images, the same seed), so a band belongs to the table's interval."""
+    union: dict[str, int] = {}
+    for preds in jobs.values():
+        for p in preds:
+            for key, label in zip(p["key"], p["label"]):
+                union.setdefault(str(key), int(label))
+    labels = np.array(list(union.values()))
+    if labels.all() or not labels.any():
+        return []
+    position = {key: i for i, key in enumerate(union)}
+    weights = stratified_weights(labels, n_resamples, class_seed(class_name, seed))
+    xmax = CURVE_AXES[level][2]
+    grid, band_grid = np.linspace(0, xmax, CURVE_POINTS), np.linspace(0, xmax, BAND_POINTS)
+    bands = []
+    for label, preds in jobs.items():
+        curves, resampled = [], []
+        for p in preds:
+            counts = _counts(p, blur, level)
+            if counts is None:
+                continue
+            index = np.array([position[str(k)] for k in p["key"]])
+            curves.append(_curves(counts, np.ones((1, len(index))), grid)[0])
+            if not isinstance(counts, RegionCounts):
+                counts = merge_columns(counts, BAND_THRESHOLDS)
+            resampled.append(_curves(counts, weights[:, index], band_grid))
+        if curves:
+            low, high = percentile_interval(np.mean(resampled, axis=0), axis=0)
+            bands.append(Band(label, grid, np.mean(curves, axis=0), band_grid, low, high, legends.get(label, label)))
+    return bands
+
+
+def _legends(intervals: list[IntervalTable], dataset: str, protocol: str, preset: str, blur: str,
+             class_name: str, metric: str) -> dict[str, str]:
+    """Per method column "<label>: value [low, high]" of the class's row in the interval table
+    of `metric` (image AUC: of any blur policy, it does not depend on it); {} where none."""
+    tables = [t for t in intervals if not t.by_defect and t.key["metric"] == metric
+              and (t.key["dataset"], t.key["protocol"], t.key["preset"]) == (dataset, protocol, preset)
+              and (t.key["blur"] == blur or metric == IMAGE_AUC)]
+    if not tables:
+        return {}
+    table = next((t for t in tables if t.key["blur"] == blur), tables[0])
+    legends = {}
+    for column in table.columns:
+        cell = table.cell(class_name, column)
+        if cell is not None:
+            legends[column] = f"{column}: {format_interval(cell.value, cell.low, cell.high)}"
+    return legends
 
 
 OVERVIEW_METRICS = ("image_auc", "pixel_auc", "per_image_pixel_auc", "aupro")
@@ -358,24 +443,27 @@ def overview_figures(results: pd.DataFrame, blur: str) -> Iterator[Drawn]:
 
 
 def render_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, blur: str = "gaussian",
-                   samples: int = 6, cmap: str = CMAP) -> Iterator[Drawn]:
-    """Every heatmap grid and ROC figure of a run, drawn from RUN_DIR/results.csv and
-    RUN_DIR/predictions/ (see `write_figures` for the options). Warns once about jobs without
-    predictions; XadError when none of the jobs has them."""
+                   samples: int = 6, cmap: str = CMAP, intervals: list[IntervalTable] | None = None,
+                   n_resamples: int = RESAMPLES, seed: int = 0) -> Iterator[Drawn]:
+    """Every heatmap grid and curve figure of a run, drawn from its results and
+    RUN_DIR/predictions/ (see `write_figures` for the options). `intervals`: the run's interval
+    tables (default: `run_intervals(run_dir, n_resamples, seed)`), whose values the curves'
+    legends show. Warns once about jobs without predictions; XadError when none of the jobs has
+    them."""
     check_options(norm, eta, blur, samples, cmap)
     run_dir = Path(run_dir)
     results = load_results(run_dir)
-    exact = results.set_index(["job_id", "blur", "metric"])["value"].to_dict()
+    if intervals is None:
+        intervals = run_intervals(run_dir, n_resamples, seed)
     jobs = results.drop_duplicates("job_id")
     missing, found = [], 0
     for (dataset, class_name, protocol, preset), class_jobs in jobs.groupby(
             ["dataset", "class", "protocol", "preset"], sort=False):
         name = Path(dataset).name
         key = (name, class_name, protocol, preset)
-        curves: dict[str, list] = {"image": [], "pixel": []}
-        aucs: dict[str, dict[str, list[float]]] = {"image": {}, "pixel": {}}
+        by_label: dict[str, list[dict[str, np.ndarray]]] = {}
         seeds = 0
-        for seed, seed_jobs in class_jobs.groupby("seed", sort=False):
+        for seed_value, seed_jobs in class_jobs.groupby("seed", sort=False):
             preds, methods = {}, {}
             for label, method, job_id in zip(seed_jobs["column"], seed_jobs["method"], seed_jobs["job_id"]):
                 path = run_dir / "predictions" / f"{job_id}.npz"
@@ -383,35 +471,33 @@ def render_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, 
                     missing.append(path.name)
                     continue
                 preds[label], methods[label] = _load(path), method
-                for level, metric, level_blur in (("image", "image_auc", results_blur(results, job_id)),
-                                                  ("pixel", "pixel_auc", blur)):
-                    value = exact.get((job_id, level_blur, metric))
-                    if value is not None and np.isfinite(value):
-                        aucs[level].setdefault(label, []).append(float(value))
             if not preds:
                 continue
             found, seeds = found + len(preds), seeds + 1
-            caption = f"{name} / {class_name}: {protocol}, preset {preset}, seed {seed}"
+            caption = f"{name} / {class_name}: {protocol}, preset {preset}, seed {seed_value}"
             preds = _aligned(preds, caption)
             fig, title, reference, quantile = _grid(preds, methods, caption, norm, eta, blur, samples, cmap)
-            stem = _slug("grid", name, class_name, protocol, preset, f"seed{seed}", f"{reference}-eta{quantile:g}",
-                         f"blur-{blur}", cmap)
+            stem = _slug("grid", name, class_name, protocol, preset, f"seed{seed_value}",
+                         f"{reference}-eta{quantile:g}", f"blur-{blur}", cmap)
             yield Drawn(stem, "grid", key, title, fig)
-            for level, level_curves in _roc_curves(preds, blur).items():
-                curves[level] += level_curves
-        for level, level_curves in curves.items():
-            if not level_curves:
+            for label, p in preds.items():
+                by_label.setdefault(label, []).append(p)
+        for level, metric, kind in (("image", IMAGE_AUC, "roc_image"), ("pixel", PIXEL_AUC, "roc_pixel"),
+                                    ("pro", AUPRO, "pro")):
+            legends = _legends(intervals, dataset, protocol, preset, blur, class_name, metric)
+            bands = curve_bands(by_label, class_name, blur, level, n_resamples, seed, legends)
+            if not bands:
                 continue
-            labels = {label for label, _, _ in level_curves}
-            exact_aucs = aucs[level] if set(aucs[level]) >= labels else None
-            title = (f"{name} / {class_name}: {level}-level ROC\n{protocol}, preset {preset}, "
-                     f"{seeds} seed{'s' if seeds != 1 else ''}{chr(10) + 'baselines ' + _blur_words(blur) if level == 'pixel' else ''}")
-            note = "legend: AUC as in the tables" if exact_aucs else "legend: AUC of the drawn curve"
-            if level == "pixel":
-                note += f"; curves drawn at the model's resolution{' from a fixed sample of ' + format(MAX_ROC_PIXELS, ',') + ' pixels' if any(_pixel_sample(p['mask']) is not None for p in preds.values() if 'mask' in p) else ''}"
-            stem = _slug("roc", level, name, class_name, protocol, preset, *([f"blur-{blur}"] if level == "pixel" else []))
-            yield Drawn(stem, f"roc_{level}", key, f"{title.replace(chr(10), ', ')} ({note})",
-                        draw_roc(level_curves, title, exact_aucs))
+            what = {"image": "image-level ROC", "pixel": "pixel-level ROC (pooled)",
+                    "pro": f"PRO curve up to FPR {MAX_FPR:g}"}[level]
+            title = (f"{name} / {class_name}: {what}\n{protocol}, preset {preset}, {seeds} seed{'s' if seeds != 1 else ''}"
+                     f"{chr(10) + 'baselines ' + _blur_words(blur) if level != 'image' else ''}")
+            note = (f"shaded: {CONFIDENCE:.0%} percentile band of {n_resamples} stratified bootstrap resamples of the "
+                    f"test images; legend: {METRIC_WORDS[metric]} as in the tables with its interval"
+                    + ("" if legends else " (none stored for this blur policy: the method names only)")
+                    + ("; maps at the model's resolution" if level != "image" else ""))
+            stem = _slug(kind, name, class_name, protocol, preset, *([f"blur-{blur}"] if level != "image" else []))
+            yield Drawn(stem, kind, key, f"{title.replace(chr(10), ', ')} ({note})", draw_curves(bands, level, title))
     if not found:
         raise XadError(f"{run_dir / 'predictions'} holds none of the predictions of results.csv's jobs; figures are "
                        "drawn from the .npz files `xadbench run` saves there (rerun the jobs to recreate them)")
@@ -427,16 +513,17 @@ def results_blur(results, job_id: str) -> str:
 
 
 def write_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, blur: str = "gaussian",
-                  samples: int = 6, cmap: str = CMAP) -> list[Path]:
-    """Draw every heatmap grid (PNG and PDF) and ROC figure (PNG, PDF and SVG) of a run into
+                  samples: int = 6, cmap: str = CMAP, n_resamples: int = RESAMPLES, seed: int = 0) -> list[Path]:
+    """Draw every heatmap grid (PNG and PDF) and curve figure (PNG, PDF and SVG) of a run into
     RUN_DIR/figures/ from RUN_DIR/results.csv and RUN_DIR/predictions/; returns the paths written.
 
     norm: "local" (each map against itself), "global" (against the label-balanced test set) or
     "auto" (appendix C's choice per data set); eta: the quantile η (default per appendix C);
     blur: the shared blur policy, "gaussian" or "none"; samples: columns per block; cmap: the
-    heatmaps' matplotlib colour map.
+    heatmaps' matplotlib colour map; n_resamples, seed: the bootstrap of the curves' bands (and of
+    the interval tables whose values the legends show).
     """
-    return save_drawn(run_dir, render_figures(run_dir, norm, eta, blur, samples, cmap))
+    return save_drawn(run_dir, render_figures(run_dir, norm, eta, blur, samples, cmap, None, n_resamples, seed))
 
 
 def save_drawn(run_dir: Path, drawn: Iterable[Drawn]) -> list[Path]:

@@ -13,8 +13,8 @@ Sections:
 - Read with care: notes on what differs from the paper's setup (preset and image size, random
   init, weights other than torchvision's ImageNet ones), printed wherever the paper's numbers
   stand beside ours.
-- Tables: every table of `tables.build_tables` (with the paper's columns where it publishes the
-  number), its caption in words; reference methods first, set apart by a rule; cells whose pixel
+- Tables: every table of `tables.build_tables` with the run's bootstrap intervals and marks
+  (with the paper's columns where it publishes the number), its caption in words; reference methods first, set apart by a rule; cells whose pixel
   AUC is not clearly above the method's own mean map's (`tables.ResultTable.flags`) flagged.
 - Figures: the overview (every method's AUCs per class, `figures.draw_overview`), then per class
   the heatmap grids (every method's score above its maps) and ROC curves of
@@ -39,16 +39,20 @@ from xadbench.errors import XadError
 from xadbench.provenance import now
 from xadbench.reports.figures import CMAP, DPI, Drawn, render_figures
 from xadbench.reports.tables import (
+    BEST,
     MEAN,
     METRIC_NAMES,
     SIGMA,
+    TIED,
     ResultTable,
     build_tables,
     caption_words,
-    format_cell,
+    cell_text,
+    format_value,
     load_results,
     setup_notes,
 )
+from xadbench.reports.intervals import IntervalTable, run_intervals
 from xadbench.runner import atomic_write
 from xadbench.sanity import MEAN_MAP_MARGIN
 
@@ -204,11 +208,13 @@ def data_table(results: pd.DataFrame) -> str:
             f"</thead><tbody>{weight_rows}</tbody></table>")
 
 
+HTML_MARKS = {BEST: "<b>%s</b>", TIED: "<u>%s</u>"}
+
+
 def table_html(table: ResultTable) -> str:
     """One table: class rows (sortable) in tbody, Mean and σ in tfoot; the reference columns
     first under their own rule, the paper's columns last; cells `table.flags` names marked ⚑."""
     columns, references = list(table.mean.columns), set(table.references)
-    best = table.best()
     published = list(table.paper.columns)
     last_ref = [c for c in columns if c in references][-1:]
 
@@ -221,10 +227,8 @@ def table_html(table: ResultTable) -> str:
     def row_html(row: str) -> str:
         cells = [f"<td class='cls'>{_e(row)}</td>"]
         for c in columns:
-            mean, std = table.mean.at[row, c], table.std.at[row, c]
-            text = _e(format_cell(mean, std))
-            if bool(best.at[row, c]):
-                text = f"<b>{text}</b>"
+            mean = table.mean.at[row, c]
+            text = HTML_MARKS.get(table.mark(row, c), "%s") % _e(cell_text(table, row, c))
             flagged = c in table.flags.get(row, [])
             classes = " ".join(filter(None, [header_class(c), "flag" if flagged else ""]))
             mark = " ⚑" if flagged else ""
@@ -234,12 +238,12 @@ def table_html(table: ResultTable) -> str:
             value = table.paper.at[row, c]
             digits = 3 if row in (MEAN, SIGMA) else 2
             data = "" if pd.isna(value) else f" data-v='{value:.6f}'"
-            cells.append(f"<td class='paper'{data}>{_e(format_cell(value, digits=digits))}</td>")
+            cells.append(f"<td class='paper'{data}>{_e(format_value(value, digits))}</td>")
         return "<tr>" + "".join(cells) + "</tr>"
 
     classes = [r for r in table.mean.index if r not in (MEAN, SIGMA)]
     body = "".join(row_html(r) for r in classes)
-    foot = "".join(row_html(r) for r in (MEAN, SIGMA))
+    foot = "".join(row_html(r) for r in (MEAN, SIGMA) if r in table.mean.index)
     return (f"<div class='tblock'><h3>{_e(METRIC_NAMES.get(table.key['metric'], table.key['metric']))}</h3>"
             f"<p class='tcap'>{_e(caption_words(table))}</p>"
             f"<table class='res' data-metric='{_e(table.key['metric'])}'>"
@@ -266,8 +270,9 @@ SANITY_HELP = (
 
 def tables_section(tables: list[ResultTable]) -> str:
     parts = ['<section id="tables"><h2>Tables</h2>',
-             "<p class='sub'>Click a column header to sort the classes. Bold: the best method of a row (only "
-             "when the run compares several). Grey columns: reference maps that learn nothing about "
+             "<p class='sub'>Click a column header to sort the classes. Cells: value [bootstrap interval] (std "
+             "over seeds). Bold: the significantly best method of a row (its paired bootstrap difference to every "
+             "other excludes 0); underlined: the tied group when no method is significantly best. Grey columns: reference maps that learn nothing about "
              "defects, the floor every method must clear. Purple: published in Liznerski et al. "
              "(ICLR 2021).</p>"]
     headline = [t for t in tables if t.key["metric"] in HEADLINE_METRICS]
@@ -314,12 +319,15 @@ def figures_section(drawn: list[Drawn]) -> str:
 
 
 def render_html(run_dir: Path, norm: str = "auto", eta: float | None = None, blur: str = "gaussian",
-                samples: int = 6, cmap: str = CMAP, drawn: list[Drawn] | None = None) -> str:
+                samples: int = 6, cmap: str = CMAP, drawn: list[Drawn] | None = None,
+                intervals: list[IntervalTable] | None = None, style: str = "interval") -> str:
     """The report page of a run as one HTML string (see the module docstring). `drawn`: the
-    run's figures when the caller has rendered them already (`run` saves and embeds one set)."""
+    run's figures when the caller has rendered them already (`run` saves and embeds one set);
+    `intervals`: its bootstrap intervals (default: `run_intervals`, stored or computed)."""
     run_dir = Path(run_dir)
     results = load_results(run_dir)
-    tables = build_tables(results, compare="paper")
+    intervals = run_intervals(run_dir) if intervals is None else intervals
+    tables = build_tables(results, "paper", intervals, style)
     problems: list[str] = []
     if drawn is None:
         with warnings.catch_warnings(record=True) as caught:
@@ -348,9 +356,10 @@ def render_html(run_dir: Path, norm: str = "auto", eta: float | None = None, blu
 
 
 def write_html(run_dir: Path, norm: str = "auto", eta: float | None = None, blur: str = "gaussian",
-               samples: int = 6, cmap: str = CMAP, drawn: list[Drawn] | None = None) -> Path:
+               samples: int = 6, cmap: str = CMAP, drawn: list[Drawn] | None = None,
+               intervals: list[IntervalTable] | None = None, style: str = "interval") -> Path:
     """Write RUN_DIR/report.html (atomically) and return its path."""
-    text = render_html(run_dir, norm, eta, blur, samples, cmap, drawn)
+    text = render_html(run_dir, norm, eta, blur, samples, cmap, drawn, intervals, style)
     path = Path(run_dir) / REPORT_NAME
     with atomic_write(path) as handle:
         handle.write(text)

@@ -1,39 +1,53 @@
-"""Result tables of a run, computed from its results rows only (`runner.read_results`).
+"""Result tables of a run: its results rows (`runner.read_results`) and, where its saved
+predictions give one, the bootstrap of `reports.intervals`.
 
-One table per (data set, protocol, preset, blur policy, metric) found in the results: rows are the
-classes, then "Mean" (over classes) and "σ" (standard deviation over classes), as in the paper's
-Table 2; columns are the methods of the run. A class cell is the mean ± sample standard deviation
-(ddof=1) over seeds of that class; a single seed shows no ±. The Mean and σ rows are taken over the
-classes' seed means (σ also with ddof=1) and are left empty for a column that lacks a class, so
-every Mean compares the same classes. The best value of a class row and of the Mean row is bold
-(the highest AUC) when the table compares two methods or more; σ describes the spread over
-classes, not a quality, and is never bold. Captions say in words what the table shows: the data
-set, protocol, preset with its image size, blur policy and how many seeds.
+One table per (data set, protocol, preset, blur policy, metric) found in the results or the
+bootstrap (AUPRO and the per-defect-type rows come from the bootstrap only): rows are the classes,
+then "Mean" (over classes) and "σ" (standard deviation over classes), as in the paper's Table 2;
+columns are the methods of the run. A defect-type table has a row per "<class>/<type>" and no
+Mean or σ. A cell shows the mean over seeds, its bootstrap interval as "value [low, high]" or
+"value ± half-width" (`CI_STYLES`, the `--ci` switch) and, with several seeds, the sample std over
+seeds (ddof=1) in parentheses: "0.912 [0.890, 0.931] (0.013)". Where the bootstrap covers a
+metric its values replace the results' (they are computed from the predictions at the model's
+resolution, and the interval belongs to them; results.csv keeps the pixel metrics at the masks'
+resolution). The Mean and σ rows are over the classes' values and are empty for a column that
+lacks a class, so every Mean compares the same classes.
+
+Significance, not the highest number: a method is bold only when its paired bootstrap difference
+to every other method of the row excludes 0; otherwise the best and the methods not
+significantly below it are underlined (`reports.intervals.IntervalTable.marks`). Without a
+bootstrap (no saved predictions, `--ci off`, or a metric it does not cover) nothing is marked. σ
+describes the spread over classes and is never marked. Captions say in words what the table shows:
+the data set, protocol, preset with its image size, blur policy, seeds and the bootstrap.
 
 `compare="paper"` adds the published numbers of the FCDD paper (`paper_results.csv`) as extra
 columns "<paper method> (paper)" wherever our data set, class, method, protocol and metric have a
 published counterpart: MVTec-AD pixel-wise AUC (Table 2) against our `pixel_auc`, and detection
 AUC for Fashion-MNIST, CIFAR-10 and ImageNet-30 (Tables 6, 7, 8) against our `image_auc`. Their
 Mean and σ rows are over the same classes as ours (the paper's all-class means are in the data
-file), and they never compete for bold.
+file), and they are never marked.
 
 Reference maps (`xadbench.sanity.REFERENCE_METHODS`: centre, pixelstats) are the first columns,
-under their own rule, and never compete for bold. A cell whose metric has a mean-map counterpart
+under their own rule, and are never marked. A cell whose metric has a mean-map counterpart
 (`pixel_auc` and `pixel_auc_mean_map`, ...) is flagged † where the class's value is not clearly
-above (by `sanity.MEAN_MAP_MARGIN`) the method's own mean map's: the CSV lists those columns per
-class in a "not above own mean map" column, the LaTeX marks the cells and says so under the table.
+above (by `sanity.MEAN_MAP_MARGIN`) the method's own mean map's (both from results.csv): the CSV
+lists those columns per class in a "not above own mean map" column, the LaTeX marks the cells and
+says so under the table.
 
-Each table is written as CSV (class rows only, numbers at full precision: "<method>" holds the
-mean, "<method> std" the std; Mean and σ follow from them) and as LaTeX to RUN_DIR/tables/: pandas'
-`Styler.to_latex` with booktabs rules and siunitx `S` columns, so the numbers align on the decimal
-point and the tables compile with the LaTeX packages booktabs and siunitx (v3).
+Each table is written as CSV (class rows and Mean at full precision: "<method>" holds the value,
+"<method> std" the std over seeds, "<method> low"/"high"/"mark" the bootstrap) and as LaTeX to
+RUN_DIR/tables/: pandas' `Styler.to_latex` with booktabs rules and siunitx `S` columns, so the
+numbers align on the decimal point and the tables compile with the LaTeX packages booktabs and
+siunitx (v3). `summary_table` is the terminal view.
 """
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -43,9 +57,18 @@ from xadbench.errors import XadError
 from xadbench.sanity import MEAN_MAP_MARGIN, MEAN_MAP_SUFFIX, REFERENCE_METHODS, not_above_mean_map
 from xadbench.runner import atomic_write, read_results, results_store
 
+if TYPE_CHECKING:
+    from xadbench.reports.intervals import IntervalTable
+
 PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
 COMPARE_CHOICES = ("paper",)
 TABLE_KEYS = ("dataset", "protocol", "preset", "blur", "metric")
+#: The part of TABLE_KEYS one bootstrap covers (all its metrics resample the same test images).
+GROUP_KEYS = TABLE_KEYS[:-1]
+#: How a cell shows its bootstrap interval: "value [low, high]" or "value ± half-width".
+CI_STYLES = ("interval", "halfwidth")
+#: Marks of a row's methods (`reports.intervals.IntervalTable.marks`).
+BEST, TIED = "best", "tied"
 DISPLAY_NAMES = {"fcdd": "FCDD", "grad": "Grad", "ae": "AE"}
 METRIC_NAMES = {
     "image_auc": "Detection AUC",
@@ -64,10 +87,6 @@ METRIC_NAMES = {
     "insertion_area": "Normalised insertion area (higher: more faithful)",
     "faithfulness_gain": "Faithfulness gain (random minus map deletion area)",
 }
-#: Sanity metrics where lower is better (the map depends more on the model, or removing its top
-#: pixels lowers the score sooner), and those that rank nothing (a reference level).
-LOWER_IS_BETTER = ("deletion_area", "randomised_spearman", "randomised_ssim")
-UNRANKED_METRICS = ("deletion_area_random", "pixel_auc_randomised")
 FLAG = "†"
 FLAG_COLUMN = "not above own mean map"
 MEAN, SIGMA = "Mean", "σ"
@@ -114,25 +133,31 @@ class ResultTable:
     flags: dict[str, list[str]] = field(default_factory=dict)  # class -> columns not above their mean map
     image_size: int | None = None
     setup_notes: list[str] = field(default_factory=list)  # set where the paper's columns stand beside ours
+    # The bootstrap (`reports.intervals`), where the run's predictions give one for the metric:
+    # interval bounds like `mean` (NaN where none) and the marks per row {column: BEST | TIED}.
+    low: pd.DataFrame | None = None
+    high: pd.DataFrame | None = None
+    marks: dict[str, dict[str, str]] = field(default_factory=dict)
+    n_resamples: int | None = None
+    confidence: float | None = None
+    style: str = "interval"  # CI_STYLES: how a cell shows its interval
+    by_defect: bool = False  # rows are "<class>/<defect type>" (no Mean and σ)
 
     @property
     def slug(self) -> str:
         """File name stem: the key parts, safe on every file system."""
         parts = [Path(self.key["dataset"]).name] + [self.key[k] for k in TABLE_KEYS[1:]]
+        parts += ["defects"] if self.by_defect else []
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts))
 
-    def best(self) -> pd.DataFrame:
-        """Boolean frame like `mean`: True where a value is the best of its row (as displayed),
-        among the methods that are not references; all False on the σ row (a spread over classes is
-        not a quality), for unranked metrics, and when fewer than two methods compete."""
-        shown = self.mean.drop(columns=self.references).round(DIGITS)
-        metric = self.key["metric"]
-        if metric.endswith(MEAN_MAP_SUFFIX) or metric in UNRANKED_METRICS or shown.shape[1] < 2:
-            return self.mean.notna() & False
-        target = shown.min(axis=1) if metric.startswith(LOWER_IS_BETTER) else shown.max(axis=1)
-        best = shown.eq(target, axis=0) & shown.notna()
-        best.loc[SIGMA] = False
-        return best.reindex(columns=self.mean.columns, fill_value=False)
+    def mark(self, row: str, column: str) -> str:
+        """BEST, TIED or "" (see `reports.intervals.IntervalTable.marks`)."""
+        return self.marks.get(row, {}).get(column, "")
+
+    def interval(self, row: str, column: str) -> tuple[float, float] | None:
+        if self.low is None or pd.isna(self.low.at[row, column]):
+            return None
+        return float(self.low.at[row, column]), float(self.high.at[row, column])
 
 
 def load_results(run_dir: Path) -> pd.DataFrame:
@@ -239,10 +264,18 @@ def _image_size(group: pd.DataFrame) -> int | None:
     return int(sizes[0]) if len(sizes) == 1 else None
 
 
-def build_tables(results: pd.DataFrame, compare: str | None = None) -> list[ResultTable]:
-    """The tables of a run's results (as returned by `load_results`)."""
+def build_tables(results: pd.DataFrame, compare: str | None = None, intervals: Sequence[IntervalTable] = (),
+                 style: str = "interval") -> list[ResultTable]:
+    """The tables of a run's results (as returned by `load_results`), with the run's bootstrap
+    `intervals` (`reports.intervals.run_intervals`) where there are some: their cells replace the
+    results' values (the point value of an interval is the one its bootstrap resamples, see
+    `_apply_intervals`), and metrics or rows that only the bootstrap has (AUPRO, defect types)
+    get tables of their own, after the results' tables of the same data set, protocol, preset
+    and blur policy."""
     check_compare(compare)
+    check_style(style)
     paper = read_paper_results() if compare == "paper" else None
+    bootstrap = {(tuple(t.key[k] for k in TABLE_KEYS), t.by_defect): t for t in intervals}
     tables = []
     for _, group in results.groupby(list(TABLE_KEYS), sort=False):
         group = group.dropna(subset=["value"])
@@ -257,15 +290,61 @@ def build_tables(results: pd.DataFrame, compare: str | None = None) -> list[Resu
         std = cells.std(ddof=1).unstack("column").reindex(index=classes, columns=columns)
         std = std.reindex(index=[*classes, MEAN, SIGMA])
         published, sources = (pd.DataFrame(index=classes), []) if paper is None else _paper_columns(group, classes, paper)
-        tables.append(ResultTable(
-            key={k: str(group.iloc[0][k]) for k in TABLE_KEYS},
-            mean=_with_summary_rows(mean), std=std,
+        key = {k: str(group.iloc[0][k]) for k in TABLE_KEYS}
+        table = ResultTable(
+            key=key, mean=_with_summary_rows(mean), std=std,
             seeds=sorted(int(s) for s in group["seed"].unique()),
             paper=_with_summary_rows(published), paper_tables=sources,
             references=references, flags=_mean_map_flags(results, group, mean), image_size=_image_size(group),
-            setup_notes=setup_notes(group) if sources else [],
-        ))
-    return tables
+            setup_notes=setup_notes(group) if sources else [], style=style,
+        )
+        interval = bootstrap.pop((tuple(key.values()), False), None)
+        if interval is not None:
+            _apply_intervals(table, interval)
+        tables.append(table)
+    tables += [_bootstrap_table(interval, results, style) for interval in bootstrap.values()]
+    groups = list(dict.fromkeys(tuple(t.key[k] for k in TABLE_KEYS[:-1]) for t in tables))
+    return sorted(tables, key=lambda t: (groups.index(tuple(t.key[k] for k in TABLE_KEYS[:-1])), t.by_defect))
+
+
+def _bootstrap_table(interval: IntervalTable, results: pd.DataFrame, style: str) -> ResultTable:
+    """A table of a metric (or of rows) that only the bootstrap has, e.g. AUPRO or defect types."""
+    rows = [r for r in interval.rows if r != MEAN]
+    frame = pd.DataFrame(np.nan, index=rows, columns=interval.columns)
+    std = frame.copy()
+    for (row, column), cell in interval.cells.items():
+        if row in frame.index:
+            frame.at[row, column] = cell.value
+            std.at[row, column] = cell.seed_std
+    if not interval.by_defect:
+        frame, std = _with_summary_rows(frame), std.reindex(index=[*rows, MEAN, SIGMA])
+    group = results[(results[list(GROUP_KEYS)] == pd.Series({k: interval.key[k] for k in GROUP_KEYS})).all(axis=1)]
+    table = ResultTable(key=dict(interval.key), mean=frame, std=std,
+                        seeds=sorted(int(s) for s in group["seed"].unique()), paper=pd.DataFrame(index=frame.index),
+                        paper_tables=[], references=list(interval.references), image_size=_image_size(group),
+                        style=style, by_defect=interval.by_defect)
+    _apply_intervals(table, interval)
+    return table
+
+
+def _apply_intervals(table: ResultTable, interval: IntervalTable) -> None:
+    """Put the bootstrap's cells into a table: value (mean over seeds of the full test set's value,
+    from the predictions, so at the model's resolution), seed std, interval and marks; the Mean
+    and σ rows are then recomputed over the classes shown."""
+    table.low = pd.DataFrame(np.nan, index=table.mean.index, columns=table.mean.columns)
+    table.high = table.low.copy()
+    for (row, column), cell in interval.cells.items():
+        if row not in table.mean.index or column not in table.mean.columns:
+            continue
+        table.mean.at[row, column] = cell.value
+        table.low.at[row, column], table.high.at[row, column] = cell.low, cell.high
+        if row != MEAN:
+            table.std.at[row, column] = cell.seed_std
+    if SIGMA in table.mean.index:
+        classes = [r for r in table.mean.index if r not in (MEAN, SIGMA)]
+        table.mean.loc[[MEAN, SIGMA]] = _with_summary_rows(table.mean.loc[classes]).loc[[MEAN, SIGMA]]
+    table.marks = {row: interval.marks(row) for row in interval.rows}
+    table.n_resamples, table.confidence = interval.n_resamples, interval.confidence
 
 
 def _mean_map_flags(results: pd.DataFrame, group: pd.DataFrame, mean: pd.DataFrame) -> dict[str, list[str]]:
@@ -287,20 +366,33 @@ def check_compare(compare: str | None) -> None:
         raise XadError(f"--compare {compare!r} is unknown; use --compare {' or '.join(COMPARE_CHOICES)} (or leave it out)")
 
 
-def report_tables(run_dir: Path, compare: str | None = None) -> list[ResultTable]:
-    """The tables of RUN_DIR/results.csv, without writing them."""
+def check_style(style: str) -> None:
+    if style not in CI_STYLES:
+        raise XadError(f"--ci {style!r} is unknown; use {', '.join(CI_STYLES)} or off")
+
+
+def report_tables(run_dir: Path, compare: str | None = None, intervals: Sequence[IntervalTable] = (),
+                  style: str = "interval") -> list[ResultTable]:
+    """The tables of RUN_DIR's results (and bootstrap `intervals`), without writing them."""
     check_compare(compare)
-    return build_tables(load_results(run_dir), compare)
+    return build_tables(load_results(run_dir), compare, intervals, style)
 
 
-def write_report(run_dir: Path, compare: str | None = None) -> list[Path]:
-    """Write every table of RUN_DIR/results.csv as CSV and LaTeX to RUN_DIR/tables/; returns the
-    paths written. compare="paper" adds the FCDD paper's published numbers as extra columns."""
-    out = Path(run_dir) / "tables"
+def write_report(run_dir: Path, compare: str | None = None, intervals: Sequence[IntervalTable] = (),
+                 style: str = "interval") -> list[Path]:
+    """Write every table of the run as CSV and LaTeX to RUN_DIR/tables/; returns the paths
+    written. compare="paper" adds the FCDD paper's published numbers as extra columns;
+    `intervals` (`reports.intervals.run_intervals`) the bootstrap intervals and marks, shown as
+    `style`."""
+    return write_tables(run_dir, report_tables(run_dir, compare, intervals, style))
+
+
+def write_tables(run_dir: Path, tables: Sequence[ResultTable]) -> list[Path]:
+    """Write tables as CSV and LaTeX to RUN_DIR/tables/ (each file atomically)."""
     paths = []
-    for table in report_tables(run_dir, compare):
+    for table in tables:
         for suffix, text in ((".csv", to_csv(table)), (".tex", to_latex(table))):
-            path = out / f"{table.slug}{suffix}"
+            path = Path(run_dir) / "tables" / f"{table.slug}{suffix}"
             with atomic_write(path) as handle:
                 handle.write(text)
             paths.append(path)
@@ -308,27 +400,40 @@ def write_report(run_dir: Path, compare: str | None = None) -> list[Path]:
 
 
 def to_csv(table: ResultTable) -> str:
-    """The class rows (a tidy table: Mean and σ are not classes); per method its mean and
-    "<method> std" (ddof=1; empty for a single seed), then the published "(paper)" columns."""
-    classes = [c for c in table.mean.index if c not in (MEAN, SIGMA)]
-    frame = pd.DataFrame(index=classes)
+    """The class rows and Mean (σ follows from the class rows; the Mean's interval does not); per
+    method its value, "<method> std" (over seeds, ddof=1; empty for a single seed), and where
+    the bootstrap gives them "<method> low", "<method> high" and "<method> mark" ("best",
+    "tied" or empty); then the published "(paper)" columns."""
+    rows = [r for r in table.mean.index if r != SIGMA]
+    frame = pd.DataFrame(index=rows)
     for column in table.mean.columns:
-        frame[column] = table.mean.loc[classes, column]
-        frame[f"{column} std"] = table.std.loc[classes, column]
-    frame = pd.concat([frame, table.paper.loc[classes]], axis=1)
+        frame[column] = table.mean.loc[rows, column]
+        frame[f"{column} std"] = table.std.loc[rows, column]
+        if table.low is not None:
+            frame[f"{column} low"] = table.low.loc[rows, column]
+            frame[f"{column} high"] = table.high.loc[rows, column]
+            frame[f"{column} mark"] = [table.mark(r, column) for r in rows]
+    frame = pd.concat([frame, table.paper.loc[rows]], axis=1)
     if table.flags:
         frame[FLAG_COLUMN] = [",".join(table.flags.get(row, [])) for row in frame.index]
-    return frame.rename_axis("class").reset_index().to_csv(index=False)
+    return frame.rename_axis("defect type" if table.by_defect else "class").reset_index().to_csv(index=False)
 
 
-def format_cell(mean: float, std: float = np.nan, *, bold: bool = False, strong: str = "%s",
-                digits: int = DIGITS) -> str:
-    """"0.912 ± 0.013", or "0.912" without a std, "–" without a value; `strong` wraps bold text,
-    e.g. "[bold]%s[/bold]"."""
-    if pd.isna(mean):
+def format_value(value: float, digits: int = DIGITS, missing: str = "–") -> str:
+    return missing if pd.isna(value) else f"{value:.{digits}f}"
+
+
+def cell_text(table: ResultTable, row: str, column: str) -> str:
+    """One cell as shown: the value, its bootstrap interval in the table's style where it has one
+    ("0.912 [0.890, 0.931]" or "0.912 ± 0.021"), and the std over seeds in parentheses where
+    there are several seeds ("0.912 [0.890, 0.931] (0.013)"); marks are the caller's."""
+    value = table.mean.at[row, column]
+    if pd.isna(value):
         return "–"
-    text = f"{mean:.{digits}f}" + ("" if pd.isna(std) else f" ± {std:.{digits}f}")
-    return strong % text if bold else text
+    bounds = table.interval(row, column)
+    text = format_value(value) if bounds is None else format_interval(value, *bounds, table.style)
+    std = table.std.at[row, column] if row in table.std.index else np.nan
+    return text + ("" if pd.isna(std) else f" ({std:.{DIGITS}f})")
 
 
 def format_interval(value: float, low: float, high: float, style: str = "interval", *, digits: int = DIGITS) -> str:
@@ -358,13 +463,25 @@ def caption_words(table: ResultTable) -> str:
     size = table.image_size
     seeds = len(table.seeds)
     spread = ("one seed, so no spread over seeds is shown" if seeds == 1
-              else f"mean ± sample standard deviation over {seeds} seeds")
+              else f"mean over {seeds} seeds, their sample standard deviation in parentheses")
     text = (f"{METRIC_NAMES.get(key['metric'], key['metric'])} on {DATASET_NAMES.get(dataset, dataset)}, "
             f"{PROTOCOL_WORDS.get(key['protocol'], key['protocol'] + ' protocol')}, "
             f"{key['preset']} preset{f' ({size} px images)' if size else ''}, {BLUR_WORDS.get(key['blur'], 'blur ' + key['blur'])}; "
-            f"{spread}. Mean and σ: over the classes.")
-    if table.mean.shape[1] > 1:
-        text += " Bold: the highest value of a row."
+            f"{spread}." + ("" if table.by_defect else " Mean and σ: over the classes."))
+    competing = table.mean.shape[1] - len(table.references)
+    if table.low is not None:
+        rows = ("each defect type's anomalous images with all nominal images of its class" if table.by_defect
+                else "per class; the Mean's resamples average the classes' resamples")
+        shown = "[low, high]" if table.style == "interval" else "± half the width"
+        text += (f" Each value comes with {shown} of its {table.confidence:.0%} percentile interval over "
+                 f"{table.n_resamples} stratified bootstrap resamples of the test images ({rows}"
+                 f"{'; a resample averages the seeds' if seeds > 1 else ''}), computed from the saved maps at the "
+                 "model's resolution (results.csv's pixel metrics are at the masks' resolution).")
+        if competing > 1:
+            text += (" Bold: the best method, whose paired bootstrap difference to every other method excludes 0; "
+                     "underlined: the best and the methods not significantly below it (no significant best).")
+    elif competing > 1:
+        text += " No bootstrap for this metric (or no saved predictions), so no method is marked best."
     if table.paper_tables:
         text += (f" Columns marked (paper): published in Liznerski et al., ICLR 2021, "
                  f"{', '.join(table.paper_tables)}; their Mean and σ are over the classes shown.")
@@ -478,22 +595,39 @@ def latex_float(cells: pd.DataFrame, styles: pd.DataFrame, *, header: str, colum
     return "\n".join([f"% Written by xadbench from {source}. Needs {LATEX_PACKAGES}.", *lines, ""])
 
 
+RICH_MARKS = {BEST: "[bold]%s[/bold]", TIED: "[underline]%s[/underline]"}
+
+
+def latex_cell(table: ResultTable, row: str, column: str) -> str:
+    """One of our cells for an `S` column (`siunitx_number`): the value (with ± half the interval's
+    width as its uncertainty in the "halfwidth" style), then as text the interval ("interval"
+    style), the std over seeds in parentheses and † where `flags` says so; underlined in a tied
+    group (bold, for the significantly best, is the Styler's)."""
+    bounds = table.interval(row, column)
+    halfwidth = (bounds[1] - bounds[0]) / 2 if bounds and table.style == "halfwidth" else np.nan
+    after = f"\\,[{bounds[0]:.{DIGITS}f}, {bounds[1]:.{DIGITS}f}]" if bounds and table.style == "interval" else ""
+    std = table.std.at[row, column] if row in table.std.index else np.nan
+    after += "" if pd.isna(std) else f" ({std:.{DIGITS}f})"
+    after += LATEX_FLAG if column in table.flags.get(row, []) else ""
+    return siunitx_number(table.mean.at[row, column], halfwidth, after=after, underline=table.mark(row, column) == TIED)
+
+
 def to_latex(table: ResultTable) -> str:
     """The table as a booktabs float with decimal-aligned siunitx columns (`latex_float`): our
-    columns as mean ± std, the best of a row bold, † where `flags` says so, then the paper's."""
-    best = table.best()
+    columns as `latex_cell`, the significantly best of a row bold, then the paper's."""
     ours, published = list(table.mean.columns), list(table.paper.columns)
     cells = pd.DataFrame(index=table.mean.index, columns=ours + published, dtype=object)
     for row in table.mean.index:
         for column in ours:
-            flag = LATEX_FLAG if column in table.flags.get(row, []) else ""
-            cells.at[row, column] = siunitx_number(table.mean.at[row, column], table.std.at[row, column], after=flag)
+            cells.at[row, column] = latex_cell(table, row, column)
         # Published class values keep the paper's two decimals; our Mean and σ over them do not.
         digits = DIGITS if row in (MEAN, SIGMA) else PAPER_DIGITS
         for column in published:
             cells.at[row, column] = siunitx_number(table.paper.at[row, column], digits=digits)
-    styles = best.map(lambda strong: BOLD if strong else "")
-    formats = [siunitx_column(table.mean[c], uncertainty=table.std[c].notna().any()) for c in ours]
+    styles = pd.DataFrame({c: [BOLD if table.mark(r, c) == BEST else "" for r in table.mean.index] for c in ours},
+                          index=table.mean.index)
+    halfwidths = table.style == "halfwidth" and table.low is not None
+    formats = [siunitx_column(table.mean[c], uncertainty=halfwidths and table.low[c].notna().any()) for c in ours]
     formats += [siunitx_column(table.paper[c]) for c in published]
     notes = []
     if any(table.flags.values()):
@@ -501,33 +635,47 @@ def to_latex(table: ResultTable) -> str:
                      f"over the test set (by less than {MEAN_MAP_MARGIN:g}): the map has not explained the images.}}")
     if any(table.mean[c].isna().all() for c in ours):
         notes.append("\\par{\\footnotesize -- : not applicable (no trained layers, or a score that ignores the pixels).}")
-    return latex_float(cells, styles, header="Class", column_formats=formats, references=len(table.references),
-                       caption=_caption(table), label=f"tab:xadbench-{re.sub(r'[^A-Za-z0-9]+', '-', table.slug)}",
-                       notes=notes, source="results.csv")
+    return latex_float(cells, styles, header="Defect type" if table.by_defect else "Class", column_formats=formats,
+                       references=len(table.references), caption=_caption(table),
+                       label=f"tab:xadbench-{re.sub(r'[^A-Za-z0-9]+', '-', table.slug)}", notes=notes,
+                       source="the run's results and predictions")
+
+
+def summary_row(table: ResultTable) -> str:
+    """The row a one-line summary of a table shows: Mean, or the class of a one-class table."""
+    classes = [r for r in table.mean.index if r not in (MEAN, SIGMA)]
+    return classes[0] if len(classes) == 1 else MEAN
 
 
 def summary_table(tables: list[ResultTable]) -> RichTable:
-    """A compact terminal view: one line per table with the Mean row of every column; key parts
-    shared by all tables go into the title."""
+    """A compact terminal view: one line per table (defect-type tables left out) with the Mean
+    row (the class of a one-class run) of every column, as the tables show it (interval, seed
+    std, bold: significantly best, underlined: tied group); key parts shared by all tables go
+    into the title."""
     def shown(key: str, table: ResultTable) -> str:
         return Path(table.key[key]).name if key == "dataset" else table.key[key]
 
+    tables = [t for t in tables if not t.by_defect]
     shared = [k for k in TABLE_KEYS[:-1] if len({shown(k, t) for t in tables}) == 1]
     keys = [k for k in TABLE_KEYS if k not in shared]
     columns = list(dict.fromkeys(c for t in tables for c in [*t.mean.columns, *t.paper.columns]))
     context = ", ".join(f"{k} {shown(k, tables[0])}" for k in shared) if tables else ""
-    summary = RichTable(title=f"Mean over classes{': ' + context if context else ''} (bold: best of the run)")
-    for name in [*keys, *columns]:
+    tested = next((t for t in tables if t.low is not None), None)
+    legend = ("no bootstrap intervals: nothing marked" if tested is None else
+              f"{tested.confidence:.0%} bootstrap interval of {tested.n_resamples} resamples, (std over seeds); "
+              "bold: significantly best, underlined: tied group")
+    summary = RichTable(title=f"Mean over classes{': ' + context if context else ''} ({legend})")
+    for name in ["row", *keys, *columns]:
         summary.add_column(name, justify="right" if name in columns else "left")
     for table in tables:
-        best = table.best().loc[MEAN]
+        row = summary_row(table)
         cells = []
         for column in columns:
             if column in table.mean.columns:
-                cells.append(format_cell(table.mean.at[MEAN, column], bold=best[column], strong="[bold]%s[/bold]"))
+                cells.append(RICH_MARKS.get(table.mark(row, column), "%s") % cell_text(table, row, column))
             elif column in table.paper.columns:
-                cells.append(format_cell(table.paper.at[MEAN, column]))
+                cells.append(format_value(table.paper.at[row, column], missing=""))
             else:
                 cells.append("")
-        summary.add_row(*(shown(k, table) for k in keys), *cells)
+        summary.add_row(row, *(shown(k, table) for k in keys), *cells)
     return summary

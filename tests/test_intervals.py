@@ -3,6 +3,7 @@ hand-made predictions files (no training); values checked against sklearn on the
 images."""
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def _table(tables, metric, by_defect=False):
 def test_cells_are_seed_means_of_the_metrics_of_the_resampled_images(tmp_path):
     run = make_run(tmp_path / "run", {"fcdd": 1.5})
     tables = iv.interval_tables(run, n_resamples=100, seed=0, metrics=("image_auc", "pixel_auc"))
-    weights = stratified_weights(_maps(run, job_id("fcdd", 0))[1], 100, iv._class_seed("bottle", 0))
+    weights = stratified_weights(_maps(run, job_id("fcdd", 0))[1], 100, iv.class_seed("bottle", 0))
     for metric in ("image_auc", "pixel_auc"):
         cell = _table(tables, metric).cell("bottle", "FCDD")
         full, resampled = [], []
@@ -147,10 +148,11 @@ def test_cli_report_ci_and_compare(cli, tmp_path):
     runner = CliRunner()
     done = runner.invoke(cli, ["report", str(run), "--ci", "halfwidth", "--resamples", "100", "--compare", "paper"])
     assert done.exit_code == 0, done.output
-    tex = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_aupro_ci.tex").read_text()
+    tex = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_aupro.tex").read_text()
     # siunitx: the half-width as the value's uncertainty; the significant best in \bfseries
     assert re.search(r"\d\.\d{3} \\pm \d\.\d{3}", tex) and "\\bfseries 0." in tex and "bottle" in tex
-    assert (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc_defects_ci.csv").is_file()
+    assert (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc_defects.csv").is_file()
+    assert not list((run / "tables").glob("*_ci.*"))  # one set of tables, not two
     rows = pd.read_csv(run / "intervals.csv")
     assert set(rows["metric"]) == set(iv.METRICS)
     assert (rows["ci_low"] <= rows["value"]).all() and (rows["value"] <= rows["ci_high"]).all()
@@ -166,3 +168,121 @@ def test_cli_bad_options_are_one_line_errors(cli, tmp_path, args, option):
     done = CliRunner().invoke(cli, [args[0], str(run), *args[1:]])
     assert isinstance(done.exception, XadError) and option in str(done.exception)
     assert not (run / "intervals.csv").exists()
+
+
+# ---------------------------------------------------------------- the results store and the tables
+
+
+def test_intervals_are_stored_in_the_results_store_and_recomputed_when_stale(tmp_path, monkeypatch):
+    import sqlite3
+
+    run = make_run(tmp_path / "run", {"fcdd": 2.0, "ae": 1.0}, seeds=(0, 1))
+    computed = iv.run_intervals(run, 100, seed=3)
+    with sqlite3.connect(run / "results.sqlite") as conn:
+        stored = pd.read_sql("SELECT * FROM intervals", conn)
+    cells = iv.interval_rows(computed)
+    assert len(stored) == len(cells) and set(stored["resamples"]) == {100} and set(stored["ci_seed"]) == {3}
+    assert np.allclose(stored["ci_low"], cells["ci_low"]) and np.allclose(stored["ci_high"], cells["ci_high"])
+
+    def no_bootstrap(*args, **kwargs):
+        raise AssertionError("recomputed although stored")
+
+    monkeypatch.setattr(iv, "interval_tables", no_bootstrap)
+    read = iv.run_intervals(run, 100, seed=3)
+    assert [(t.key, t.by_defect, t.rows, t.columns, t.references) for t in read] == \
+           [(t.key, t.by_defect, t.rows, t.columns, t.references) for t in computed]
+    for before, after in zip(computed, read):
+        for key, cell in before.cells.items():
+            if key[0] in before.rows:
+                assert np.array_equal(after.cells[key].resamples, cell.resamples)
+                assert (after.cells[key].value, after.cells[key].low) == (cell.value, cell.low)
+        assert [after.marks(r) for r in after.rows] == [before.marks(r) for r in before.rows]
+    assert iv.interval_rows(read).equals(cells)
+    with pytest.raises(AssertionError, match="recomputed"):  # other bootstrap settings are not stored
+        iv.run_intervals(run, 200, seed=3)
+    # A job rerun (its predictions rewritten) makes the stored intervals stale.
+    path = run / "predictions" / f"{job_id('fcdd', 0)}.npz"
+    save_predictions(path, dict(np.load(path)))
+    with pytest.raises(AssertionError, match="recomputed"):
+        iv.run_intervals(run, 100, seed=3)
+
+
+def _tex_row(text: str, name: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith(name + " &"))
+    return [c.strip() for c in line[:-2].split(" & ")[1:]]
+
+
+def test_every_table_bolds_only_a_significant_best_and_underlines_a_tie(tmp_path):
+    from rich.console import Console
+
+    from xadbench.reports.html import table_html
+    from xadbench.reports.tables import report_tables, summary_table, to_csv, to_latex
+
+    far = make_run(tmp_path / "far", {"fcdd": 3.0, "ae": 0.3, "pixelstats": 4.0})
+    intervals = iv.interval_tables(far, 200, metrics=("pixel_auc",))
+    table = _table(report_tables(far, intervals=intervals), "pixel_auc")
+    interval = _table(intervals, "pixel_auc")
+    cell = interval.cell("bottle", "FCDD")
+    assert table.mean.at["bottle", "FCDD"] == cell.value  # the bootstrap's value, not results' 0.5
+    tex = _tex_row(to_latex(table), "bottle")
+    expected = f"{cell.value:.3f} [{cell.low:.3f}, {cell.high:.3f}] ({cell.seed_std:.3f})"
+    assert tex[1] == f"\\textbf{{{expected}}}" and not tex[2].startswith(("\\textbf", "\\underline"))
+    assert not tex[0].startswith("\\textbf")  # pixelstats, a reference, is higher but never marked
+    csv = pd.read_csv(io.StringIO(to_csv(table)), index_col="class", keep_default_na=False)
+    assert (csv.at["bottle", "FCDD mark"], csv.at["bottle", "AE mark"], csv.at["bottle", "pixelstats mark"]) == \
+           ("best", "", "")
+    assert float(csv.at["bottle", "FCDD low"]) == pytest.approx(cell.low)
+    assert f"<b>{expected}</b>" in table_html(table)
+    console = Console(width=400, record=True)
+    console.print(summary_table([table]))
+    assert expected in console.export_text()
+    half = _table(report_tables(far, intervals=intervals, style="halfwidth"), "pixel_auc")
+    assert f"{cell.value:.3f} $\\pm$ {(cell.high - cell.low) / 2:.3f}" in _tex_row(to_latex(half), "bottle")[1]
+
+    close = make_run(tmp_path / "close", {"fcdd": 1.0, "ae": 1.0})
+    table = _table(report_tables(close, intervals=iv.interval_tables(close, 200, metrics=("image_auc",))), "image_auc")
+    tex = _tex_row(to_latex(table), "bottle")
+    assert all(c.startswith("\\underline{") for c in tex) and "\\textbf" not in to_latex(table)
+    assert table_html(table).count("<u>") == 2 and "<b>" not in table_html(table)
+
+
+# ---------------------------------------------------------------- curves with bootstrap bands
+
+
+def test_roc_at_fixed_false_positive_rates_hand_worked():
+    from xadbench.metrics.bootstrap import image_counts, roc_resamples
+
+    # ROC points (0, 0), (0, 0.5), (0.5, 0.5), (0.5, 1), (1, 1): a vertical step takes its top.
+    pos, neg = image_counts(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
+    tpr = roc_resamples(pos, neg, np.ones((1, 4)), np.array([0, 0.25, 0.5, 0.75, 1]))
+    assert tpr[0].tolist() == [0.5, 0.5, 1.0, 1.0, 1.0]
+    # A tie between a positive and a negative is a diagonal segment, as sklearn draws it.
+    pos, neg = image_counts(np.array([0.2, 0.5, 0.5, 0.9]), np.array([0, 0, 1, 1]))
+    assert roc_resamples(pos, neg, np.ones((1, 4)), np.array([0.25]))[0].tolist() == [0.75]
+
+
+def test_resampled_roc_curves_match_sklearn_on_the_repeated_images():
+    from sklearn.metrics import roc_curve
+
+    from xadbench.metrics.bootstrap import curve_at, merge_columns, roc_resamples
+    from xadbench.metrics.counts import ImageCounts
+
+    rng = np.random.default_rng(1)
+    masks = rng.random((10, 8, 8)) < 0.2
+    maps = (rng.normal(0, 1, masks.shape) + masks).round(1).astype(np.float16)  # many ties
+    counts = ImageCounts(list(maps), list(masks))
+    weights = np.vstack([np.ones(10), stratified_weights(np.arange(10) % 2, 4, 0)])
+    grid = np.linspace(0, 1, 101)
+    tpr = roc_resamples(counts.pos, counts.neg, weights, grid)
+    for w, row in zip(weights, tpr):
+        chosen = np.repeat(np.arange(10), w.astype(int))
+        fpr_sk, tpr_sk, _ = roc_curve(masks[chosen].ravel(), maps[chosen].ravel().astype(np.float64),
+                                      drop_intermediate=False)
+        assert np.allclose(row, curve_at(fpr_sk[None], tpr_sk[None], grid)[0], atol=1e-12)
+        # Merged thresholds keep a subset of the exact curve's points (the band's curves are chords).
+        merged_pos, merged_neg = merge_columns([counts.pos, counts.neg], 5)
+        assert merged_pos.shape[1] <= 5
+        tp = np.cumsum((w @ merged_pos)[::-1]) / (w @ merged_pos).sum()
+        fp = np.cumsum((w @ merged_neg)[::-1]) / (w @ merged_neg).sum()
+        exact = set(zip(np.round(fpr_sk, 12), np.round(tpr_sk, 12)))
+        assert set(zip(np.round(fp, 12), np.round(tp, 12))) <= exact

@@ -104,18 +104,18 @@ def test_mean_and_sigma_rows_are_over_class_means(run_dir):
         assert table.at["σ", tab.DISPLAY_NAMES[m]] == pytest.approx(np.std(means, ddof=1))
     assert list(table.index) == [*CLASSES, "Mean", "σ"]
     tab.write_report(run_dir)
-    assert list(read_table(run_dir, "image_auc").index) == list(CLASSES)  # the CSV is tidy: classes only
+    # The CSV keeps the Mean (its bootstrap interval does not follow from the class rows), not σ.
+    assert list(read_table(run_dir, "image_auc").index) == [*CLASSES, "Mean"]
 
 
-def test_best_of_each_row_is_bold(run_dir):
+def test_without_a_bootstrap_nothing_is_bold(run_dir):
+    """No predictions, so no paired bootstrap: the highest value of a row is not called best
+    (tests/test_intervals.py checks the marks where there is a bootstrap)."""
     tab.write_report(run_dir)
-    rows = tex_rows((run_dir / "tables" / "mvtec_unsupervised_cpu_gaussian_image_auc.tex").read_text())
-    bold = {name: [i for i, cell in enumerate(cells) if cell.startswith("\\bfseries ")] for name, cells in rows.items()}
-    assert bold["{Class}"] == []
-    assert bold["bottle"] == [METHODS.index("grad")]            # 0.98 beats fcdd's 0.94
-    assert bold["metal\\_nut"] == [METHODS.index("fcdd")]
-    assert bold["Mean"] == [METHODS.index("fcdd")]
-    assert bold["$\\sigma$"] == []  # a spread over classes is not a quality
+    text = (run_dir / "tables" / "mvtec_unsupervised_cpu_gaussian_image_auc.tex").read_text()
+    assert "\\bfseries" not in text and "\\underline{" not in text
+    assert "no method is marked best" in text
+    assert "FCDD mark" not in read_table(run_dir, "image_auc").columns
 
 
 def test_single_seed_shows_no_plus_minus(tmp_path):
@@ -124,8 +124,8 @@ def test_single_seed_shows_no_plus_minus(tmp_path):
     run = write_results(tmp_path / "one-seed", rows)
     tab.write_report(run)
     text = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex").read_text()
-    assert "\\pm" not in text.split("\\toprule")[1]
-    assert tex_rows(text)["bottle"][0] == "\\bfseries 0.930"
+    assert "\\pm" not in text.split("\\toprule")[1] and "(" not in tex_rows(text)["bottle"][0]
+    assert tex_rows(text)["bottle"][0] == "0.930"
     assert "one seed, so no spread over seeds is shown" in text and "over 1 seed" not in text
     assert read_table(run, "pixel_auc")["FCDD std"].isna().all()
 
@@ -305,14 +305,14 @@ def fake_predictions(run_dir: Path, n: int = 12, size: int = 32, masks: bool = T
     return write_results(run_dir, rows)
 
 
-def test_figures_are_drawn_from_saved_predictions(tmp_path, monkeypatch):
-    monkeypatch.setattr(figs, "MAX_ROC_PIXELS", 5000)  # exercise the pixel subsample of the ROC
+def test_figures_are_drawn_from_saved_predictions(tmp_path):
     run = fake_predictions(tmp_path / "run")
     paths = figs.write_figures(run)
     names = sorted(p.name for p in paths)
     grid = "grid_mvtec_metal_nut_unsupervised_cpu_seed0_local-eta0.97_blur-gaussian_jet"
     assert names == [f"{grid}.pdf", f"{grid}.png",
                      *(f"overview_mvtec_unsupervised_cpu_blur-gaussian.{s}" for s in ("png", "svg")),
+                     *(f"pro_mvtec_metal_nut_unsupervised_cpu_blur-gaussian.{s}" for s in ("pdf", "png", "svg")),
                      *(f"roc_image_mvtec_metal_nut_unsupervised_cpu.{s}" for s in ("pdf", "png", "svg")),
                      *(f"roc_pixel_mvtec_metal_nut_unsupervised_cpu_blur-gaussian.{s}" for s in ("pdf", "png", "svg"))]
     assert all(p.parent == run / "figures" and p.stat().st_size > 1000 for p in paths)
@@ -331,21 +331,25 @@ def test_figures_are_drawn_from_saved_predictions(tmp_path, monkeypatch):
     assert coloured.std(axis=0).min() > 30
 
 
-def test_grid_shows_every_methods_scores_and_roc_legend_shows_the_tables_auc(tmp_path):
+def test_grid_shows_every_methods_scores_and_curve_legends_show_the_tables_values(tmp_path):
+    from xadbench.reports.intervals import run_intervals
+
     run = fake_predictions(tmp_path / "run")
     results = pd.read_csv(run / "results.csv")
-    exact = {"fcdd": 0.912345, "grad": 0.601234, "ae": 0.755555}  # not what the drawn curves give
-    pixel_rows = results.assign(metric="pixel_auc", value=results["method"].map(exact))
-    write_results(run, pd.concat([results, pixel_rows]).to_dict("records"))
-    drawn = {d.kind: d for d in figs.render_figures(run, samples=3)}
+    write_results(run, pd.concat([results, results.assign(metric="pixel_auc", value=0.5)]).to_dict("records"))
+    intervals = run_intervals(run, 100)
+    drawn = {d.kind: d for d in figs.render_figures(run, samples=3, intervals=intervals, n_resamples=100)}
     texts = {t.get_text() for t in drawn["grid"].figure.axes[0].texts}
     for m in METHODS:
         preds = load_predictions(run / "predictions" / f"job-{m}.npz")
         columns = np.concatenate([figs.pick_columns(load_predictions(run / "predictions" / "job-fcdd.npz")["score"],
                                                     preds["label"], label, 3) for label in (0, 1)])
         assert {f"{v:.3g}" for v in preds["score"][columns]} <= texts, m
-    legend = [t.get_text() for t in drawn["roc_pixel"].figure.axes[0].get_legend().get_texts()]
-    assert legend == [f"{tab.DISPLAY_NAMES[m]} (AUC {exact[m]:.3f})" for m in METHODS]
+    tables = {t.key["metric"]: t for t in tab.report_tables(run, intervals=intervals)}
+    for kind, metric in (("roc_image", "image_auc"), ("roc_pixel", "pixel_auc"), ("pro", "aupro")):
+        legend = [t.get_text() for t in drawn[kind].figure.axes[0].get_legend().get_texts()]
+        names = [tab.DISPLAY_NAMES[m] for m in METHODS]
+        assert legend == [f"{n}: {tab.cell_text(tables[metric], 'metal_nut', n)}" for n in names], kind
 
 
 def test_overview_plots_each_methods_mean_and_std_over_seeds(run_dir):

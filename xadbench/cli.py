@@ -28,6 +28,7 @@ from xadbench.options import (
     check_weights_file,
     choice_hint,
     parse_oe_limit,
+    default_seeds,
     parse_seeds,
     split_list,
 )
@@ -205,7 +206,9 @@ def run(
     dataset: Annotated[str, typer.Option(help="Registered data set name, or a folder-per-class path.")] = "synthetic",
     root: Annotated[str | None, typer.Option(help="Where the data set lives (default: $XADBENCH_DATA/<folder>, else ~/.cache/xadbench/data/<folder>; synthetic: its cache).")] = None,
     classes: Annotated[str, typer.Option(help="Comma-separated class names, or 'all'.")] = "all",
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
+    seeds: Annotated[str | None, typer.Option(
+        help="Comma-separated seeds (default 0; with the cpu preset, seed-sensitive methods such as grad run "
+             "with 0,1,2).", show_default=False)] = None,
     preset: PresetOption = "cpu",
     protocol: ProtocolOption = "unsupervised",
     device: DeviceOption = "auto",
@@ -251,7 +254,8 @@ def run(
     for name in method_names:
         method_registry.get(name)
     blur_policies = {"both": BLUR_POLICIES}.get(blur, (blur,))
-    seed_list = parse_seeds(seeds)
+    method_seeds = default_seeds(method_names, preset) if seeds is None else dict.fromkeys(method_names, parse_seeds(seeds))
+    reference_seeds = (0,) if seeds is None else parse_seeds(seeds)  # reference maps are deterministic
     check_k(k)
     limit = parse_oe_limit(oe_limit)
     if executor == "local":  # with Ray the jobs run on the cluster's machines, not this one
@@ -276,9 +280,9 @@ def run(
                   sanity=preset == "cpu" if sanity is None else sanity)
     specs = [runner.without_unused_outlier_exposure(
                  runner.JobSpec(class_name=c, method=m, seed=s, params=params[m], **common))
-             for c in class_list for m in method_names for s in seed_list]
+             for c in class_list for m in method_names for s in method_seeds[m]]
     specs = [runner.without_unused_outlier_exposure(runner.JobSpec(class_name=c, method=m, seed=s, **common))
-             for c in class_list for m in added for s in seed_list] + specs
+             for c in class_list for m in added for s in reference_seeds] + specs
     specs = runner.identify(specs)
     if dry_run:
         print_job_grid(specs, out)
@@ -299,24 +303,32 @@ def run(
                                   "provenance": provenance})
         with RichProgress() as progress:
             results = runner.run_grid(specs, out, progress, job_executor)
-    print_summary(results[results["job_id"].isin([s.job_id for s in specs])])
     typer.echo(f"results: {out / 'results.csv'}")
     if report:
         write_run_report(out)
+    else:
+        print_summary(results[results["job_id"].isin([s.job_id for s in specs])])
 
 
 def write_run_report(run_dir: Path) -> None:
-    """Tables, figures and report.html of a run folder (each figure drawn once, saved and
-    embedded), and where they went."""
+    """Bootstrap intervals (stored in the results store), tables, figures and report.html of a
+    run folder (each figure drawn once, saved and embedded); prints the tables' summary and where
+    they went."""
+    from rich.console import Console
+
     from xadbench.reports.figures import render_figures, save_drawn
     from xadbench.reports.html import write_html
-    from xadbench.reports.tables import write_report
+    from xadbench.reports.intervals import run_intervals, write_interval_rows
+    from xadbench.reports.tables import report_tables, summary_table, write_tables
 
-    tables = write_report(run_dir)
-    drawn = list(render_figures(run_dir))
+    intervals = run_intervals(run_dir)
+    tables = report_tables(run_dir, intervals=intervals)
+    paths = write_tables(run_dir, tables) + ([write_interval_rows(run_dir, intervals)] if intervals else [])
+    Console().print(summary_table(tables))
+    drawn = list(render_figures(run_dir, intervals=intervals))
     figures = save_drawn(run_dir, drawn)
-    page = write_html(run_dir, drawn=drawn)
-    typer.echo(f"tables:  {run_dir / 'tables'} ({len(tables)} files)")
+    page = write_html(run_dir, drawn=drawn, intervals=intervals)
+    typer.echo(f"tables:  {run_dir / 'tables'} ({len(paths)} files)")
     typer.echo(f"figures: {run_dir / 'figures'} ({len(figures)} files)")
     typer.echo(f"report:  {page.resolve()}")
 

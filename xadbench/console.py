@@ -80,7 +80,7 @@ def print_summary(results: pd.DataFrame) -> None:
     order = list(dict.fromkeys(results["method"]))
     summary = results.groupby(["protocol", "blur", "metric", "method"], sort=False)["value"].mean().unstack("method")
     summary = summary[[m for m in order if m in summary.columns]]
-    table = Table(title="mean over classes and seeds")
+    table = Table(title="mean over classes and seeds (--no-report: no bootstrap intervals; `xadbench report` adds them)")
     for column in [*summary.index.names, *summary.columns]:
         table.add_column(str(column))
     for index, row in summary.iterrows():

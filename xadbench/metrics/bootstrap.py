@@ -88,6 +88,59 @@ def pair_counts(pos, neg) -> np.ndarray:
     return pairs
 
 
+def image_counts(scores: np.ndarray, labels: np.ndarray) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+    """Image scores as (pos, neg) count matrices (images × distinct scores, ascending): image i
+    is one "pixel" with its own score."""
+    labels = np.asarray(labels).astype(bool)
+    distinct, column = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True)
+    onehot = sparse.csr_matrix((np.ones(len(labels)), (np.arange(len(labels)), column)),
+                               shape=(len(labels), len(distinct)))
+    return (onehot.multiply(labels[:, None].astype(float)).tocsr(),
+            onehot.multiply((~labels)[:, None].astype(float)).tocsr())
+
+
+def merge_columns(matrices: Sequence, bins: int):
+    """The count matrices (same columns: distinct values ascending) with adjacent columns summed
+    into at most `bins` columns of about equal pooled count. Merged values count as tied, so the
+    ROC curve of the merged counts is the exact curve at the kept thresholds joined by straight
+    lines (its chords)."""
+    n_values = matrices[0].shape[1]
+    if n_values <= bins:
+        return list(matrices)
+    total = sum(np.asarray(m.sum(axis=0)).ravel() for m in matrices)
+    position = np.cumsum(total) / total.sum()
+    column = np.minimum((position * bins).astype(np.int64), bins - 1)
+    column = np.unique(column, return_inverse=True)[1]  # no empty bins
+    merge = sparse.csr_matrix((np.ones(n_values), (np.arange(n_values), column)), shape=(n_values, column.max() + 1))
+    return [m @ merge for m in matrices]
+
+
+def curve_at(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """y of the polylines (x, y) (rows; x non-decreasing, from 0) at `grid`; where x repeats (a
+    vertical step) the highest y at that x."""
+    out = np.empty((len(x), len(grid)))
+    for r in range(len(x)):
+        j = np.searchsorted(x[r], grid, side="right") - 1  # last point with x ≤ g
+        nxt = np.minimum(j + 1, x.shape[1] - 1)
+        x0, x1, y0, y1 = x[r, j], x[r, nxt], y[r, j], y[r, nxt]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[r] = np.where(x1 > x0, y0 + (y1 - y0) * (grid - x0) / (x1 - x0), y0)
+    return out
+
+
+def roc_resamples(pos, neg, weights: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """True-positive rate at the false-positive rates `grid` of the ROC curve of each
+    reweighting of the images (rows of `weights`), from (images × K) count matrices over
+    ascending values: the curve runs from the highest threshold down, joining its points with
+    straight lines (ties give diagonal segments, as sklearn's curve)."""
+    def curves(w):
+        tp = np.cumsum(rows(w, pos)[:, ::-1], axis=1)
+        fp = np.cumsum(rows(w, neg)[:, ::-1], axis=1)
+        zeros = np.zeros((len(w), 1))
+        return curve_at(np.hstack([zeros, fp / fp[:, -1:]]), np.hstack([zeros, tp / tp[:, -1:]]), grid)
+    return _batched(weights, pos.shape[1], curves)
+
+
 class TestSet:
     """One method's predictions on one test set: image scores and labels, and (optionally) maps
     and masks at one resolution. Builds the per-image counts once."""
@@ -98,12 +151,7 @@ class TestSet:
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != self.labels.shape:
             raise ValueError(f"got {scores.shape} scores for {self.labels.shape} labels")
-        # Image scores as counts: image i is one "pixel" with its own score.
-        distinct, column = np.unique(scores, return_inverse=True)
-        onehot = sparse.csr_matrix((np.ones(len(scores)), (np.arange(len(scores)), column)),
-                                   shape=(len(scores), len(distinct)))
-        self._image_pos = onehot.multiply(self.labels[:, None].astype(float)).tocsr()
-        self._image_neg = onehot.multiply((~self.labels)[:, None].astype(float)).tocsr()
+        self._image_pos, self._image_neg = image_counts(scores, self.labels)
         self.pixels = self.regions = None
         if maps is not None:
             self.pixels = ImageCounts(maps, masks)
