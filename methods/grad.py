@@ -184,6 +184,8 @@ class GradSaliency(DeepMethod):
 
     supervision = "labels"
     maps_smoothed = False
+    # One seed's numbers swing by ±0.1 per class between seeds and thread counts (docs/reproducibility.md).
+    seed_sensitive = True
     parameter_constraints = {
         **DeepMethod.parameter_constraints,
         "attribution": OneOf(ATTRIBUTIONS),

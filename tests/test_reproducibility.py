@@ -31,3 +31,27 @@ def test_a_trained_job_is_bit_identical_for_a_fixed_thread_count(threads):
     assert strip == [{k: v for k, v in row.items() if k not in TIMINGS} for row in second.rows]
     assert {row["threads"] for row in first.rows} == {count}
     assert {row["device"] for row in first.rows} == {"cpu"}
+
+
+def test_the_cpu_preset_runs_seed_sensitive_methods_with_three_seeds_unless_seeds_are_given(tmp_path):
+    """grad declares `seed_sensitive`: without --seeds the cpu preset runs it with seeds 0, 1, 2
+    (so its spread over seeds is in every table), the other methods and references with seed 0;
+    --seeds and the paper preset are taken as they are."""
+    from typer.testing import CliRunner
+
+    from xadbench.cli import app
+    from xadbench.registry import methods
+
+    assert methods.get("grad").seed_sensitive and methods.get("grad-ig").seed_sensitive
+    assert not methods.get("fcdd").seed_sensitive
+
+    def grid(*options):
+        done = CliRunner().invoke(app, ["run", "--methods", "fcdd,grad", "--classes", "wood", "--dry-run",
+                                        "--out", str(tmp_path / "run"), *options])
+        assert done.exit_code == 0, done.output
+        jobs = [line.split() for line in done.output.splitlines() if line.startswith("to run")]
+        return sorted((job[3], int(job[5])) for job in jobs)  # (method, seed)
+
+    assert grid() == [("centre", 0), ("fcdd", 0), ("grad", 0), ("grad", 1), ("grad", 2), ("pixelstats", 0)]
+    assert grid("--seeds", "4") == [("centre", 4), ("fcdd", 4), ("grad", 4), ("pixelstats", 4)]
+    assert grid("--preset", "paper") == [("centre", 0), ("fcdd", 0), ("grad", 0), ("pixelstats", 0)]

@@ -37,6 +37,10 @@ class Method(abc.ABC):
         their numbers can be read against it; it is not expected to detect anything.
     deterministic: True when `fit` has no random parts, so the seed cannot change its result
         (the contract checks that another seed changes the result of every other method).
+    seed_sensitive: True when its training is so sensitive to the seed (and to the order of
+        floating-point reductions, i.e. the thread count) that one seed's number says little;
+        the cpu preset then runs it with SENSITIVE_SEEDS unless --seeds is given, so every table
+        shows its spread over seeds (docs/reproducibility.md).
     parameter_constraints: {keyword: Interval | OneOf | Check} (xadbench.validation), checked with
         the types annotated on `__init__` before a run starts (after scikit-learn's
         `_parameter_constraints`).
@@ -51,6 +55,7 @@ class Method(abc.ABC):
     maps_smoothed: ClassVar[bool] = False
     reference: ClassVar[bool] = False
     deterministic: ClassVar[bool] = False
+    seed_sensitive: ClassVar[bool] = False
     parameter_constraints: ClassVar[dict[str, Any]] = {}
     weights_used_: str = "none"
 
@@ -125,6 +130,7 @@ class Variant:
         self.maps_smoothed = method_class.maps_smoothed
         self.reference = method_class.reference
         self.deterministic = method_class.deterministic
+        self.seed_sensitive = method_class.seed_sensitive
         self.__doc__ = method_class.__doc__
 
     def preset(self, preset: str, profile: str) -> dict[str, Any]:
