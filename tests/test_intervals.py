@@ -224,10 +224,11 @@ def test_every_table_bolds_only_a_significant_best_and_underlines_a_tie(tmp_path
     interval = _table(intervals, "pixel_auc")
     cell = interval.cell("bottle", "FCDD")
     assert table.mean.at["bottle", "FCDD"] == cell.value  # the bootstrap's value, not results' 0.5
-    tex = _tex_row(to_latex(table), "bottle")
+    tex = _tex_row(to_latex(table), "bottle")  # pixelstats, FCDD, AE; siunitx cells
     expected = f"{cell.value:.3f} [{cell.low:.3f}, {cell.high:.3f}] ({cell.seed_std:.3f})"
-    assert tex[1] == f"\\textbf{{{expected}}}" and not tex[2].startswith(("\\textbf", "\\underline"))
-    assert not tex[0].startswith("\\textbf")  # pixelstats, a reference, is higher but never marked
+    assert tex[1] == f"\\bfseries {cell.value:.3f}{{\\,[{cell.low:.3f}, {cell.high:.3f}] ({cell.seed_std:.3f})}}"
+    assert not tex[2].startswith(("\\bfseries", "{\\underline"))
+    assert not tex[0].startswith("\\bfseries")  # pixelstats, a reference, is higher but never marked
     csv = pd.read_csv(io.StringIO(to_csv(table)), index_col="class", keep_default_na=False)
     assert (csv.at["bottle", "FCDD mark"], csv.at["bottle", "AE mark"], csv.at["bottle", "pixelstats mark"]) == \
            ("best", "", "")
@@ -237,12 +238,12 @@ def test_every_table_bolds_only_a_significant_best_and_underlines_a_tie(tmp_path
     console.print(summary_table([table]))
     assert expected in console.export_text()
     half = _table(report_tables(far, intervals=intervals, style="halfwidth"), "pixel_auc")
-    assert f"{cell.value:.3f} $\\pm$ {(cell.high - cell.low) / 2:.3f}" in _tex_row(to_latex(half), "bottle")[1]
+    assert _tex_row(to_latex(half), "bottle")[1].startswith(f"\\bfseries {cell.value:.3f} \\pm {(cell.high - cell.low) / 2:.3f}")
 
     close = make_run(tmp_path / "close", {"fcdd": 1.0, "ae": 1.0})
     table = _table(report_tables(close, intervals=iv.interval_tables(close, 200, metrics=("image_auc",))), "image_auc")
     tex = _tex_row(to_latex(table), "bottle")
-    assert all(c.startswith("\\underline{") for c in tex) and "\\textbf" not in to_latex(table)
+    assert all(c.startswith("{\\underline{") for c in tex) and "\\bfseries" not in to_latex(table)
     assert table_html(table).count("<u>") == 2 and "<b>" not in table_html(table)
 
 
