@@ -42,7 +42,6 @@ import re
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-import zipfile
 from pathlib import Path
 
 import matplotlib
@@ -100,13 +99,6 @@ def check_options(norm: str, eta: float | None, blur: str, samples: int, cmap: s
 
 def _slug(*parts: object) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(str(p) for p in parts))
-
-
-def _load(path: Path) -> dict[str, np.ndarray]:
-    try:
-        return load_predictions(path)
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:  # EOFError: an empty file
-        raise XadError(f"{path}: unreadable predictions ({type(exc).__name__}: {exc}); delete it and rerun the job") from None
 
 
 def _aligned(preds: dict[str, dict[str, np.ndarray]], where: str) -> dict[str, dict[str, np.ndarray]]:
@@ -470,7 +462,7 @@ def render_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, 
                 if not path.is_file():
                     missing.append(path.name)
                     continue
-                preds[label], methods[label] = _load(path), method
+                preds[label], methods[label] = load_predictions(path), method
             if not preds:
                 continue
             found, seeds = found + len(preds), seeds + 1

@@ -22,7 +22,7 @@ def one_line_error(args, text):
 
 
 @pytest.mark.parametrize("args, text", [
-    (["--executor", "dask"], "--executor 'dask': use local or ray"),
+    (["--executor", "dask"], "Invalid value for '--executor': 'dask' is not one of 'local', 'ray'"),
     (["--cpus-per-job", "0"], "--cpus-per-job 0: use a number above 0"),
     (["--executor", "ray", "--gpus-per-job", "-1"], "--gpus-per-job -1: use a number of 0 or above"),
     (["--address", "auto"], "--address is an option of --executor ray"),

@@ -431,11 +431,15 @@ LEGACY_POSTPROCESSOR_KEYS = ("method_smooth", "blur_size", "blur_sigma")
 
 
 def load_predictions(path: Path, required: Sequence[str] = PREDICTION_KEYS) -> dict[str, np.ndarray]:
-    """A saved predictions file; one line naming the file when a `required` array is missing. A
-    file of an older xadbench that recorded the blur's parameters as separate arrays gets its
-    post-processor record from them."""
-    with np.load(path, allow_pickle=False) as data:
-        predictions = {key: data[key] for key in data.files}
+    """A saved predictions file; one line naming the file when it cannot be read or a `required`
+    array is missing. A file of an older xadbench that recorded the blur's parameters as separate
+    arrays gets its post-processor record from them."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            predictions = {key: data[key] for key in data.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:  # EOFError: an empty file
+        raise XadError(f"{path}: unreadable predictions ({type(exc).__name__}: {exc}); "
+                       f"delete it and rerun the job") from None
     if "postprocessor" not in predictions and all(k in predictions for k in LEGACY_POSTPROCESSOR_KEYS):
         legacy = heatmaps.PostProcessor(size=int(predictions["blur_size"]), sigma=float(predictions["blur_sigma"]),
                                         maps_smoothed=bool(predictions["method_smooth"]))
