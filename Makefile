@@ -4,8 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.xadbench-installed
 
-.PHONY: demo demo-quick test bench browser
-# The HTML report's browser test needs headless Chromium (Debian package `chromium`).
+.PHONY: demo demo-quick test bench browser latex
+# The HTML report's browser test needs headless Chromium (Debian package `chromium`); the LaTeX
+# tables' compile test needs pdflatex with booktabs and siunitx (texlive-latex-recommended,
+# texlive-science).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
@@ -37,10 +39,14 @@ demo-quick: $(STAMP)
 browser:
 	command -v chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 
+latex:
+	kpsewhich siunitx.sty >/dev/null 2>&1 || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q \
+		--no-install-recommends texlive-latex-base texlive-latex-recommended texlive-science)
+
 # The suite with the default thread count, then again with one thread the checks whose floats
 # depend on how the work is split across threads (batch invariance, same seed same output); the
 # whole suite twice would not fit the 10-minute budget on 2 cores.
-test: $(STAMP) browser
+test: $(STAMP) browser latex
 	$(VENV)/bin/pytest -q
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q tests/test_contract.py -k "batch_is_per_image or same_seed_same_output"
 

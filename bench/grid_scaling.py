@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xadbench import runner
+from xadbench import run_folder, runner
 from xadbench.executors import LocalExecutor, RayExecutor
 from xadbench.options import parse_seeds, split_list
 
@@ -30,7 +30,7 @@ TIMING_COLUMNS = ["fit_s", "predict_s", "sanity_s"]
 
 
 def stored(out: Path) -> pd.DataFrame:
-    rows = runner.read_results(out).drop(columns=TIMING_COLUMNS)
+    rows = run_folder.read_results(out).drop(columns=TIMING_COLUMNS)
     return rows.sort_values(["job_id", "blur", "metric"]).reset_index(drop=True)
 
 

@@ -24,7 +24,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from xadbench import heatmaps, runner
+from xadbench import heatmaps, run_folder
+from xadbench.store import atomic_write
 from xadbench.errors import XadError
 from xadbench.reports.figures import save_figure
 from xadbench.studies.clever_hans import BLUR, CONTROL, PAPER, REFERENCE, WATERMARK
@@ -123,9 +124,9 @@ def write_table(results: pd.DataFrame, out: Path) -> list[Path]:
     """tables/clever_hans.csv (means and stds at full precision) and tables/clever_hans.tex."""
     summary = summarise(results)
     csv_path, tex_path = Path(out) / "tables" / "clever_hans.csv", Path(out) / "tables" / "clever_hans.tex"
-    with runner.atomic_write(csv_path) as handle:
+    with atomic_write(csv_path) as handle:
         summary.to_csv(handle, index=False)
-    with runner.atomic_write(tex_path) as handle:
+    with atomic_write(tex_path) as handle:
         handle.write(to_latex(summary))
     return [csv_path, tex_path]
 
@@ -166,7 +167,7 @@ def draw_figure(out: Path, results: pd.DataFrame, columns: int = FIGURE_COLUMNS)
         path = Path(out) / "predictions" / f"{job_id}.npz"
         if not path.is_file():
             raise XadError(f"{path} is missing; rerun the study to run its job again")
-        preds[job_id] = runner.load_predictions(path, FIGURE_KEYS)
+        preds[job_id] = run_folder.load_predictions(path, FIGURE_KEYS)
     shortcut = [(label, j) for label, j, c in rows if c in (WATERMARK, PAPER)] or [(rows[0][0], rows[0][1])]
     order_label, order_job = next((r for r in shortcut if r[0].startswith(_display("fcdd") + "\n")), shortcut[0])
     ref = preds[order_job]

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
 
 from xadbench.defaults import CMAP, RESAMPLES
 from xadbench.errors import XadError
+from xadbench.terminal import stdout_console
 
 RunDir = Annotated[Path, typer.Argument(help="Run folder written by `xadbench run` (holds results.csv).",
                                         show_default=False)]
@@ -64,7 +64,7 @@ def report(
     elif ci != "off":
         typer.echo(f"note: no saved predictions in {Path(run_dir) / 'predictions'}, so no bootstrap intervals "
                    "and no method marked best", err=True)
-    Console().print(summary_table(tables))
+    stdout_console().print(summary_table(tables))
     if compare and not any(len(t.paper.columns) for t in tables):
         typer.echo("note: the paper publishes no numbers for this run's data sets, methods and metrics "
                    "(it has MVTec-AD pixel AUC and Fashion-MNIST, CIFAR-10, ImageNet-30 detection AUC "
@@ -92,7 +92,7 @@ def compare(
     from xadbench.reports.compare import compare_tables, delong_rows
 
     _check_resamples(resamples)
-    console = Console()
+    console = stdout_console()
     for matrix in compare_tables(run_dir, metric, resamples, ci_seed):
         console.print(matrix)
     if metric == "image_auc":

@@ -62,7 +62,8 @@ from xadbench.metrics.counts import ImageCounts
 from xadbench.profiles import PROFILES
 from xadbench.reports.intervals import IntervalTable, class_seed, run_intervals
 from xadbench.reports.tables import METRIC_NAMES, format_interval, load_results
-from xadbench.runner import atomic_write, load_predictions
+from xadbench.run_folder import load_predictions
+from xadbench.store import atomic_write
 from xadbench.sanity import REFERENCE_METHODS
 
 NORMS = ("auto", "local", "global")

@@ -53,7 +53,7 @@ from xadbench.reports.tables import (
     setup_notes,
 )
 from xadbench.reports.intervals import IntervalTable, run_intervals
-from xadbench.runner import atomic_write
+from xadbench.store import atomic_write
 from xadbench.sanity import MEAN_MAP_MARGIN
 
 REPORT_NAME = "report.html"

@@ -48,7 +48,8 @@ from xadbench.metrics.aupro import AUPRO
 from xadbench.metrics.bootstrap import CONFIDENCE, RESAMPLES, TestSet, percentile_interval, stratified_weights
 from xadbench.reports.tables import BEST, GROUP_KEYS, MEAN, TABLE_KEYS, TIED, load_results
 from xadbench.heatmaps import saved_maps
-from xadbench.runner import atomic_write, load_predictions, results_store
+from xadbench.run_folder import load_predictions, results_store
+from xadbench.store import atomic_write
 from xadbench.sanity import REFERENCE_METHODS
 
 METRICS = (IMAGE_AUC, PIXEL_AUC, PER_IMAGE_PIXEL_AUC, AUPRO)

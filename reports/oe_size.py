@@ -22,7 +22,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from xadbench import heatmaps, runner
+from xadbench import heatmaps, run_folder
+from xadbench.store import atomic_write
 from xadbench.errors import XadError
 from xadbench.reports.figures import save_figure
 from xadbench.runner import JobSpec
@@ -51,7 +52,7 @@ def write_table(specs: Sequence[JobSpec], results: pd.DataFrame, out: Path) -> P
     table = pd.DataFrame(rows, columns=["method", "oe_size", "seed", "image_auc"])
     summary = table.groupby(["method", "oe_size"], sort=False)["image_auc"].agg(["mean", "std", "count"]).reset_index()
     path = Path(out) / "tables" / "oe_size.csv"
-    with runner.atomic_write(path) as handle:
+    with atomic_write(path) as handle:
         summary.rename(columns={"mean": "image_auc", "std": "image_auc std", "count": "seeds"}).to_csv(handle, index=False)
     return path
 
@@ -95,7 +96,7 @@ def draw_figure(specs: Sequence[JobSpec], out: Path, *, eta: float = ETA, norm: 
         path = Path(out) / "predictions" / f"{spec.job_id}.npz"
         if not path.is_file():
             raise XadError(f"{path} is missing: job {spec.method} (OE {limit_label(spec.oe_limit)}) has not finished; rerun the study")
-        preds[spec] = runner.load_predictions(path)
+        preds[spec] = run_folder.load_predictions(path)
     first = preds[specs[0]]
     for spec, p in preds.items():
         if not np.array_equal(p["key"], first["key"]):

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from xadbench import heatmaps, runner
+from xadbench import heatmaps, run_folder
+from xadbench.store import atomic_write
 from xadbench.errors import XadError
 from xadbench.profiles import get_profile
 from xadbench.reports.figures import save_figure
@@ -57,7 +58,7 @@ def summarise(rows: pd.DataFrame, setting: str, metric: str, compare: str, paper
 
 def write_table(table: pd.DataFrame, out: Path, name: str) -> Path:
     path = Path(out) / "tables" / f"{name}.csv"
-    with runner.atomic_write(path) as handle:
+    with atomic_write(path) as handle:
         table.to_csv(handle, index=False, float_format="%.4f")
     return path
 
@@ -150,7 +151,7 @@ def receptive_field_figure(table: pd.DataFrame, rows: pd.DataFrame, out: Path, m
     cells, images = [], None
     for kernel in kernels:
         job = rows[(rows["kernel"] == kernel) & (rows["class"] == first["class"]) & (rows["seed"] == first["seed"])].iloc[0]
-        saved = runner.load_predictions(Path(out) / "predictions" / f"{job['job_id']}.npz")
+        saved = run_folder.load_predictions(Path(out) / "predictions" / f"{job['job_id']}.npz")
         chosen = np.flatnonzero(saved["label"] == 1)[:samples]
         images = saved["image"][chosen] if images is None else images
         cells.append(_normalise(saved["anomaly_map"][chosen], profile))

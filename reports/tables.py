@@ -1,4 +1,4 @@
-"""Result tables of a run: its results rows (`runner.read_results`) and, where its saved
+"""Result tables of a run: its results rows (`run_folder.read_results`) and, where its saved
 predictions give one, the bootstrap of `reports.intervals`.
 
 One table per (data set, protocol, preset, blur policy, metric) found in the results or the
@@ -55,7 +55,8 @@ from rich.table import Table as RichTable
 
 from xadbench.errors import XadError
 from xadbench.sanity import MEAN_MAP_MARGIN, MEAN_MAP_SUFFIX, REFERENCE_METHODS, not_above_mean_map
-from xadbench.runner import atomic_write, read_results, results_store
+from xadbench.run_folder import read_results, results_store
+from xadbench.store import atomic_write
 
 if TYPE_CHECKING:
     from xadbench.reports.intervals import IntervalTable
@@ -103,10 +104,11 @@ BLUR_WORDS = {"gaussian": "baselines' maps blurred with FCDD's Gaussian kernel (
               "none": "maps not blurred"}
 PAPER_DIGITS = 2
 #: Settings that tell two runs of one method apart ("weights": the weights actually used, so a
-#: fallback to random init is not pooled with pretrained runs). The device is left out of `params`:
-#: like the job id, a result does not depend on where it was computed.
+#: fallback to random init is not pooled with pretrained runs). Left out of `params`: the device
+#: (like the job id, a result does not depend on where it was computed) and the seed (its own
+#: column; a method's seeds are one column, averaged).
 VARIANT_FIELDS = ("oe", "oe_limit", "oe_exclude", "k", "weights", "params")
-IGNORED_PARAMS = ("device",)
+IGNORED_PARAMS = ("device", "seed")
 # Our data set names (normalised, see `_norm`) → the paper's.
 PAPER_DATASETS = {
     "mvtec": "MVTec-AD", "mvtecad": "MVTec-AD",
@@ -161,7 +163,7 @@ class ResultTable:
 
 
 def load_results(run_dir: Path) -> pd.DataFrame:
-    """The results rows of RUN_DIR (runner.read_results); XadError when the folder or its rows
+    """The results rows of RUN_DIR (run_folder.read_results); XadError when the folder or its rows
     are missing."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -196,7 +198,10 @@ def method_labels(results: pd.DataFrame) -> pd.Series:
     settings that differ when one method ran with several settings on one data set, protocol and
     preset, e.g. "FCDD (oe_limit=8)"; otherwise their results would be pooled as one method."""
     labels = results["method"].map(lambda m: DISPLAY_NAMES.get(m, m))
-    variant = results[list(VARIANT_FIELDS)].astype(str).agg("\x1f".join, axis=1)
+    raw = results[list(VARIANT_FIELDS)].astype(str)
+    keys = {key: json.dumps(_settings(pd.Series(key, index=VARIANT_FIELDS)), sort_keys=True)
+            for key in raw.itertuples(index=False, name=None)}
+    variant = pd.Series([keys[key] for key in raw.itertuples(index=False, name=None)], index=results.index)
     for _, group in results.groupby(["dataset", "protocol", "preset", "method"], sort=False):
         keys = variant[group.index]
         if keys.nunique() < 2:

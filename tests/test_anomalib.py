@@ -136,15 +136,15 @@ def test_k_center_greedy_equals_brute_force_and_anomalibs_selection():
 @needs_anomalib
 @pytest.mark.parametrize("name", ["patchcore", "padim"])
 def test_checkpoint_round_trip_predicts_the_same(tmp_path, vgg_weights, toy, name):
-    from xadbench import runner
+    from xadbench import run_folder
 
     path, _ = vgg_weights
     _, train, test_images = toy
     params = {"layers": ("features.6", "features.13"), "weights": str(path), "device": "cpu"}
     params.update(coreset_ratio=0.05) if name == "patchcore" else params.update(n_features=16)
     method = methods.get(name)(**params).fit(train)
-    runner.save_checkpoint(tmp_path / "job.pt", {"method": name, "state": method.checkpoint()})
-    loaded = runner.load_checkpoint(tmp_path / "job.pt")  # torch.load(weights_only=True)
+    run_folder.save_checkpoint(tmp_path / "job.pt", {"method": name, "state": method.checkpoint()})
+    loaded = run_folder.load_checkpoint(tmp_path / "job.pt")  # torch.load(weights_only=True)
     before, after = method.predict(test_images), loaded.predict(test_images)
     np.testing.assert_array_equal(after.score, before.score)
     np.testing.assert_array_equal(after.anomaly_map, before.anomaly_map)

@@ -346,7 +346,7 @@ def test_predict_upsamples_with_sigma_in_input_pixels_read_at_call_time():
 @pytest.mark.parametrize("profile,channels,size,pretrained", [
     ("fmnist", 1, 28, False), ("mvtec", 3, 32, False), ("mvtec", 3, 32, True)])
 def test_checkpoint_round_trip_predicts_the_same(tmp_path, fake_weights, profile, channels, size, pretrained):
-    from xadbench import runner
+    from xadbench import run_folder
 
     nominal, defects = _toy(channels, size)
     images = torch.rand(3, channels, size, size)
@@ -357,10 +357,10 @@ def test_checkpoint_round_trip_predicts_the_same(tmp_path, fake_weights, profile
         warnings.simplefilter("ignore", UserWarning)
         model = FCDD(**params).fit(TrainData(nominal, anomalies=defects))
     path = tmp_path / "checkpoints" / "job.pt"
-    runner.save_checkpoint(path, {"method": "fcdd", "state": model.checkpoint()})
+    run_folder.save_checkpoint(path, {"method": "fcdd", "state": model.checkpoint()})
     assert list(path.parent.iterdir()) == [path]  # no temporary file left
     torch.load(path, weights_only=True)  # plain values and tensors only
-    loaded = runner.load_checkpoint(path)
+    loaded = run_folder.load_checkpoint(path)
     assert isinstance(loaded, FCDD) and loaded.get_params() == model.get_params()
     assert loaded.weights_used_ == model.weights_used_ and loaded.losses_ == model.losses_
     before, after = model.predict(images), loaded.predict(images)
@@ -369,18 +369,18 @@ def test_checkpoint_round_trip_predicts_the_same(tmp_path, fake_weights, profile
 
 
 def test_unreadable_checkpoints_are_one_line_errors(tmp_path):
-    from xadbench import runner
+    from xadbench import run_folder
 
     with pytest.raises(XadError, match="no such checkpoint"):
-        runner.load_checkpoint(tmp_path / "missing.pt")
+        run_folder.load_checkpoint(tmp_path / "missing.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(XadError, match="bad.pt: not a readable xadbench checkpoint"):
-        runner.load_checkpoint(bad)
+        run_folder.load_checkpoint(bad)
 
 
 def test_a_checkpoint_this_version_cannot_load_is_a_one_line_error(tmp_path):
-    from xadbench import runner
+    from xadbench import run_folder
 
     nominal, defects = _toy(1, 28)
     with warnings.catch_warnings():
@@ -388,9 +388,9 @@ def test_a_checkpoint_this_version_cannot_load_is_a_one_line_error(tmp_path):
         model = FCDD(**{**FAST, "epochs": 1, "profile": "fmnist"}).fit(TrainData(nominal, anomalies=defects))
     state = model.checkpoint()
     state["params"] = {**state["params"], "renamed_option": 1}
-    runner.save_checkpoint(tmp_path / "old.pt", {"method": "fcdd", "state": state})
+    run_folder.save_checkpoint(tmp_path / "old.pt", {"method": "fcdd", "state": state})
     with pytest.raises(XadError, match=r"old.pt: a 'fcdd' checkpoint this version cannot load \(TypeError"):
-        runner.load_checkpoint(tmp_path / "old.pt")
+        run_folder.load_checkpoint(tmp_path / "old.pt")
 
 
 def test_score_is_the_mean_of_the_heatmap_computed_from_the_net():

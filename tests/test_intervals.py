@@ -20,7 +20,7 @@ from xadbench.reports import intervals as iv
 from xadbench.reports.cli import compare, report
 from xadbench.reports.tables import format_interval
 from xadbench.heatmaps import PostProcessor
-from xadbench.runner import results_store, save_predictions
+from xadbench.run_folder import results_store, save_predictions
 
 N, SIZE = 16, 16
 DEFECTS = ("crack", "hole")

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed (pip install 'xadbench[ray]')")
 import ray.cluster_utils  # noqa: E402
 
-from xadbench import runner  # noqa: E402
+from xadbench import run_folder, runner  # noqa: E402
 from xadbench.cli import app  # noqa: E402
 from xadbench.executors import MAX_RETRIES, LocalExecutor, RayExecutor  # noqa: E402
 from xadbench.runner import JobsFailed, JobSpec, Progress  # noqa: E402
@@ -102,7 +102,7 @@ def specs(data: str, seeds=(0,)) -> list[JobSpec]:
 
 def stored(out: Path, job_ids: set[str]) -> pd.DataFrame:
     """A run folder's rows of `job_ids` in a fixed order, without the timing columns."""
-    rows = runner.read_results(out).drop(columns=TIMING_COLUMNS)
+    rows = run_folder.read_results(out).drop(columns=TIMING_COLUMNS)
     rows = rows[rows["job_id"].isin(job_ids)]
     return rows.sort_values(["job_id", "blur", "metric"]).reset_index(drop=True)
 
@@ -111,7 +111,7 @@ def assert_same_results(out: Path, reference: Path, jobs: list[JobSpec]) -> None
     """`out` holds exactly `jobs`, with the reference's rows (values equal as floats, bit for
     bit), predictions arrays and checkpoints."""
     ids = {s.job_id for s in jobs}
-    assert runner.finished_jobs(out) == ids
+    assert run_folder.finished_jobs(out) == ids
     pd.testing.assert_frame_equal(stored(out, ids), stored(reference, ids), check_exact=True)
     assert sorted(p.stem for p in (out / "predictions").glob("*.npz")) == sorted(ids)
     for job_id in ids:
@@ -276,12 +276,12 @@ class TestOneMachine:
             deadline = time.monotonic() + 90
             done: set[str] = set()
             while not done and time.monotonic() < deadline and driver.poll() is None:
-                done = runner.finished_jobs(out)
+                done = run_folder.finished_jobs(out)
                 time.sleep(0.02)
         finally:
             driver.send_signal(signal.SIGKILL)
             driver.wait()
-        done = runner.finished_jobs(out)
+        done = run_folder.finished_jobs(out)
         assert 0 < len(done) < len(jobs), "the driver was not killed mid-grid"
         result = CliRunner().invoke(app, argv)  # joins the Ray instance this process is connected to
         assert result.exit_code == 0, result.output

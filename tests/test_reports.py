@@ -21,7 +21,7 @@ from xadbench.errors import XadError
 from xadbench.reports import figures as figs
 from xadbench.reports import tables as tab
 from xadbench.reports.cli import figures, report
-from xadbench.runner import load_predictions, results_store, save_predictions
+from xadbench.run_folder import load_predictions, results_store, save_predictions
 
 CLASSES = ("bottle", "metal_nut")
 METHODS = ("fcdd", "grad", "ae")
@@ -257,8 +257,9 @@ def test_class_and_dataset_names_map_to_the_paper(tmp_path):
 
 
 def test_method_variants_get_their_own_columns(tmp_path):
+    # as `run` records them: the job's seed and device are among a trained method's params
     rows = [row(f"{limit}-{s}", "cifar10", "airplane", "fcdd", s, "image_auc", 0.8 + 0.01 * s, oe="cifar100",
-                oe_limit=limit, params='{"device": "%s", "epochs": 3}' % ("cpu" if s else "cuda"))
+                oe_limit=limit, params='{"device": "%s", "epochs": 3, "seed": %d}' % ("cpu" if s else "cuda", s))
             for limit in ("8", "all") for s in SEEDS]
     run = write_results(tmp_path / "variants", rows)
     (table,) = tab.report_tables(run)

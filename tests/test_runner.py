@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from xadbench import protocols, runner
+from xadbench import protocols, run_folder, runner
+from xadbench.store import atomic_write
 from xadbench.errors import XadError
 from xadbench.heatmaps import PostProcessor, blur, saved_maps
 from xadbench.runner import JobSpec, Progress, run_grid
@@ -98,20 +99,20 @@ def test_predictions_of_an_older_release_are_read_with_their_blur_parameters(tmp
               "key": np.array(["a", "b"]), "category": np.array(["good", "bad"]),
               "image": np.zeros((2, 1, 9, 9), np.uint8), "profile": np.array("mvtec")}
     old = tmp_path / "old.npz"
-    runner.save_predictions(old, {**common, "method_smooth": np.array(False), "blur_size": np.array(5),
+    run_folder.save_predictions(old, {**common, "method_smooth": np.array(False), "blur_size": np.array(5),
                                   "blur_sigma": np.array(1.0)})
-    runner.verify_predictions(old)
-    p = runner.load_predictions(old)
+    run_folder.verify_predictions(old)
+    p = run_folder.load_predictions(old)
     assert PostProcessor.from_record(p["postprocessor"], old) == PostProcessor(size=5, sigma=1.0, maps_smoothed=False)
     np.testing.assert_allclose(saved_maps(p, "gaussian"), blur(maps.astype(np.float32), 5, 1.0))
     unknown = tmp_path / "unknown.npz"
-    runner.save_predictions(unknown, {**common, "postprocessor": np.array('{"name": "median", "size": 3}')})
+    run_folder.save_predictions(unknown, {**common, "postprocessor": np.array('{"name": "median", "size": 3}')})
     with pytest.raises(XadError, match=r"unknown.npz: maps post-processed by 'median', which this xadbench does not know"):
-        saved_maps(runner.load_predictions(unknown), "gaussian", where=unknown)
+        saved_maps(run_folder.load_predictions(unknown), "gaussian", where=unknown)
     neither = tmp_path / "neither.npz"
-    runner.save_predictions(neither, common)
+    run_folder.save_predictions(neither, common)
     with pytest.raises(XadError, match="neither.npz: predictions without postprocessor"):
-        runner.load_predictions(neither)
+        run_folder.load_predictions(neither)
 
 
 def test_methods_that_cannot_use_outlier_exposure_share_one_job_across_oe_settings():
@@ -238,7 +239,7 @@ def test_a_killed_run_resumes_without_redoing_or_duplicating_jobs(tmp_path):
 def test_atomic_write_gives_the_permissions_of_a_plain_file(tmp_path):
     import os
 
-    with runner.atomic_write(tmp_path / "atomic.csv") as handle:
+    with atomic_write(tmp_path / "atomic.csv") as handle:
         handle.write("x")
     (tmp_path / "plain.csv").write_text("x")
     assert os.stat(tmp_path / "atomic.csv").st_mode == os.stat(tmp_path / "plain.csv").st_mode
@@ -248,7 +249,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "results.csv"
     path.write_text("old\n")
     with pytest.raises(RuntimeError):
-        with runner.atomic_write(path) as handle:
+        with atomic_write(path) as handle:
             handle.write("half")
             raise RuntimeError("killed")
     assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["results.csv"]
@@ -278,21 +279,21 @@ def test_run_grid_writes_a_checkpoint_per_job_of_a_method_that_has_one(tmp_path,
 def test_predictions_from_an_older_version_are_a_one_line_error(tmp_path):
     result = runner.run_job(spec(blur=("none",)))
     old = {k: v for k, v in result.predictions.items() if k != "profile"}
-    runner.save_predictions(tmp_path / "old.npz", old)
+    run_folder.save_predictions(tmp_path / "old.npz", old)
     with pytest.raises(XadError, match=r"old.npz: predictions without profile .*new --out"):
-        runner.load_predictions(tmp_path / "old.npz")
-    runner.save_predictions(tmp_path / "new.npz", result.predictions)
-    assert set(runner.load_predictions(tmp_path / "new.npz")) >= set(runner.PREDICTION_KEYS)
+        run_folder.load_predictions(tmp_path / "old.npz")
+    run_folder.save_predictions(tmp_path / "new.npz", result.predictions)
+    assert set(run_folder.load_predictions(tmp_path / "new.npz")) >= set(run_folder.PREDICTION_KEYS)
 
 
 def test_a_results_file_of_an_older_version_keeps_its_rows_in_the_store(tmp_path):
     old_id, new_id = "a" * 16, "b" * 16
-    older = [c for c in runner.RESULT_COLUMNS if c != "image_size"]
+    older = [c for c in run_folder.RESULT_COLUMNS if c != "image_size"]
     (tmp_path / "results.csv").write_text(
         ",".join(older) + "\n" + ",".join({"value": "0.5", "job_id": old_id}.get(c, "old") for c in older) + "\n")
-    new = {c: "new" for c in runner.RESULT_COLUMNS} | {"job_id": new_id, "value": 0.75, "image_size": 128}
-    runner.results_store(tmp_path).open().add_job(new_id, [new], checkpoint=False)
-    table = runner.read_results(tmp_path)
-    assert list(table.columns) == runner.RESULT_COLUMNS
+    new = {c: "new" for c in run_folder.RESULT_COLUMNS} | {"job_id": new_id, "value": 0.75, "image_size": 128}
+    run_folder.results_store(tmp_path).open().add_job(new_id, [new], checkpoint=False)
+    table = run_folder.read_results(tmp_path)
+    assert list(table.columns) == run_folder.RESULT_COLUMNS
     assert table["value"].tolist() == [0.5, 0.75] and table["job_id"].tolist() == [old_id, new_id]
     assert table["image_size"].isna().tolist() == [True, False] and table["image_size"].iloc[1] == 128

@@ -9,7 +9,7 @@ import torch.nn as nn
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from xadbench import runner, sanity
+from xadbench import run_folder, runner, sanity
 from xadbench.method import Method
 from xadbench.methods.centre import Centre, centre_map
 from xadbench.testing import toy_split
@@ -248,7 +248,7 @@ def test_tables_put_references_first_and_flag_a_method_not_above_its_mean_map(tm
              "protocol": "unsupervised", "blur": "gaussian", "metric": metric, "value": value, "oe": "",
              "oe_limit": "", "oe_exclude": "", "k": "", "weights": "none", "params": "{}"}
             for (method, metric), value in values.items()]
-    store = runner.results_store(tmp_path).open()
+    store = run_folder.results_store(tmp_path).open()
     for method in ("fcdd", "grad", "centre"):
         store.add_job(method, [r for r in rows if r["job_id"] == method], checkpoint=False)
     table = next(t for t in report_tables(tmp_path) if t.key["metric"] == "pixel_auc")
@@ -267,8 +267,8 @@ def test_evaluate_refuses_predictions_without_a_saved_spec_before_scoring_anythi
     [spec] = runner.identify([runner.JobSpec(dataset="synthetic", class_name="fabric", method="centre")])
     runner.run_grid([spec], tmp_path)
     path = tmp_path / "predictions" / f"{spec.job_id}.npz"
-    old = {k: v for k, v in runner.load_predictions(path).items() if k != "spec"}
-    runner.save_predictions(path, old)
+    old = {k: v for k, v in run_folder.load_predictions(path).items() if k != "spec"}
+    run_folder.save_predictions(path, old)
     with pytest.raises(XadError, match=f"{spec.job_id}.npz: predictions without the job's spec"):
         rescore_run(tmp_path)
 
@@ -278,6 +278,6 @@ def test_a_results_csv_with_not_applicable_rows_is_imported_as_nan(tmp_path):
     runner.run_grid([spec], tmp_path / "run")
     (tmp_path / "copy").mkdir()  # a folder with only the CSV (e.g. from a release before the store)
     (tmp_path / "copy" / "results.csv").write_text((tmp_path / "run" / "results.csv").read_text())
-    imported = runner.read_results(tmp_path / "copy").set_index("metric")["value"]
+    imported = run_folder.read_results(tmp_path / "copy").set_index("metric")["value"]
     assert math.isnan(imported["deletion_area"]) and imported["pixel_auc"] == pytest.approx(
-        runner.read_results(tmp_path / "run").set_index("metric")["value"]["pixel_auc"])
+        run_folder.read_results(tmp_path / "run").set_index("metric")["value"]["pixel_auc"])

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from xadbench import runner
+from xadbench import run_folder
 from xadbench.cli import app
 from xadbench.studies import receptive_field, sigma
 
@@ -21,7 +21,7 @@ def test_sigma_study_rescores_one_model_and_matches_the_runner_at_the_trained_si
                                       "--no-pretrained", "--device", "cpu", "--sigmas", f"4,{TRAINED_SIGMA_AT_224},16",
                                       "--compare", "paper", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    stored = runner.read_results(out)
+    stored = run_folder.read_results(out)
     assert stored["job_id"].nunique() == 1  # one model, no retraining per σ
     table = pd.read_csv(out / "tables" / "sigma.csv")
     assert list(table["sigma_paper"]) == [4, TRAINED_SIGMA_AT_224, 16]
@@ -46,7 +46,7 @@ def test_receptive_field_study_trains_appendix_a_nets_as_jobs(tmp_path):
     assert list(table["paper pixel_auc (mean of all classes)"]) == [0.88, 0.85]
     params = [dict(s.params) for s in receptive_field.plan_jobs("synthetic", ["wood"], (3, 5), reference=False)]
     assert [p["kernel"] for p in params] == [3, 5] and all(p["epochs"] == 6 for p in params)  # the study's cpu schedule
-    assert runner.read_results(out)["job_id"].nunique() == 2
+    assert run_folder.read_results(out)["job_id"].nunique() == 2
     assert (out / "figures" / "receptive_field.png").is_file()
 
 

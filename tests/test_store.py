@@ -1,8 +1,7 @@
-"""The results store (xadbench.store) and the run folder around it (runner.check_run,
+"""The results store (xadbench.store) and the run folder around it (run_folder.check_run,
 save_job_result, run_grid's claims): rows stored whole or not at all, never twice; an older
 release's results.csv imported or refused with one line; damaged stores, predictions and
 leftovers found. Expectations are written out by hand or read back with plain sqlite3/csv."""
-import csv
 import json
 import os
 import signal
@@ -15,10 +14,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from xadbench import runner, store
+from xadbench import run_folder, runner, store
 from xadbench.cli import app
 from xadbench.errors import XadError
-from xadbench.runner import RESULT_COLUMNS, JobSpec, Progress, run_grid
+from xadbench.runner import JobSpec, run_grid
+from xadbench.run_folder import RESULT_COLUMNS
 from xadbench.store import CLAIMED, FINISHED, Owner, ResultStore
 
 COLUMNS = ["job_id", "blur", "metric", "value", "note"]
@@ -173,7 +173,7 @@ def old_release_folder(tmp_path, specs):
     rows = []
     for s in specs:
         result = runner.run_job(s)
-        runner.save_predictions(folder / "predictions" / f"{s.job_id}.npz", result.predictions)
+        run_folder.save_predictions(folder / "predictions" / f"{s.job_id}.npz", result.predictions)
         rows += result.rows
     folder.mkdir(exist_ok=True)
     pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(folder / "results.csv", index=False)
@@ -184,10 +184,10 @@ def test_a_folder_of_the_current_release_is_imported_and_resumed(tmp_path):
     specs = [spec(), spec(class_name=CLASSES[1])]
     folder, rows = old_release_folder(tmp_path, specs[:1])
     before = (folder / "results.csv").read_text()
-    assert runner.read_results(folder)["value"].tolist() == [r["value"] for r in rows]
+    assert run_folder.read_results(folder)["value"].tolist() == [r["value"] for r in rows]
     assert not (folder / "results.sqlite").exists(), "reading must not write"
     table = run_grid(specs, folder)
-    assert (folder / "results.sqlite").is_file() and runner.finished_jobs(folder) == {s.job_id for s in specs}
+    assert (folder / "results.sqlite").is_file() and run_folder.finished_jobs(folder) == {s.job_id for s in specs}
     assert table["value"].tolist()[: len(rows)] == [r["value"] for r in rows]
     assert (folder / "results.csv").read_text().startswith(before)
 
@@ -221,8 +221,8 @@ def test_a_damaged_csv_of_the_current_release_is_refused_with_one_line(tmp_path,
 # ---------------------------------------------------------------- the run folder
 def test_config_json_keeps_every_invocation(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"command": "run", "argv": ["older"]}))
-    runner.write_config(tmp_path, {"command": "run", "argv": ["first"]})
-    runner.write_config(tmp_path, {"command": "run", "argv": ["second"]})
+    run_folder.write_config(tmp_path, {"command": "run", "argv": ["first"]})
+    run_folder.write_config(tmp_path, {"command": "run", "argv": ["second"]})
     config = json.loads((tmp_path / "config.json").read_text())
     assert [c["argv"] for c in config] == [["older"], ["first"], ["second"]] and config[2]["pid"] == os.getpid()
 
@@ -271,7 +271,7 @@ def test_check_reads_every_array_of_a_predictions_file(tmp_path):
     data = bytearray(npz.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte inside the compressed arrays
     npz.write_bytes(bytes(data))
-    problems = runner.check_run(tmp_path)
+    problems = run_folder.check_run(tmp_path)
     assert len(problems) == 1 and problems[0].job_id == spec().job_id and "unreadable" in problems[0].message
 
 
@@ -414,8 +414,8 @@ def test_runs_killed_at_random_points_resume_to_identical_results(tmp_path, proc
         assert child.exitcode in (0, -signal.SIGKILL), log.read_text()[-2000:]
         if child.exitcode == -signal.SIGKILL:
             kills.append(f"{point}:{n}")
-            assert not [p for p in runner.check_run(out) if p.job_id is None]  # the store is always sound
-            partial = runner.read_results(out)
+            assert not [p for p in run_folder.check_run(out) if p.job_id is None]  # the store is always sound
+            partial = run_folder.read_results(out)
             assert not partial.duplicated(["job_id", "blur", "metric"]).any()
             assert set(partial.groupby("job_id").size()) <= {3}  # a job's 3 rows or none
         else:  # this rerun completed the grid
@@ -428,11 +428,11 @@ def test_runs_killed_at_random_points_resume_to_identical_results(tmp_path, proc
 
 
 def assert_complete(out, reference):
-    final = runner.read_results(out)
+    final = run_folder.read_results(out)
     assert comparable(final).equals(reference)
     exported = pd.read_csv(out / "results.csv", dtype={"job_id": str})
     assert exported[list(store.KEY) + ["value"]].equals(final[list(store.KEY) + ["value"]])
-    assert runner.check_run(out) == [] and not list(out.rglob("*.tmp"))
+    assert run_folder.check_run(out) == [] and not list(out.rglob("*.tmp"))
 
 
 def _cli_run_here(out):
@@ -464,6 +464,6 @@ def test_two_runs_into_one_folder_share_the_jobs(tmp_path, processes):
         return sorted(line[6:].split(":")[0].split(" (")[0] for line in text.splitlines() if line[:6] in kinds)
     assert sorted(reported(texts[0], "done  ") + reported(texts[1], "done  ")) == jobs  # each trained once
     assert all(reported(text, "done  ", "skip  ") == jobs for text in texts)  # each run saw the grid complete
-    table = runner.read_results(out)
+    table = run_folder.read_results(out)
     assert len(table) == 6 * 3 and not table.duplicated(["job_id", "blur", "metric"]).any()
     assert comparable(table).equals(comparable(run_grid_one_thread(grid_specs(), tmp_path / "alone")))

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from xadbench import runner
+from xadbench import run_folder, runner
 from xadbench.errors import XadError
 from xadbench.method import Method
 from xadbench.reports import clever_hans as ch_report
@@ -191,7 +191,7 @@ def test_study_runs_each_condition_resumes_and_writes_table_and_figure(tree, tmp
     assert set(results["metric"]) == {"auc_watermarked", "auc_clean", "auc_all", "mass_watermarked", "mass_clean", "mass_nominal"}
     # one predictions format: raw maps, the post-processor's record and the transform's annotations
     job = results[(results.method == "fake-labels") & (results.seed == 0) & (results.condition == "watermark")]
-    saved = runner.load_predictions(tmp_path / "predictions" / f"{job['job_id'].iloc[0]}.npz")
+    saved = run_folder.load_predictions(tmp_path / "predictions" / f"{job['job_id'].iloc[0]}.npz")
     assert saved["watermarked"].sum() == 2 and list(saved["box"]) == [marked.top, marked.left, marked.height, marked.width]
     assert json.loads(str(saved["postprocessor"]))["name"] == "shared-gaussian-blur"
     assert (tmp_path / "results.csv").is_file() and len(list((tmp_path / "predictions").glob("*.npz"))) == 6
@@ -269,9 +269,9 @@ def test_clever_hans_command_end_to_end(tree, tmp_path):
     # the saved spec and scores the job again to the same numbers
     from xadbench.rescore import rescore_run
 
-    before = runner.read_results(out).set_index("metric")["value"]
+    before = run_folder.read_results(out).set_index("metric")["value"]
     assert rescore_run(out, with_sanity=False) == 1
-    after = runner.read_results(out).set_index("metric")["value"]
+    after = run_folder.read_results(out).set_index("metric")["value"]
     assert {"mass_watermarked", "auc_clean", "image_auc"} <= set(after.index)
     pd.testing.assert_series_equal(after.sort_index(), before.sort_index(), rtol=1e-3)
 
@@ -352,7 +352,7 @@ def test_paper_form_runs_on_voc_and_imagenet_trees(tmp_path):
     table = pd.read_csv(out / "results.csv")
     assert set(table["metric"]) == {"image_auc", "mass_anomalous", "mass_nominal"}
     assert table["n_train"].iloc[0] == 9  # the ImageNet tree's 3 × 3 training images are the nominal set
-    saved = runner.load_predictions(out / "predictions" / f"{table['job_id'].iloc[0]}.npz")
+    saved = run_folder.load_predictions(out / "predictions" / f"{table['job_id'].iloc[0]}.npz")
     assert saved["label"].sum() == 2 and not saved["watermarked"].any()  # VOC's two test horses, nothing stamped
     assert (out / "figures" / "clever_hans.png").is_file()
     missing = cli.invoke(study_app, ["clever-hans", "--voc-root", str(voc), "--out", str(out)])

@@ -240,8 +240,9 @@ def run(
 ) -> None:
     """Train and score every (class × method × seed) job; resumes where a killed run stopped.
     Every option, --set value and asked-for class is checked before the first job starts."""
-    from xadbench import runner
+    from xadbench import run_folder, runner
     from xadbench.executors import make_executor
+    from xadbench.store import atomic_write
     from xadbench.heatmaps import BLUR_POLICIES
     from xadbench.profiles import get_profile
     from xadbench.registry import methods as method_registry
@@ -290,7 +291,7 @@ def run(
     data.fetch(class_list)  # before any job starts, so a failed download stops the run here
     check_classes(data, class_list, get_profile(data.profile).image_size[preset])
     if config is not None:
-        with runner.atomic_write(out / "run-config.toml") as handle:
+        with atomic_write(out / "run-config.toml") as handle:
             handle.write(config.read_text())
     from xadbench.console import RichProgress, print_summary
 
@@ -299,7 +300,7 @@ def run(
 
     provenance = collect(sys.argv[1:], {"device": device, "weights": weights, "pretrained": pretrained, "root": data.root})  # the root used, default or given
     with job_executor:  # joins or starts Ray before anything is written
-        runner.write_config(out, {"command": "run", "argv": sys.argv[1:], "jobs": [s.job_id for s in specs],
+        run_folder.write_config(out, {"command": "run", "argv": sys.argv[1:], "jobs": [s.job_id for s in specs],
                                   "provenance": provenance})
         with RichProgress() as progress:
             results = runner.run_grid(specs, out, progress, job_executor)
@@ -314,8 +315,7 @@ def write_run_report(run_dir: Path) -> None:
     """Bootstrap intervals (stored in the results store), tables, figures and report.html of a
     run folder (each figure drawn once, saved and embedded); prints the tables' summary and where
     they went."""
-    from rich.console import Console
-
+    from xadbench.terminal import stdout_console
     from xadbench.reports.figures import render_figures, save_drawn
     from xadbench.reports.html import write_html
     from xadbench.reports.intervals import run_intervals, write_interval_rows
@@ -324,7 +324,7 @@ def write_run_report(run_dir: Path) -> None:
     intervals = run_intervals(run_dir)
     tables = report_tables(run_dir, intervals=intervals)
     paths = write_tables(run_dir, tables) + ([write_interval_rows(run_dir, intervals)] if intervals else [])
-    Console().print(summary_table(tables))
+    stdout_console().print(summary_table(tables))
     drawn = list(render_figures(run_dir, intervals=intervals))
     figures = save_drawn(run_dir, drawn)
     page = write_html(run_dir, drawn=drawn, intervals=intervals)
@@ -336,7 +336,7 @@ def write_run_report(run_dir: Path) -> None:
 def print_job_grid(specs: list, out: Path) -> None:
     """The dry run's output: one line per job (class, method, seed, id) and whether `out`
     already holds its results, then the counts."""
-    from xadbench.runner import finished_jobs
+    from xadbench.run_folder import finished_jobs
 
     done = finished_jobs(out)
     for spec in specs:
@@ -374,16 +374,16 @@ def check(
     """Verify a run folder without changing it: its results store, and every finished job's
     predictions and checkpoint read in full. One line per problem, exit code 1 when there is
     any; `xadbench run` into the folder reruns the jobs named."""
-    from xadbench import runner
+    from xadbench import run_folder
 
     if not run_dir.is_dir():
         raise XadError(f"run folder {run_dir} does not exist; pass the folder `xadbench run` wrote (its --out)")
-    problems = runner.check_run(run_dir)
+    problems = run_folder.check_run(run_dir)
     for problem in problems:
         typer.echo(problem.message)
     if problems:
         raise typer.Exit(1)
-    store = runner.results_store(run_dir)
+    store = run_folder.results_store(run_dir)
     if not store.exists() and not store.csv_path.exists():
         raise XadError(f"{run_dir} holds no results ({store.path.name} or {store.csv_path.name})")
     note = "" if store.exists() else f" ({store.csv_path.name} of an older xadbench; `xadbench run` imports it)"

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from xadbench.runner import JobSpec, Progress
 from xadbench.store import Owner
+from xadbench.terminal import stdout_console
 
 console = Console(stderr=True)
 
@@ -85,4 +86,4 @@ def print_summary(results: pd.DataFrame) -> None:
         table.add_column(str(column))
     for index, row in summary.iterrows():
         table.add_row(*map(str, index), *(f"{v:.3f}" if pd.notna(v) else "" for v in row))
-    Console().print(table)
+    stdout_console().print(table)

@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from xadbench import runner, sanity
+from xadbench import run_folder, runner, sanity
 from xadbench.errors import XadError
 from xadbench.heatmaps import PostProcessor
 from xadbench.steps import DataTransform, ExtraMetric, from_declaration
 from xadbench.types import Prediction, stack_images
 
 #: Columns of a job's rows that re-scoring keeps as they were (how the job was fitted).
-KEPT_COLUMNS = [c for c in runner.RESULT_COLUMNS if c not in ("blur", "metric", "value", "sanity_s")]
+KEPT_COLUMNS = [c for c in run_folder.RESULT_COLUMNS if c not in ("blur", "metric", "value", "sanity_s")]
 _TUPLE_FIELDS = ("blur", "oe_exclude")
 
 
@@ -54,7 +54,7 @@ def rescore_job(predictions_path: Path, checkpoint_path: Path, *, device: str = 
                 with_sanity: bool | None = None) -> tuple[runner.JobSpec, list[tuple[str, str, float]], float]:
     """(spec, (blur, metric, value) rows, seconds of sanity checks) of one saved job; the sanity
     checks are scored when `with_sanity`, or when None as the run scored them."""
-    saved = runner.load_predictions(predictions_path)
+    saved = run_folder.load_predictions(predictions_path)
     spec = saved_spec(saved, predictions_path)
     spec = replace(spec, sanity=spec.sanity if with_sanity is None else with_sanity, device=device)
     data = runner.load_job_data(spec)
@@ -63,7 +63,7 @@ def rescore_job(predictions_path: Path, checkpoint_path: Path, *, device: str = 
         raise XadError(f"{predictions_path}: the test split of {spec.dataset}/{spec.class_name} is not the one the "
                        "run scored (the data changed since); rerun the job")
     images = stack_images(test)
-    method = runner.load_checkpoint(checkpoint_path, device) if checkpoint_path.is_file() else None
+    method = run_folder.load_checkpoint(checkpoint_path, device) if checkpoint_path.is_file() else None
     if method is None:
         prediction = Prediction(saved["score"].astype(np.float32), saved["anomaly_map"].astype(np.float32))
         if spec.sanity:
@@ -82,10 +82,10 @@ def rescore_run(run_dir: Path, *, device: str = "auto", with_sanity: bool | None
     """Score every job of RUN_DIR's results store that has saved predictions again and replace its
     rows (one transaction per job, so an interrupted call loses nothing); returns how many jobs.
     on_job(job_id, method, class) is called before each."""
-    path = runner.results_store(run_dir).path
+    path = run_folder.results_store(run_dir).path
     if not path.is_file():
         raise XadError(f"{path} not found; pass the folder `xadbench run` wrote (its --out)")
-    results = runner.read_results(run_dir)
+    results = run_folder.read_results(run_dir)
     if results.empty:
         raise XadError(f"{path} has no results yet")
     jobs = results.drop_duplicates("job_id")
@@ -110,6 +110,6 @@ def rescore_run(run_dir: Path, *, device: str = "auto", with_sanity: bool | None
         kept = {c: job[c] for c in KEPT_COLUMNS if c in job}
         rows = [{**kept, "blur": blur, "metric": metric, "value": value, "sanity_s": sanity_s}
                 for blur, metric, value in metrics]
-        runner.replace_results(run_dir, job_id, rows)
+        run_folder.replace_results(run_dir, job_id, rows)
         done += 1
     return done

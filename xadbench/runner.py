@@ -4,23 +4,19 @@ A job is (dataset, class, method, seed, preset, protocol, ...): self-contained a
 `run_job` takes its spec and returns its result rows and predictions without touching the run
 folder, so a distributed engine can run the same job list across machines; `save_job_result`
 stores one finished job (files, then its rows in one transaction of the results store,
-xadbench.store) whatever ran it, and `finished_jobs` says which jobs a folder holds. `run_grid`
-runs a grid on an executor (xadbench.executors: in this process, or as Ray tasks on a cluster)
-and stores every finished job itself: it checks the folder first (`check_run`), claims each job
-in the store before starting it, and skips finished jobs, so a killed run resumes and concurrent
-runs share the work.
+xadbench.store) whatever ran it; what a run folder holds and how it is read and checked is
+`xadbench.run_folder`. `run_grid` runs a grid on an executor (xadbench.executors: in this
+process, or as Ray tasks on a cluster) and stores every finished job itself: it checks the
+folder first (`run_folder.prepare_run`), claims each job in the store before starting it, and
+skips finished jobs, so a killed run resumes and concurrent runs share the work.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import json
-import os
 import random
 import time
-import warnings
-import zipfile
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -38,18 +34,14 @@ from xadbench.errors import XadError
 from xadbench.method import Method, resolve_device
 from xadbench.profiles import Profile, check_preset, get_profile
 from xadbench.registry import datasets, methods, plugin_call
+from xadbench.run_folder import PREDICTION_KEYS, prepare_run, results_store, save_checkpoint, save_predictions
 from xadbench.steps import DataTransform, ExtraMetric, Prepared
-from xadbench.store import CLAIMED, FINISHED, Owner, ResultStore, append_json, atomic_write, remove_stale_temporaries
+from xadbench.store import CLAIMED, FINISHED, Owner, ResultStore
 from xadbench.types import Prediction, Sample, TrainData, stack_images
 
 #: Options of a run that reach a method only when its __init__ has a keyword of that name.
 ROUTED_OPTIONS = ("device", "weights", "pretrained", "seed")
 
-RESULT_COLUMNS = [
-    "job_id", "dataset", "class", "method", "seed", "preset", "image_size", "protocol", "blur", "metric", "value",
-    "oe", "oe_limit", "oe_exclude", "k", "weights", "n_train", "n_test", "fit_s", "predict_s", "sanity_s", "params",
-    "threads", "device",
-]
 
 
 @dataclass(frozen=True)
@@ -343,35 +335,6 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
     return JobResult(rows, predictions, None if state is None else {"method": spec.method, "state": state})
 
 
-#: Result columns read back as text (values such as 8 or 'all', 1 or '').
-TEXT_COLUMNS = ("oe", "oe_limit", "oe_exclude", "k")
-
-
-def results_store(run_dir: Path) -> ResultStore:
-    """The results store of a run folder: <run>/results.sqlite, exported to <run>/results.csv."""
-    return ResultStore(run_dir, RESULT_COLUMNS, text_columns=TEXT_COLUMNS)
-
-
-def write_config(out: Path, config: dict[str, Any]) -> None:
-    """Add one invocation to <out>/config.json (a list: every invocation is kept), creating the
-    run folder and its results store where missing."""
-    store = results_store(out).open()
-    with store.locked():
-        append_json(Path(out) / "config.json", {**config, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                "pid": os.getpid()})
-
-
-def read_results(run_dir: Path) -> pd.DataFrame:
-    """Every results row of a run folder (from its store; a folder written before there was a
-    store is read from its checked results.csv); an empty frame where there are none."""
-    return results_store(run_dir).read()
-
-
-def finished_jobs(run_dir: Path) -> set[str]:
-    """The ids of the jobs whose rows are in the run folder's store."""
-    return set(results_store(run_dir).finished())
-
-
 def save_job_result(out: Path, job_id: str, result: JobResult) -> None:
     """Store one finished job: its checkpoint and predictions files (each written atomically),
     then its rows in one transaction of the results store, then results.csv exported. The one
@@ -384,150 +347,6 @@ def save_job_result(out: Path, job_id: str, result: JobResult) -> None:
     store = results_store(out)
     store.add_job(job_id, result.rows, checkpoint=result.checkpoint is not None)
     store.export_csv()
-
-
-def replace_results(run_dir: Path, job_id: str, rows: list[dict[str, Any]]) -> None:
-    """Replace every row of one finished job by `rows` in one transaction, then export results.csv."""
-    store = results_store(run_dir)
-    store.replace_job(job_id, rows)
-    store.export_csv()
-
-
-def save_predictions(path: Path, predictions: dict[str, np.ndarray]) -> None:
-    with atomic_write(path, "wb") as handle:
-        np.savez_compressed(handle, **predictions)
-
-
-def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
-    with atomic_write(path, "wb") as handle:
-        torch.save(checkpoint, handle)
-
-
-def load_checkpoint(path: str | Path, device: str | None = None) -> Method:
-    """The fitted method of a job from <run>/checkpoints/<job_id>.pt, read with
-    torch.load(weights_only=True) (tensors and plain values only, no code runs); `device`
-    overrides the one it was fitted with."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        name, state = checkpoint["method"], checkpoint["state"]
-    except FileNotFoundError:
-        raise XadError(f"{path}: no such checkpoint") from None
-    except Exception as exc:  # torch.load raises many types for a bad file
-        raise XadError(f"{path}: not a readable xadbench checkpoint ({type(exc).__name__}: {exc})") from None
-    if device is not None and "device" in state.get("params", {}):
-        state = {**state, "params": {**state["params"], "device": device}}
-    plugin = methods.get(name)
-    try:
-        return plugin.from_checkpoint(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # e.g. an older version's state
-        raise XadError(f"{path}: a {name!r} checkpoint this version cannot load ({type(exc).__name__}: {exc})") from None
-
-
-#: What run_job saves per job ("mask" too where the test set has masks, and the annotations of
-#: the job's data transform).
-PREDICTION_KEYS = ("score", "anomaly_map", "label", "key", "category", "image", "postprocessor", "profile")
-#: How files written before the post-processor was recorded by name describe it.
-LEGACY_POSTPROCESSOR_KEYS = ("method_smooth", "blur_size", "blur_sigma")
-
-
-def load_predictions(path: Path, required: Sequence[str] = PREDICTION_KEYS) -> dict[str, np.ndarray]:
-    """A saved predictions file; one line naming the file when it cannot be read or a `required`
-    array is missing. A file of an older xadbench that recorded the blur's parameters as separate
-    arrays gets its post-processor record from them."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            predictions = {key: data[key] for key in data.files}
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:  # EOFError: an empty file
-        raise XadError(f"{path}: unreadable predictions ({type(exc).__name__}: {exc}); "
-                       f"delete it and rerun the job") from None
-    if "postprocessor" not in predictions and all(k in predictions for k in LEGACY_POSTPROCESSOR_KEYS):
-        legacy = heatmaps.PostProcessor(size=int(predictions["blur_size"]), sigma=float(predictions["blur_sigma"]),
-                                        maps_smoothed=bool(predictions["method_smooth"]))
-        predictions["postprocessor"] = np.array(legacy.record())
-    missing = [key for key in required if key not in predictions]
-    if missing:
-        raise XadError(f"{path}: predictions without {', '.join(missing)} (written by an older xadbench); "
-                       f"rerun the job into a new --out")
-    return predictions
-
-
-def verify_predictions(path: Path) -> None:
-    """Read a predictions file in full (every array decompressed and its checksum compared)
-    and check it holds PREDICTION_KEYS (or an older file's post-processor arrays); XadError
-    saying what is wrong otherwise."""
-    if not path.is_file():
-        raise XadError("missing")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-            names = {name.removesuffix(".npy") for name in archive.namelist()}
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise XadError(f"unreadable ({type(exc).__name__}: {exc})") from None
-    if bad is not None:
-        raise XadError(f"unreadable (array {bad!r} fails its checksum)")
-    if names.issuperset(LEGACY_POSTPROCESSOR_KEYS):
-        names.add("postprocessor")
-    missing = [key for key in PREDICTION_KEYS if key not in names]
-    if missing:
-        raise XadError(f"without {', '.join(missing)} (written by an older xadbench)")
-
-
-def verify_checkpoint(path: Path) -> None:
-    if not path.is_file():
-        raise XadError("missing")
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many types for a bad file
-        raise XadError(f"unreadable ({type(exc).__name__}: {exc})") from None
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a run folder; `job_id` names the job the next run reruns for it."""
-
-    message: str
-    job_id: str | None = None
-
-
-def check_run(run_dir: Path) -> list[Problem]:
-    """What is wrong with a run folder, one line each: the results store (SQLite's integrity
-    check, values that are not numbers, a results.csv of an older xadbench that cannot be
-    imported) and, per finished job, a predictions file or checkpoint that is missing or cannot
-    be read in full. Reads only."""
-    run_dir = Path(run_dir)
-    store = results_store(run_dir)
-    problems = [Problem(line) for line in store.problems()]
-    if problems:
-        return problems
-    for job_id, has_checkpoint in store.finished().items():
-        files = [("predictions", f"{job_id}.npz", verify_predictions)]
-        checkpoint = run_dir / "checkpoints" / f"{job_id}.pt"
-        if has_checkpoint or (has_checkpoint is None and checkpoint.is_file()):  # None: imported from a CSV
-            files.append(("checkpoints", checkpoint.name, verify_checkpoint))
-        for folder, name, verify in files:
-            path = run_dir / folder / name
-            try:
-                verify(path)
-            except XadError as exc:
-                problems.append(Problem(f"{path}: {exc}; `xadbench run` reruns job {job_id}", job_id))
-                break
-    return problems
-
-
-def prepare_run(out: Path) -> ResultStore:
-    """Open (or create) a run folder's store before the first job: remove the temporary files
-    of killed writers, refuse a damaged store, forget the jobs whose predictions or checkpoint
-    are missing or unreadable (one warning each; they run again) and export results.csv."""
-    store = results_store(out).open()
-    remove_stale_temporaries(Path(out))
-    problems = check_run(out)
-    for problem in problems:
-        if problem.job_id is None:
-            raise XadError(problem.message)
-        warnings.warn(problem.message, stacklevel=2)
-    store.drop_jobs({p.job_id for p in problems if p.job_id})
-    store.export_csv()
-    return store
 
 
 class Progress:

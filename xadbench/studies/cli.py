@@ -63,7 +63,7 @@ def clever_hans(
     """The Clever Hans study (paper sec. 4.3): train with the anomalous class known and a spurious
     watermark on some of its images, and measure whether the heatmaps point at the watermark.
     A rerun skips finished jobs."""
-    from xadbench import runner
+    from xadbench import run_folder, runner
     from xadbench.console import RichProgress
     from xadbench.reports import clever_hans as report
     from xadbench.studies import clever_hans as ch
@@ -87,7 +87,7 @@ def clever_hans(
     specs = ch.plan_jobs(study)
     typer.echo(f"clever-hans ({form}): anomalous class {study.class_name}, {study.image_size} px, profile "
                f"{study.profile}, {len(specs)} jobs -> {out}", err=True)
-    runner.write_config(out, {"command": "study clever-hans", "jobs": [s.job_id for s in specs]})
+    run_folder.write_config(out, {"command": "study clever-hans", "jobs": [s.job_id for s in specs]})
     with RichProgress() as progress:
         results = ch.study_results(specs, runner.run_grid(specs, out, progress))
     tables = report.write_table(results, out)
@@ -122,7 +122,7 @@ def oe_size(
 ) -> None:
     """The Outlier Exposure size study (paper Figure 6): heatmaps of models trained with 2, 8, ...
     OE images, next to a method that cannot use OE. A rerun skips finished jobs."""
-    from xadbench import runner
+    from xadbench import run_folder
     from xadbench.console import RichProgress
     from xadbench.reports import oe_size as report
     from xadbench.studies import oe_size as oe_study
@@ -145,7 +145,7 @@ def oe_size(
                                root=root, preset=preset, oe_exclude=exclude, weights=weights, pretrained=pretrained,
                                device=device)
     typer.echo(f"oe-size: {len(specs)} jobs -> {out}", err=True)
-    runner.write_config(out, {"command": "study oe-size", "jobs": [s.job_id for s in specs]})
+    run_folder.write_config(out, {"command": "study oe-size", "jobs": [s.job_id for s in specs]})
     with RichProgress() as progress:
         results = oe_study.run(specs, out, progress)
     table = report.write_table(specs, results, out)

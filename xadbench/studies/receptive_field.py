@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from xadbench import runner
+from xadbench import run_folder, runner
 from xadbench.errors import XadError
 from xadbench.profiles import get_profile
 from xadbench.runner import JobSpec
@@ -90,7 +90,7 @@ def rows(specs: Sequence[JobSpec], out: Path) -> pd.DataFrame:
     from xadbench.methods.fcdd import build_net
     from xadbench.receptive_field import receptive_field
 
-    results = runner.read_results(Path(out))
+    results = run_folder.read_results(Path(out))
     profiles = {(s.dataset, s.root): get_profile(runner.open_dataset(s.dataset, s.root).profile) for s in specs}
     table = []
     for spec in specs:

@@ -64,10 +64,10 @@ def _prepare(dataset: str, root: str | None, classes: str, seeds: str, epochs: i
 
 
 def _run(specs: list, out: Path, command: str) -> None:
-    from xadbench import runner
+    from xadbench import run_folder, runner
     from xadbench.console import RichProgress
 
-    runner.write_config(out, {"command": command, "jobs": [s.job_id for s in specs]})
+    run_folder.write_config(out, {"command": command, "jobs": [s.job_id for s in specs]})
     with RichProgress() as progress:
         runner.run_grid(specs, out, progress)
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xadbench import protocols, runner
+from xadbench import protocols, run_folder, runner
+from xadbench.store import atomic_write
 from xadbench.errors import XadError
 from xadbench.evaluator import IMAGE_AUC, PIXEL_AUC
 from xadbench.profiles import get_profile
@@ -83,7 +84,7 @@ def rescore(specs: Sequence[JobSpec], out: Path, sigmas: Sequence[float], device
         if not all(s.mask is not None for s in test):
             raise XadError(f"{spec.dataset}/{spec.class_name} has no pixel ground truth; the σ study needs masks")
         images = stack_images(test)
-        model = runner.load_checkpoint(checkpoint, device)
+        model = run_folder.load_checkpoint(checkpoint, device)
         scale = images.shape[-1] / PAPER_IMAGE_SIZE  # σ scales with the input's size
         if index == 0:
             chosen = np.flatnonzero([s.label == 1 for s in test])[:samples]
@@ -99,8 +100,8 @@ def rescore(specs: Sequence[JobSpec], out: Path, sigmas: Sequence[float], device
             if index == 0:
                 maps[f"sigma={sigma:g}"] = prediction.anomaly_map[chosen]
     table = pd.DataFrame(rows)
-    with runner.atomic_write(out / "tables" / ROWS_FILE) as handle:
+    with atomic_write(out / "tables" / ROWS_FILE) as handle:
         table.to_csv(handle, index=False)
-    with runner.atomic_write(out / MAPS_FILE, "wb") as handle:
+    with atomic_write(out / MAPS_FILE, "wb") as handle:
         np.savez_compressed(handle, **maps)
     return table
