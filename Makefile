@@ -23,8 +23,8 @@ $(STAMP): pyproject.toml
 # The demo: on one texture of the built-in data (wood: defects anywhere, so a centred blob gains
 # nothing), random-init FCDD, grad and the AE learn from three real defects per type
 # (semi-supervised, k=3) beside the reference maps (centre, pixelstats) and the sanity checks; the
-# paired bootstrap then says which pixel AUC differences are significant. About 5 CPU-minutes
-# (README: Runtimes). It ends with the path of the HTML report.
+# paired bootstrap then says which pixel AUC differences are significant. About 6 minutes on an idle
+# 2-core machine (README: Runtimes). It ends with the path of the HTML report.
 demo: $(STAMP)
 	$(VENV)/bin/xadbench run --methods fcdd,grad,ae --dataset synthetic --protocol semi-supervised --k 3 \
 		--no-pretrained --classes wood --out runs/demo

@@ -128,7 +128,7 @@ class ResultTable:
     key: dict[str, str]
     mean: pd.DataFrame
     std: pd.DataFrame
-    seeds: list[int]
+    seeds: list[int]  # every seed of the table's jobs
     paper: pd.DataFrame
     paper_tables: list[str]
     references: list[str] = field(default_factory=list)  # reference columns, first in `mean`
@@ -144,6 +144,7 @@ class ResultTable:
     confidence: float | None = None
     style: str = "interval"  # CI_STYLES: how a cell shows its interval
     by_defect: bool = False  # rows are "<class>/<defect type>" (no Mean and σ)
+    seeds_per_column: dict[str, int] = field(default_factory=dict)  # where methods ran different seeds
 
     @property
     def slug(self) -> str:
@@ -298,7 +299,7 @@ def build_tables(results: pd.DataFrame, compare: str | None = None, intervals: S
         key = {k: str(group.iloc[0][k]) for k in TABLE_KEYS}
         table = ResultTable(
             key=key, mean=_with_summary_rows(mean), std=std,
-            seeds=sorted(int(s) for s in group["seed"].unique()),
+            seeds=sorted(int(s) for s in group["seed"].unique()), seeds_per_column=_seeds_per_column(group),
             paper=_with_summary_rows(published), paper_tables=sources,
             references=references, flags=_mean_map_flags(results, group, mean), image_size=_image_size(group),
             setup_notes=setup_notes(group) if sources else [], style=style,
@@ -325,7 +326,8 @@ def _bootstrap_table(interval: IntervalTable, results: pd.DataFrame, style: str)
         frame, std = _with_summary_rows(frame), std.reindex(index=[*rows, MEAN, SIGMA])
     group = results[(results[list(GROUP_KEYS)] == pd.Series({k: interval.key[k] for k in GROUP_KEYS})).all(axis=1)]
     table = ResultTable(key=dict(interval.key), mean=frame, std=std,
-                        seeds=sorted(int(s) for s in group["seed"].unique()), paper=pd.DataFrame(index=frame.index),
+                        seeds=sorted(int(s) for s in group["seed"].unique()), seeds_per_column=_seeds_per_column(group),
+                        paper=pd.DataFrame(index=frame.index),
                         paper_tables=[], references=list(interval.references), image_size=_image_size(group),
                         style=style, by_defect=interval.by_defect)
     _apply_intervals(table, interval)
@@ -460,6 +462,12 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX_SPECIALS.get(c, c) for c in str(text))
 
 
+def _seeds_per_column(group: pd.DataFrame) -> dict[str, int]:
+    """How many seeds each column's jobs ran, when that differs between columns; {} otherwise."""
+    counts = group.groupby("column", sort=False)["seed"].nunique()
+    return {} if counts.nunique() < 2 else {str(c): int(n) for c, n in counts.items()}
+
+
 def caption_words(table: ResultTable) -> str:
     """What a table shows, in words: metric, data set, protocol, preset with its image size, blur
     policy, seeds, and where the paper's columns come from."""
@@ -469,6 +477,16 @@ def caption_words(table: ResultTable) -> str:
     seeds = len(table.seeds)
     spread = ("one seed, so no spread over seeds is shown" if seeds == 1
               else f"mean over {seeds} seeds, their sample standard deviation in parentheses")
+    if table.seeds_per_column:
+        per_column = pd.Series(table.seeds_per_column)
+        usual = per_column.mode()
+        if len(usual) == 1 and (per_column == usual[0]).sum() > 1:  # "Grad 3, the others 1"
+            listed = per_column[per_column != usual[0]]
+            counts = ", ".join([*(f"{c} {n}" for c, n in listed.items()), f"the others {usual[0]}"])
+        else:
+            counts = ", ".join(f"{c} {n}" for c, n in per_column.items())
+        spread = (f"mean over each method's seeds ({counts}), the sample standard deviation over seeds in "
+                  f"parentheses where there are several")
     text = (f"{METRIC_NAMES.get(key['metric'], key['metric'])} on {DATASET_NAMES.get(dataset, dataset)}, "
             f"{PROTOCOL_WORDS.get(key['protocol'], key['protocol'] + ' protocol')}, "
             f"{key['preset']} preset{f' ({size} px images)' if size else ''}, {BLUR_WORDS.get(key['blur'], 'blur ' + key['blur'])}; "

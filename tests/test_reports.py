@@ -266,6 +266,19 @@ def test_method_variants_get_their_own_columns(tmp_path):
     assert list(table.mean.columns) == ["FCDD (oe_limit=8)", "FCDD (oe_limit=all)"]
 
 
+def test_a_caption_says_how_many_seeds_each_method_ran(tmp_path):
+    rows = [row(f"fcdd-{s}", "mvtec", "bottle", "fcdd", s, "image_auc", 0.9) for s in (0,)]
+    rows += [row(f"grad-{s}", "mvtec", "bottle", "grad", s, "image_auc", 0.7 + 0.01 * s) for s in SEEDS]
+    (table,) = tab.report_tables(write_results(tmp_path / "mixed", rows))
+    assert list(table.mean.columns) == ["FCDD", "Grad"]
+    assert "mean over each method's seeds (FCDD 1, Grad 3)" in tab.caption_words(table)
+    rows += [row("ae-0", "mvtec", "bottle", "ae", 0, "image_auc", 0.8)]
+    (table,) = tab.report_tables(write_results(tmp_path / "three", rows))
+    assert "mean over each method's seeds (Grad 3, the others 1)" in tab.caption_words(table)
+    (table,) = tab.report_tables(write_results(tmp_path / "same", [r for r in rows if r["method"] == "grad"]))
+    assert "mean over 3 seeds, their sample standard deviation" in tab.caption_words(table)
+
+
 def test_report_errors_name_the_problem(tmp_path, run_dir):
     with pytest.raises(XadError, match="does not exist"):
         tab.write_report(tmp_path / "nowhere")
