@@ -33,7 +33,7 @@ def report(
     html: Annotated[bool, typer.Option(
         "--html/--no-html", help="Also write RUN_DIR/report.html: one self-contained page with provenance, "
                                  "tables (the paper's numbers beside ours) and figures.")] = False,
-    ci: Annotated[str, typer.Option(
+    ci: Annotated[Literal["interval", "halfwidth", "off"], typer.Option(
         help="How cells show their bootstrap interval (computed from the saved predictions): interval "
              "('value [low, high]'), halfwidth ('value ± half-width') or off (no bootstrap, nothing marked).")] = "interval",
     resamples: Resamples = RESAMPLES,
@@ -79,7 +79,8 @@ def report(
 
 def compare(
     run_dir: RunDir,
-    metric: Annotated[str, typer.Option(help="image_auc, pixel_auc, per_image_pixel_auc or aupro.")] = "pixel_auc",
+    metric: Annotated[Literal["image_auc", "pixel_auc", "per_image_pixel_auc", "aupro"], typer.Option(
+        help="The metric whose paired differences are printed.")] = "pixel_auc",
     resamples: Resamples = RESAMPLES,
     ci_seed: CiSeed = 0,
 ) -> None:

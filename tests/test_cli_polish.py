@@ -38,7 +38,9 @@ def test_help_shows_brackets_as_written_and_more_choices():
     assert "<auto|local|global>" in invoke("figures", "-h").output
     for command, option, typo, meant in ((["figures", "."], "--norm", "locl", "local"),
                                          (["figures", "."], "--blur", "gauss", "gaussian"),
-                                         (["run", "--dry-run"], "--executor", "rey", "ray")):
+                                         (["run", "--dry-run"], "--executor", "rey", "ray"),
+                                         (["compare", "."], "--metric", "pixel_aux", "pixel_auc"),
+                                         (["report", "."], "--ci", "halfwith", "halfwidth")):
         done = invoke(*command, option, typo)
         assert done.exit_code == 1 and f"did you mean '{meant}'?" in done.output and option in done.output
 

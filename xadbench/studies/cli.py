@@ -6,7 +6,7 @@ tables and figures (`xadbench.reports`). The main CLI registers `study_app`; its
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -48,7 +48,7 @@ def clever_hans(
     fraction: Annotated[float, typer.Option(help="Controlled form: share of the anomalous class's training images that get the watermark.")] = 0.2,
     voc_root: Annotated[str | None, typer.Option(help="Paper form: Pascal VOC 2007 (holds VOCdevkit/VOC2007).")] = None,
     imagenet_root: Annotated[str | None, typer.Option(help="Paper form: ImageNet-1k tree (train/<wnid>/, val/<wnid>/), the nominal set.")] = None,
-    form: Annotated[str, typer.Option(help="auto (paper when --voc-root/--imagenet-root is given) | controlled | paper.")] = "auto",
+    form: Annotated[Literal["auto", "controlled", "paper"], typer.Option(help="auto (paper when --voc-root/--imagenet-root is given) | controlled | paper.")] = "auto",
     methods: Annotated[str, typer.Option(help="Comma-separated methods; those that cannot use anomalies (ae) run once, as a reference.")] = "fcdd,grad,ae",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds (the table shows mean ± std over them).")] = "0",
     preset: PresetOption = "cpu",
@@ -116,7 +116,7 @@ def oe_size(
     pretrained: PretrainedOption = True,
     oe_exclude: Annotated[str, typer.Option(help="OE classes to leave out: 'auto' (the nominal class when the OE source is the data set itself), 'none', or names.")] = "auto",
     eta: Annotated[float, typer.Option(help="Quantile of the heatmap normalisation (appendix C; CIFAR-10's Figure 6: 0.85).")] = 0.85,
-    norm: Annotated[str, typer.Option(help="local (each heatmap against itself, as Figure 6) | global (the label-balanced test set).")] = "local",
+    norm: Annotated[Literal["local", "global"], typer.Option(help="local (each heatmap against itself, as Figure 6) | global (the label-balanced test set).")] = "local",
     samples: Annotated[int, typer.Option(help="Anomalous test samples in the figure.")] = 3,
     out: Annotated[Path, typer.Option(help="Run folder: results.csv, predictions/, tables/oe_size.csv, figures/oe_size.*.")] = Path("runs/oe-size"),
 ) -> None:
