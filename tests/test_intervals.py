@@ -123,6 +123,21 @@ def test_marks_bold_a_significant_best_else_the_tied_group(tmp_path):
     assert low <= 0 <= high
 
 
+def test_marks_follow_the_lower_bound_of_the_paired_difference_hand_worked():
+    """Resampled values chosen so that the 2.5th percentile of each paired difference is known:
+    A − B runs evenly over [lo, lo + 0.2] on 1,001 resamples, so its lower bound is lo + 0.005."""
+    def table(lo: float) -> iv.IntervalTable:
+        base = np.linspace(0.6, 0.7, 1001)
+        a = iv.Cell(0.9, 0, 1, np.nan, 1, base + 0.3)
+        b = iv.Cell(0.8, 0, 1, np.nan, 1, base + 0.3 - np.linspace(lo, lo + 0.2, 1001))
+        c = iv.Cell(0.5, 0, 1, np.nan, 1, base)  # A − C ≥ 0.3 on every resample
+        return iv.IntervalTable({}, ["x"], ["A", "B", "C"], {("x", "A"): a, ("x", "B"): b, ("x", "C"): c})
+
+    assert table(0.001).marks("x") == {"A": iv.BEST}                  # lower bound +0.006
+    assert table(-0.01).marks("x") == {"A": iv.TIED, "B": iv.TIED}    # lower bound −0.005: tied
+    assert table(-0.006).marks("x") == {"A": iv.TIED, "B": iv.TIED}   # −0.001: still tied
+
+
 def test_reference_columns_come_first_and_are_never_marked(tmp_path):
     run = make_run(tmp_path / "run", {"fcdd": 0.5, "pixelstats": 3.0}, seeds=(0,))
     table = _table(iv.interval_tables(run, n_resamples=100, metrics=("pixel_auc",)), "pixel_auc")
