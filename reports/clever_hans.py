@@ -25,9 +25,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from xadbench import heatmaps, run_folder
-from xadbench.store import atomic_write
 from xadbench.errors import XadError
 from xadbench.reports.figures import save_figure
+from xadbench.reports.tables import DISPLAY_NAMES
+from xadbench.store import atomic_write
 from xadbench.studies.clever_hans import BLUR, CONTROL, PAPER, REFERENCE, WATERMARK
 
 CONDITION_LABELS = {
@@ -52,7 +53,6 @@ FIGURE_COLUMNS = 8
 CMAP = "jet"
 CELL_INCHES = 1.1
 DPI = 150
-DISPLAY_NAMES = {"fcdd": "FCDD", "grad": "Grad", "ae": "AE"}
 
 
 # ---- table ----------------------------------------------------------------------------------

@@ -63,8 +63,8 @@ from xadbench.profiles import PROFILES
 from xadbench.reports.intervals import IntervalTable, class_seed, run_intervals
 from xadbench.reports.tables import METRIC_NAMES, format_interval, load_results
 from xadbench.run_folder import load_predictions
-from xadbench.store import atomic_write
 from xadbench.sanity import REFERENCE_METHODS
+from xadbench.store import atomic_write
 
 NORMS = ("auto", "local", "global")
 #: The display of a profile this version does not know (a run folder of another version).

@@ -53,8 +53,8 @@ from xadbench.reports.tables import (
     setup_notes,
 )
 from xadbench.reports.intervals import IntervalTable, run_intervals
-from xadbench.store import atomic_write
 from xadbench.sanity import MEAN_MAP_MARGIN
+from xadbench.store import atomic_write
 
 REPORT_NAME = "report.html"
 

@@ -23,10 +23,11 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from xadbench import heatmaps, run_folder
-from xadbench.store import atomic_write
 from xadbench.errors import XadError
 from xadbench.reports.figures import save_figure
+from xadbench.reports.tables import DISPLAY_NAMES
 from xadbench.runner import JobSpec
+from xadbench.store import atomic_write
 from xadbench.studies.oe_size import limit_label
 
 ETA = 0.85
@@ -35,7 +36,6 @@ SAMPLES = 3
 CMAP = "jet"
 CELL_INCHES = 1.0
 DPI = 150
-DISPLAY_NAMES = {"fcdd": "FCDD", "grad": "Grad", "ae": "AE"}
 
 
 def write_table(specs: Sequence[JobSpec], results: pd.DataFrame, out: Path) -> Path:

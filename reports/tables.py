@@ -54,8 +54,8 @@ import pandas as pd
 from rich.table import Table as RichTable
 
 from xadbench.errors import XadError
-from xadbench.sanity import MEAN_MAP_MARGIN, MEAN_MAP_SUFFIX, REFERENCE_METHODS, not_above_mean_map
 from xadbench.run_folder import read_results, results_store
+from xadbench.sanity import MEAN_MAP_MARGIN, MEAN_MAP_SUFFIX, REFERENCE_METHODS, not_above_mean_map
 from xadbench.store import atomic_write
 
 if TYPE_CHECKING:
@@ -70,7 +70,8 @@ GROUP_KEYS = TABLE_KEYS[:-1]
 CI_STYLES = ("interval", "halfwidth")
 #: Marks of a row's methods (`reports.intervals.IntervalTable.marks`).
 BEST, TIED = "best", "tied"
-DISPLAY_NAMES = {"fcdd": "FCDD", "grad": "Grad", "ae": "AE"}
+DISPLAY_NAMES = {"fcdd": "FCDD", "grad": "Grad", "ae": "AE", "grad-cam": "Grad-CAM", "grad-ig": "Grad-IG",
+                 "grad-smooth": "Grad-Smooth", "patchcore": "PatchCore", "padim": "PaDiM"}
 METRIC_NAMES = {
     "image_auc": "Detection AUC",
     "pixel_auc": "Pixel-wise AUC (pooled)",

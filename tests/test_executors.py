@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from xadbench import executors, run_folder, runner
 from xadbench.cli import app
-from xadbench.executors import LocalExecutor
 from xadbench.errors import XadError
+from xadbench.executors import LocalExecutor
 from xadbench.runner import JobSpec, Progress
 
 

@@ -15,11 +15,11 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from xadbench.errors import XadError
+from xadbench.heatmaps import PostProcessor
 from xadbench.metrics.bootstrap import stratified_weights
 from xadbench.reports import intervals as iv
 from xadbench.reports.cli import compare, report
 from xadbench.reports.tables import format_interval
-from xadbench.heatmaps import PostProcessor
 from xadbench.run_folder import results_store, save_predictions
 
 N, SIZE = 16, 16

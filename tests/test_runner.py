@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from xadbench import protocols, run_folder, runner
-from xadbench.store import atomic_write
 from xadbench.errors import XadError
 from xadbench.heatmaps import PostProcessor, blur, saved_maps
 from xadbench.runner import JobSpec, Progress, run_grid
+from xadbench.store import atomic_write
 from xadbench.types import Sample, Task, TrainData
 
 

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from xadbench import run_folder, runner, store
 from xadbench.cli import app
 from xadbench.errors import XadError
-from xadbench.runner import JobSpec, run_grid
 from xadbench.run_folder import RESULT_COLUMNS
+from xadbench.runner import JobSpec, run_grid
 from xadbench.store import CLAIMED, FINISHED, Owner, ResultStore
 
 COLUMNS = ["job_id", "blur", "metric", "value", "note"]
