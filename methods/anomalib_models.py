@@ -385,4 +385,12 @@ class PaDiM(AnomalibMethod):
                            n_features=self.n_features)
 
     def finish_fit(self, model: nn.Module) -> None:
-        model.fit()
+        # One thread for the Gaussians' batched inversion: with torch 2.14.1's oneMKL, once
+        # torch.set_num_threads has been called (as the executors do), a batch of 200×200 LU
+        # factorisations fails ("Pivots given to lu_solve must all be greater or equal to 1").
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            model.fit()
+        finally:
+            torch.set_num_threads(threads)

@@ -178,6 +178,23 @@ def test_padim_equals_per_position_gaussian_mahalanobis(vgg_weights, toy):
 
 
 @needs_anomalib
+def test_padim_fits_after_torch_threads_were_set(vgg_weights, toy):
+    """The executors call torch.set_num_threads; after that, oneMKL's batched LU of the
+    preset's 200×200 covariances fails unless PaDiM inverts them on one thread."""
+    path, _ = vgg_weights
+    _, train, test_images = toy
+    from xadbench.methods.anomalib_models import PaDiM
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    method = PaDiM(n_features=200, weights=str(path), device="cpu").fit(train)
+    assert torch.get_num_threads() == threads
+    covariance_inverse = method.model_.gaussian.inv_covariance
+    assert covariance_inverse.shape[1:] == (200, 200) and torch.isfinite(covariance_inverse).all()
+    assert np.isfinite(method.predict(test_images).score).all()
+
+
+@needs_anomalib
 def test_bad_settings_are_one_line_errors_before_fitting(toy):
     _, train, _ = toy
     from xadbench.methods.anomalib_models import PaDiM, PatchCore
