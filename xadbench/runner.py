@@ -43,7 +43,6 @@ from xadbench.types import Prediction, Sample, TrainData, stack_images
 ROUTED_OPTIONS = ("device", "weights", "pretrained", "seed")
 
 
-
 @dataclass(frozen=True)
 class JobSpec:
     """Everything that determines a job's result.
