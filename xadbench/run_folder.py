@@ -1,7 +1,7 @@
 """A run folder: its results store (results.sqlite, exported to results.csv), config.json, and
 one predictions file (predictions/<job_id>.npz) and checkpoint (checkpoints/<job_id>.pt) per
 finished job; how they are written, read back and checked. Reports read runs through this module
-alone; torch is imported only to read or write a checkpoint.
+alone.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from xadbench import heatmaps
 from xadbench.errors import XadError
@@ -75,8 +76,6 @@ def save_predictions(path: Path, predictions: dict[str, np.ndarray]) -> None:
 
 
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
-    import torch
-
     with atomic_write(path, "wb") as handle:
         torch.save(checkpoint, handle)
 
@@ -85,8 +84,6 @@ def load_checkpoint(path: str | Path, device: str | None = None) -> Method:
     """The fitted method of a job from <run>/checkpoints/<job_id>.pt, read with
     torch.load(weights_only=True) (tensors and plain values only, no code runs); `device`
     overrides the one it was fitted with."""
-    import torch
-
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         name, state = checkpoint["method"], checkpoint["state"]
@@ -155,8 +152,6 @@ def verify_predictions(path: Path) -> None:
 def verify_checkpoint(path: Path) -> None:
     if not path.is_file():
         raise XadError("missing")
-    import torch
-
     try:
         torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for a bad file
