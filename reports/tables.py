@@ -200,15 +200,19 @@ def method_labels(results: pd.DataFrame) -> pd.Series:
     settings that differ when one method ran with several settings on one data set, protocol and
     preset, e.g. "FCDD (oe_limit=8)"; otherwise their results would be pooled as one method."""
     labels = results["method"].map(lambda m: DISPLAY_NAMES.get(m, m))
-    raw = results[list(VARIANT_FIELDS)].astype(str)
-    keys = {key: json.dumps(_settings(pd.Series(key, index=VARIANT_FIELDS)), sort_keys=True)
-            for key in raw.itertuples(index=False, name=None)}
-    variant = pd.Series([keys[key] for key in raw.itertuples(index=False, name=None)], index=results.index)
+    rows = list(results[list(VARIANT_FIELDS)].astype(str).itertuples(index=False, name=None))
+    settings_of: dict[str, dict[str, str]] = {}  # variant key -> its settings
+    key_of: dict[tuple[str, ...], str] = {}  # one per distinct row of VARIANT_FIELDS
+    for fields in dict.fromkeys(rows):
+        setting = _settings(pd.Series(fields, index=VARIANT_FIELDS))
+        key_of[fields] = json.dumps(setting, sort_keys=True)
+        settings_of.setdefault(key_of[fields], setting)
+    variant = pd.Series([key_of[fields] for fields in rows], index=results.index)
     for _, group in results.groupby(["dataset", "protocol", "preset", "method"], sort=False):
         keys = variant[group.index]
         if keys.nunique() < 2:
             continue
-        settings = {key: _settings(group.loc[keys.index[keys == key][0]]) for key in keys.unique()}
+        settings = {key: settings_of[key] for key in keys.unique()}
         names = list(dict.fromkeys(name for s in settings.values() for name in s))
         differing = [n for n in names if len({s.get(n) for s in settings.values()}) > 1]
         for key, setting in settings.items():
