@@ -27,6 +27,7 @@ from matplotlib.patches import Rectangle
 from xadbench import heatmaps, run_folder
 from xadbench.errors import XadError
 from xadbench.reports.figures import save_figure
+from xadbench.reports.table_formats import tex_escape
 from xadbench.reports.tables import DISPLAY_NAMES
 from xadbench.store import atomic_write
 from xadbench.studies.clever_hans import BLUR, CONTROL, PAPER, REFERENCE, WATERMARK
@@ -90,10 +91,6 @@ def _cell(mean: float, std: float, digits: int = 3) -> str:
     return text + (f" $\\pm$ {std:.{digits}f}" if pd.notna(std) else "")
 
 
-def _latex_escape(text: str) -> str:
-    return "".join({"_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$"}.get(ch, ch) for ch in str(text))
-
-
 def to_latex(summary: pd.DataFrame) -> str:
     """A booktabs table of `summarise`'s output: mean ± std per metric."""
     metrics = [m for m in METRIC_LABELS if m in summary.columns]
@@ -102,12 +99,12 @@ def to_latex(summary: pd.DataFrame) -> str:
     lines = [
         r"\begin{table}[t]", r"\centering", r"\small",
         r"\begin{tabular}{ll" + "r" * len(metrics) + "}", r"\toprule",
-        " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule",
+        " & ".join(tex_escape(h) for h in header) + r" \\", r"\midrule",
     ]
     for _, row in summary.iterrows():
         cells = [_display(row["method"]), CONDITION_LABELS.get(row["condition"], row["condition"]),
                  *(_cell(row[m], row[f"{m} std"]) for m in metrics)]
-        lines.append(" & ".join(_latex_escape(c) if i < 2 else c for i, c in enumerate(cells)) + r" \\")
+        lines.append(" & ".join(tex_escape(c) if i < 2 else c for i, c in enumerate(cells)) + r" \\")
     seeds = ", ".join(sorted({str(int(s)) for s in summary["seeds"]}))
     lines += [
         r"\bottomrule", r"\end{tabular}",

@@ -49,7 +49,8 @@ def report(
     """
     from xadbench.reports.html import write_html
     from xadbench.reports.intervals import run_intervals, write_interval_rows
-    from xadbench.reports.tables import check_compare, check_style, report_tables, summary_table, write_tables
+    from xadbench.reports.table_formats import summary_table, write_tables
+    from xadbench.reports.tables import check_compare, check_style, report_tables
 
     check_compare(compare)
     if ci != "off":

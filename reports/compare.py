@@ -11,7 +11,8 @@ from rich.table import Table as RichTable
 from xadbench.errors import XadError
 from xadbench.metrics.delong import delong_test
 from xadbench.reports.intervals import METRICS, _load_jobs, run_intervals
-from xadbench.reports.tables import DIGITS, load_results
+from xadbench.reports.table_formats import DIGITS
+from xadbench.reports.tables import load_results
 
 
 def check_metric(metric: str) -> None:

@@ -61,7 +61,8 @@ from xadbench.metrics.bootstrap import (CONFIDENCE, curve_at, image_counts, merg
 from xadbench.metrics.counts import ImageCounts
 from xadbench.profiles import PROFILES
 from xadbench.reports.intervals import IntervalTable, class_seed, run_intervals
-from xadbench.reports.tables import METRIC_NAMES, format_interval, load_results
+from xadbench.reports.table_formats import format_interval
+from xadbench.reports.tables import METRIC_NAMES, load_results
 from xadbench.run_folder import load_predictions
 from xadbench.sanity import REFERENCE_METHODS
 from xadbench.store import atomic_write

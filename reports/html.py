@@ -38,6 +38,8 @@ import pandas as pd
 from xadbench.errors import XadError
 from xadbench.provenance import now
 from xadbench.reports.figures import CMAP, DPI, Drawn, render_figures
+from xadbench.reports.intervals import IntervalTable, run_intervals
+from xadbench.reports.table_formats import caption_words, cell_text, format_value
 from xadbench.reports.tables import (
     BEST,
     MEAN,
@@ -46,13 +48,9 @@ from xadbench.reports.tables import (
     TIED,
     ResultTable,
     build_tables,
-    caption_words,
-    cell_text,
-    format_value,
     load_results,
     setup_notes,
 )
-from xadbench.reports.intervals import IntervalTable, run_intervals
 from xadbench.sanity import MEAN_MAP_MARGIN
 from xadbench.store import atomic_write
 

@@ -19,7 +19,7 @@ from xadbench.heatmaps import PostProcessor
 from xadbench.metrics.bootstrap import stratified_weights
 from xadbench.reports import intervals as iv
 from xadbench.reports.cli import compare, report
-from xadbench.reports.tables import format_interval
+from xadbench.reports.table_formats import format_interval
 from xadbench.run_folder import results_store, save_predictions
 
 N, SIZE = 16, 16
@@ -234,7 +234,8 @@ def test_every_table_bolds_only_a_significant_best_and_underlines_a_tie(tmp_path
     from rich.console import Console
 
     from xadbench.reports.html import table_html
-    from xadbench.reports.tables import report_tables, summary_table, to_csv, to_latex
+    from xadbench.reports.table_formats import summary_table, to_csv, to_latex
+    from xadbench.reports.tables import report_tables
 
     far = make_run(tmp_path / "far", {"fcdd": 3.0, "ae": 0.3, "pixelstats": 4.0})
     intervals = iv.interval_tables(far, 200, metrics=("pixel_auc",))

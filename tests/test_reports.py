@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from xadbench.errors import XadError
 from xadbench.reports import figures as figs
+from xadbench.reports import table_formats as fmt
 from xadbench.reports import tables as tab
 from xadbench.reports.cli import figures, report
 from xadbench.run_folder import load_predictions, results_store, save_predictions
@@ -85,7 +86,7 @@ def tex_rows(text: str) -> dict[str, list[str]]:
 
 
 def test_cells_are_mean_and_sample_std_over_seeds(run_dir):
-    tab.write_report(run_dir)
+    fmt.write_report(run_dir)
     table = read_table(run_dir, "pixel_auc")
     for c in CLASSES:
         for m in METHODS:
@@ -103,7 +104,7 @@ def test_mean_and_sigma_rows_are_over_class_means(run_dir):
         assert table.at["Mean", tab.DISPLAY_NAMES[m]] == pytest.approx(np.mean(means))
         assert table.at["σ", tab.DISPLAY_NAMES[m]] == pytest.approx(np.std(means, ddof=1))
     assert list(table.index) == [*CLASSES, "Mean", "σ"]
-    tab.write_report(run_dir)
+    fmt.write_report(run_dir)
     # The CSV keeps the Mean (its bootstrap interval does not follow from the class rows), not σ.
     assert list(read_table(run_dir, "image_auc").index) == [*CLASSES, "Mean"]
 
@@ -111,7 +112,7 @@ def test_mean_and_sigma_rows_are_over_class_means(run_dir):
 def test_without_a_bootstrap_nothing_is_bold(run_dir):
     """No predictions, so no paired bootstrap: the highest value of a row is not called best
     (tests/test_intervals.py checks the marks where there is a bootstrap)."""
-    tab.write_report(run_dir)
+    fmt.write_report(run_dir)
     text = (run_dir / "tables" / "mvtec_unsupervised_cpu_gaussian_image_auc.tex").read_text()
     assert "\\bfseries" not in text and "\\underline{" not in text
     assert "no method is marked best" in text
@@ -122,7 +123,7 @@ def test_single_seed_shows_no_plus_minus(tmp_path):
     rows = [row(f"{c}-{m}", "mvtec", c, m, 0, "pixel_auc", value(c, m, 0, "pixel_auc"))
             for c in CLASSES for m in METHODS]
     run = write_results(tmp_path / "one-seed", rows)
-    tab.write_report(run)
+    fmt.write_report(run)
     text = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex").read_text()
     assert "\\pm" not in text.split("\\toprule")[1] and "(" not in tex_rows(text)["bottle"][0]
     assert tex_rows(text)["bottle"][0] == "0.930"
@@ -134,7 +135,7 @@ def test_single_method_table_bolds_nothing_and_caption_is_in_words(tmp_path):
     rows = [row(f"{c}-fcdd", "mvtec", c, "fcdd", 0, "pixel_auc", value(c, "fcdd", 0, "pixel_auc"), image_size=128)
             for c in CLASSES]
     run = write_results(tmp_path / "one-method", rows)
-    tab.write_report(run)
+    fmt.write_report(run)
     text = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex").read_text()
     assert "bfseries" not in text
     caption = text[text.index("\\caption{"):].splitlines()[0]
@@ -143,7 +144,7 @@ def test_single_method_table_bolds_nothing_and_caption_is_in_words(tmp_path):
 
 
 def test_latex_is_well_formed_and_escaped(run_dir):
-    paths = tab.write_report(run_dir, compare="paper")
+    paths = fmt.write_report(run_dir, compare="paper")
     assert {p.suffix for p in paths} == {".csv", ".tex"}
     for path in (p for p in paths if p.suffix == ".tex"):
         text = path.read_text()
@@ -174,7 +175,7 @@ def test_latex_is_well_formed_and_escaped(run_dir):
 
 
 def test_tex_escape_covers_specials():
-    assert tab.tex_escape("metal_nut 50% A&B #1 $x {y} ~^\\") == (
+    assert fmt.tex_escape("metal_nut 50% A&B #1 $x {y} ~^\\") == (
         "metal\\_nut 50\\% A\\&B \\#1 \\$x \\{y\\} \\textasciitilde{}\\textasciicircum{}\\textbackslash{}")
 
 
@@ -185,10 +186,10 @@ def latex_with_siunitx() -> bool:
 
 @pytest.mark.skipif(not latex_with_siunitx(), reason="no pdflatex with siunitx installed")
 def test_latex_compiles(run_dir, tmp_path):
-    tab.write_report(run_dir, compare="paper")
+    fmt.write_report(run_dir, compare="paper")
     tex = run_dir / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex"
     doc = tmp_path / "doc.tex"
-    doc.write_text(f"\\documentclass{{article}}{tab.LATEX_PACKAGES}\\begin{{document}}\n"
+    doc.write_text(f"\\documentclass{{article}}{fmt.LATEX_PACKAGES}\\begin{{document}}\n"
                    f"\\input{{{tex.as_posix()}}}\n\\end{{document}}\n")
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
@@ -201,7 +202,7 @@ def test_compare_paper_adds_published_numbers(run_dir):
              for c in CLASSES for s in SEEDS]
     rows += [row(f"cifar-{m}", "cifar10", "airplane", m, 0, "image_auc", 0.8) for m in METHODS]
     write_results(run_dir, rows)
-    tab.write_report(run_dir, compare="paper")
+    fmt.write_report(run_dir, compare="paper")
 
     pixel = read_table(run_dir, "pixel_auc")
     assert pixel.at["bottle", "AE-L2 (paper)"] == 0.86
@@ -225,7 +226,7 @@ def test_compare_paper_adds_published_numbers(run_dir):
     assert tex_rows(tex)["bottle"][-2:] == ["0.97", "0.86"]
     assert "{FCDD (paper)} & {AE-L2 (paper)}" in tex
     # Without --compare the published columns stay out.
-    tab.write_report(run_dir)
+    fmt.write_report(run_dir)
     assert not any("paper" in c for c in read_table(run_dir, "pixel_auc").columns)
 
 
@@ -271,25 +272,25 @@ def test_a_caption_says_how_many_seeds_each_method_ran(tmp_path):
     rows += [row(f"grad-{s}", "mvtec", "bottle", "grad", s, "image_auc", 0.7 + 0.01 * s) for s in SEEDS]
     (table,) = tab.report_tables(write_results(tmp_path / "mixed", rows))
     assert list(table.mean.columns) == ["FCDD", "Grad"]
-    assert "mean over each method's seeds (FCDD 1, Grad 3)" in tab.caption_words(table)
+    assert "mean over each method's seeds (FCDD 1, Grad 3)" in fmt.caption_words(table)
     rows += [row("ae-0", "mvtec", "bottle", "ae", 0, "image_auc", 0.8)]
     (table,) = tab.report_tables(write_results(tmp_path / "three", rows))
-    assert "mean over each method's seeds (Grad 3, the others 1)" in tab.caption_words(table)
+    assert "mean over each method's seeds (Grad 3, the others 1)" in fmt.caption_words(table)
     (table,) = tab.report_tables(write_results(tmp_path / "same", [r for r in rows if r["method"] == "grad"]))
-    assert "mean over 3 seeds, their sample standard deviation" in tab.caption_words(table)
+    assert "mean over 3 seeds, their sample standard deviation" in fmt.caption_words(table)
 
 
 def test_report_errors_name_the_problem(tmp_path, run_dir):
     with pytest.raises(XadError, match="does not exist"):
-        tab.write_report(tmp_path / "nowhere")
+        fmt.write_report(tmp_path / "nowhere")
     (tmp_path / "bare").mkdir()
     with pytest.raises(XadError, match=r"bare holds no results \(results.sqlite\)"):
-        tab.write_report(tmp_path / "bare")
+        fmt.write_report(tmp_path / "bare")
     write_results(tmp_path / "empty", [])
     with pytest.raises(XadError, match="no results yet"):
-        tab.write_report(tmp_path / "empty")
+        fmt.write_report(tmp_path / "empty")
     with pytest.raises(XadError, match="--compare 'arxiv'"):
-        tab.write_report(run_dir, compare="arxiv")
+        fmt.write_report(run_dir, compare="arxiv")
 
 
 # ---------------------------------------------------------------- figures
@@ -363,7 +364,7 @@ def test_grid_shows_every_methods_scores_and_curve_legends_show_the_tables_value
     for kind, metric in (("roc_image", "image_auc"), ("roc_pixel", "pixel_auc"), ("pro", "aupro")):
         legend = [t.get_text() for t in drawn[kind].figure.axes[0].get_legend().get_texts()]
         names = [tab.DISPLAY_NAMES[m] for m in METHODS]
-        assert legend == [f"{n}: {tab.cell_text(tables[metric], 'metal_nut', n)}" for n in names], kind
+        assert legend == [f"{n}: {fmt.cell_text(tables[metric], 'metal_nut', n)}" for n in names], kind
 
 
 def test_overview_plots_each_methods_mean_and_std_over_seeds(run_dir):
@@ -485,10 +486,10 @@ def test_oe_exclusion_variants_are_not_pooled_as_seeds(tmp_path):
 
 def test_siunitx_cells_and_column_formats():
     """Hand-worked: the S column reserves sign, integer digits and decimals of its values."""
-    assert tab.siunitx_column(pd.Series([0.912, 0.5])) == "S[table-format=1.3, detect-weight, mode=text]"
-    assert tab.siunitx_column(pd.Series([-0.25, 12.5, np.nan]), uncertainty=True) == (
+    assert fmt.siunitx_column(pd.Series([0.912, 0.5])) == "S[table-format=1.3, detect-weight, mode=text]"
+    assert fmt.siunitx_column(pd.Series([-0.25, 12.5, np.nan]), uncertainty=True) == (
         "S[table-format=-2.3(3), uncertainty-mode=separate, detect-weight, mode=text]")
-    assert tab.siunitx_number(0.9123, 0.0131) == "0.912 \\pm 0.013"
-    assert tab.siunitx_number(0.81, after="$^\\dagger$") == "0.810{$^\\dagger$}"
-    assert tab.siunitx_number(0.5, underline=True) == "{\\underline{\\num{0.500}}}"
-    assert tab.siunitx_number(np.nan, 0.1) == "{--}"
+    assert fmt.siunitx_number(0.9123, 0.0131) == "0.912 \\pm 0.013"
+    assert fmt.siunitx_number(0.81, after="$^\\dagger$") == "0.810{$^\\dagger$}"
+    assert fmt.siunitx_number(0.5, underline=True) == "{\\underline{\\num{0.500}}}"
+    assert fmt.siunitx_number(np.nan, 0.1) == "{--}"

@@ -239,7 +239,8 @@ def test_run_job_with_sanity_adds_each_check_as_one_named_metric_row():
 
 
 def test_tables_put_references_first_and_flag_a_method_not_above_its_mean_map(tmp_path):
-    from xadbench.reports.tables import FLAG_COLUMN, report_tables, to_csv, to_latex
+    from xadbench.reports.table_formats import FLAG_COLUMN, to_csv, to_latex
+    from xadbench.reports.tables import report_tables
 
     values = {("fcdd", "pixel_auc"): 0.90, ("fcdd", "pixel_auc_mean_map"): 0.60,
               ("grad", "pixel_auc"): 0.81, ("grad", "pixel_auc_mean_map"): 0.80,

@@ -319,7 +319,8 @@ def write_run_report(run_dir: Path) -> None:
     from xadbench.reports.figures import render_figures, save_drawn
     from xadbench.reports.html import write_html
     from xadbench.reports.intervals import run_intervals, write_interval_rows
-    from xadbench.reports.tables import report_tables, summary_table, write_tables
+    from xadbench.reports.table_formats import summary_table, write_tables
+    from xadbench.reports.tables import report_tables
 
     intervals = run_intervals(run_dir)
     tables = report_tables(run_dir, intervals=intervals)

@@ -29,7 +29,6 @@ from scipy import sparse
 
 from xadbench.metrics.aupro import RegionCounts, aupro_resamples
 from xadbench.metrics.counts import ImageCounts, auc_from_counts, rows
-from xadbench.defaults import RESAMPLES
 
 CONFIDENCE = 0.95
 #: Resamples per matrix product: bounds the (batch × K) temporaries.
