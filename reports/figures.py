@@ -65,7 +65,7 @@ from xadbench.reports.table_formats import format_interval
 from xadbench.reports.tables import METRIC_NAMES, load_results
 from xadbench.run_folder import load_predictions
 from xadbench.sanity import REFERENCE_METHODS
-from xadbench.store import atomic_write
+from xadbench.files import atomic_write
 
 NORMS = ("auto", "local", "global")
 #: The display of a profile this version does not know (a run folder of another version).

@@ -52,7 +52,7 @@ from xadbench.reports.tables import (
     setup_notes,
 )
 from xadbench.sanity import MEAN_MAP_MARGIN
-from xadbench.store import atomic_write
+from xadbench.files import atomic_write
 
 REPORT_NAME = "report.html"
 

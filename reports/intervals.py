@@ -51,7 +51,7 @@ from xadbench.metrics.bootstrap import CONFIDENCE, TestSet, percentile_interval,
 from xadbench.reports.tables import BEST, GROUP_KEYS, MEAN, TABLE_KEYS, TIED, load_results
 from xadbench.run_folder import load_predictions, results_store
 from xadbench.sanity import REFERENCE_METHODS
-from xadbench.store import atomic_write
+from xadbench.files import atomic_write
 
 METRICS = (IMAGE_AUC, PIXEL_AUC, PER_IMAGE_PIXEL_AUC, AUPRO)
 PIXEL_METRICS = (PIXEL_AUC, PER_IMAGE_PIXEL_AUC, AUPRO)

@@ -27,7 +27,7 @@ from xadbench.errors import XadError
 from xadbench.reports.figures import save_figure
 from xadbench.reports.tables import DISPLAY_NAMES
 from xadbench.runner import JobSpec
-from xadbench.store import atomic_write
+from xadbench.files import atomic_write
 from xadbench.studies.oe_size import limit_label
 
 ETA = 0.85

@@ -21,7 +21,7 @@ from xadbench import heatmaps, run_folder
 from xadbench.errors import XadError
 from xadbench.profiles import get_profile
 from xadbench.reports.figures import save_figure
-from xadbench.store import atomic_write
+from xadbench.files import atomic_write
 
 PAPER_STUDIES = Path(__file__).with_name("paper_studies.csv")
 COMPARE = ("none", "paper")

@@ -31,7 +31,7 @@ from xadbench.reports.tables import (
     report_tables,
 )
 from xadbench.sanity import MEAN_MAP_MARGIN
-from xadbench.store import atomic_write
+from xadbench.files import atomic_write
 
 if TYPE_CHECKING:
     from xadbench.reports.intervals import IntervalTable

@@ -11,7 +11,7 @@ from xadbench import protocols, run_folder, runner
 from xadbench.errors import XadError
 from xadbench.heatmaps import PostProcessor, blur, saved_maps
 from xadbench.runner import JobSpec, Progress, run_grid
-from xadbench.store import atomic_write
+from xadbench.files import atomic_write
 from xadbench.types import Sample, Task, TrainData
 
 

@@ -14,12 +14,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from xadbench import run_folder, runner, store
+from xadbench import files, run_folder, runner, store
 from xadbench.cli import app
 from xadbench.errors import XadError
 from xadbench.run_folder import RESULT_COLUMNS
 from xadbench.runner import JobSpec, run_grid
-from xadbench.store import CLAIMED, FINISHED, Owner, ResultStore
+from xadbench.files import Owner
+from xadbench.store import CLAIMED, FINISHED, ResultStore
 
 COLUMNS = ["job_id", "blur", "metric", "value", "note"]
 
@@ -46,9 +47,9 @@ def tiny_mvtec_tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("mvtec")
     rng = np.random.default_rng(0)
     for name in CLASSES:
-        files = [f"train/good/{i}.png" for i in range(4)] + [f"test/good/{i}.png" for i in range(2)]
-        files += [f"test/crack/{i}.png" for i in range(2)]
-        for file in files:
+        images = [f"train/good/{i}.png" for i in range(4)] + [f"test/good/{i}.png" for i in range(2)]
+        images += [f"test/crack/{i}.png" for i in range(2)]
+        for file in images:
             (root / name / file).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / name / file)
         for i in range(2):
@@ -131,18 +132,18 @@ def dead_pid():
 
 
 def test_process_alive_knows_dead_zombie_and_reused_pids():
-    me = store.this_process()
-    assert store.process_alive(me)
-    assert not store.process_alive(Owner(me.host, dead_pid(), ""))
-    assert not store.process_alive(Owner(me.host, me.pid, "1"))  # the PID of a process started at another time
+    me = files.this_process()
+    assert files.process_alive(me)
+    assert not files.process_alive(Owner(me.host, dead_pid(), ""))
+    assert not files.process_alive(Owner(me.host, me.pid, "1"))  # the PID of a process started at another time
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])
     for _ in range(200):
-        if store._proc_stat(zombie.pid) is None or store._proc_stat(zombie.pid)[0] == "Z":
+        if files._proc_stat(zombie.pid) is None or files._proc_stat(zombie.pid)[0] == "Z":
             break
         __import__("time").sleep(0.05)
-    assert not store.process_alive(Owner(me.host, zombie.pid, ""))  # exited, not yet reaped
+    assert not files.process_alive(Owner(me.host, zombie.pid, ""))  # exited, not yet reaped
     zombie.wait()
-    assert store.process_alive(Owner("another-host", dead_pid(), ""))  # cannot be asked
+    assert files.process_alive(Owner("another-host", dead_pid(), ""))  # cannot be asked
 
 
 def test_a_claim_of_a_live_process_is_respected_and_of_a_dead_one_taken_over(tmp_path):
@@ -151,10 +152,10 @@ def test_a_claim_of_a_live_process_is_respected_and_of_a_dead_one_taken_over(tmp
     try:
         with sqlite3.connect(results.path) as conn:
             conn.execute("INSERT INTO jobs (job_id, host, pid, start) VALUES (?, ?, ?, ?)",
-                         ("live", store.this_process().host, sleeper.pid, store._proc_stat(sleeper.pid)[1]))
+                         ("live", files.this_process().host, sleeper.pid, files._proc_stat(sleeper.pid)[1]))
             conn.execute("INSERT INTO jobs (job_id, host, pid, start) VALUES (?, ?, ?, '')",
-                         ("dead", store.this_process().host, dead_pid()))
-        assert results.claim("live") == Owner(store.this_process().host, sleeper.pid, store._proc_stat(sleeper.pid)[1])
+                         ("dead", files.this_process().host, dead_pid()))
+        assert results.claim("live") == Owner(files.this_process().host, sleeper.pid, files._proc_stat(sleeper.pid)[1])
         assert results.claim("dead") == CLAIMED and results.claim("new") == CLAIMED
     finally:
         sleeper.kill()

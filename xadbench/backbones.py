@@ -221,7 +221,7 @@ def vgg11_bn_features(pretrained: bool = True, weights: str | None = None) -> tu
 def export_features(out: str | Path) -> str:
     """Write torchvision's ImageNet VGG11-BN `features.*` state dict (from its cache, or downloaded
     when the host is reachable) to `out` for `--weights`; returns the file's sha256."""
-    from xadbench.store import atomic_write
+    from xadbench.files import atomic_write
 
     features, _ = vgg11_bn_features(pretrained=True)
     state = {f"features.{k}": v for k, v in features.state_dict().items()}

@@ -242,7 +242,7 @@ def run(
     Every option, --set value and asked-for class is checked before the first job starts."""
     from xadbench import run_folder, runner
     from xadbench.executors import make_executor
-    from xadbench.store import atomic_write
+    from xadbench.files import atomic_write
     from xadbench.heatmaps import BLUR_POLICIES
     from xadbench.profiles import get_profile
     from xadbench.registry import methods as method_registry

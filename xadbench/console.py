@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBar, Te
 from rich.table import Table
 
 from xadbench.runner import JobSpec, Progress
-from xadbench.store import Owner
+from xadbench.files import Owner
 from xadbench.terminal import stdout_console
 
 console = Console(stderr=True)

@@ -22,7 +22,8 @@ import torch
 from xadbench import heatmaps
 from xadbench.errors import XadError
 from xadbench.registry import methods
-from xadbench.store import ResultStore, append_json, atomic_write, remove_stale_temporaries
+from xadbench.files import append_json, atomic_write, remove_stale_temporaries
+from xadbench.store import ResultStore
 
 if TYPE_CHECKING:
     from xadbench.method import Method

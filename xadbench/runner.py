@@ -36,7 +36,8 @@ from xadbench.profiles import Profile, check_preset, get_profile
 from xadbench.registry import datasets, methods, plugin_call
 from xadbench.run_folder import PREDICTION_KEYS, prepare_run, results_store, save_checkpoint, save_predictions
 from xadbench.steps import DataTransform, ExtraMetric, Prepared
-from xadbench.store import CLAIMED, FINISHED, Owner, ResultStore
+from xadbench.files import Owner
+from xadbench.store import CLAIMED, FINISHED, ResultStore
 from xadbench.types import Prediction, Sample, TrainData, stack_images
 
 #: Options of a run that reach a method only when its __init__ has a keyword of that name.

@@ -24,7 +24,7 @@ from xadbench.errors import XadError
 from xadbench.evaluator import IMAGE_AUC, PIXEL_AUC
 from xadbench.profiles import get_profile
 from xadbench.runner import JobSpec
-from xadbench.store import atomic_write
+from xadbench.files import atomic_write
 from xadbench.types import stack_images
 
 #: Table 5's σ values, in pixels at the paper's MVTec-AD input size.
