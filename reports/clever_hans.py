@@ -26,10 +26,10 @@ from matplotlib.patches import Rectangle
 
 from xadbench import heatmaps, run_folder
 from xadbench.errors import XadError
+from xadbench.files import atomic_write
 from xadbench.reports.figures import save_figure
 from xadbench.reports.table_formats import tex_escape
 from xadbench.reports.tables import DISPLAY_NAMES
-from xadbench.files import atomic_write
 from xadbench.studies.clever_hans import BLUR, CONTROL, PAPER, REFERENCE, WATERMARK
 
 CONDITION_LABELS = {

@@ -36,6 +36,7 @@ from typing import Any
 import pandas as pd
 
 from xadbench.errors import XadError
+from xadbench.files import atomic_write
 from xadbench.provenance import now
 from xadbench.reports.figures import CMAP, DPI, Drawn, render_figures
 from xadbench.reports.intervals import IntervalTable, run_intervals
@@ -52,7 +53,6 @@ from xadbench.reports.tables import (
     setup_notes,
 )
 from xadbench.sanity import MEAN_MAP_MARGIN
-from xadbench.files import atomic_write
 
 REPORT_NAME = "report.html"
 

@@ -45,13 +45,13 @@ import pandas as pd
 
 from xadbench.defaults import RESAMPLES
 from xadbench.evaluator import IMAGE_AUC, PER_IMAGE_PIXEL_AUC, PIXEL_AUC
+from xadbench.files import atomic_write
 from xadbench.heatmaps import saved_maps
 from xadbench.metrics.aupro import AUPRO
 from xadbench.metrics.bootstrap import CONFIDENCE, TestSet, percentile_interval, stratified_weights
 from xadbench.reports.tables import BEST, GROUP_KEYS, MEAN, TABLE_KEYS, TIED, load_results
 from xadbench.run_folder import load_predictions, results_store
 from xadbench.sanity import REFERENCE_METHODS
-from xadbench.files import atomic_write
 
 METRICS = (IMAGE_AUC, PIXEL_AUC, PER_IMAGE_PIXEL_AUC, AUPRO)
 PIXEL_METRICS = (PIXEL_AUC, PER_IMAGE_PIXEL_AUC, AUPRO)

@@ -24,10 +24,10 @@ from matplotlib.figure import Figure
 
 from xadbench import heatmaps, run_folder
 from xadbench.errors import XadError
+from xadbench.files import atomic_write
 from xadbench.reports.figures import save_figure
 from xadbench.reports.tables import DISPLAY_NAMES
 from xadbench.runner import JobSpec
-from xadbench.files import atomic_write
 from xadbench.studies.oe_size import limit_label
 
 ETA = 0.85

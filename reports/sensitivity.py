@@ -19,9 +19,9 @@ from matplotlib.figure import Figure
 
 from xadbench import heatmaps, run_folder
 from xadbench.errors import XadError
+from xadbench.files import atomic_write
 from xadbench.profiles import get_profile
 from xadbench.reports.figures import save_figure
-from xadbench.files import atomic_write
 
 PAPER_STUDIES = Path(__file__).with_name("paper_studies.csv")
 COMPARE = ("none", "paper")

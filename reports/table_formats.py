@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table as RichTable
 
+from xadbench.files import atomic_write
 from xadbench.reports.tables import (
     BEST,
     BLUR_WORDS,
@@ -31,7 +32,6 @@ from xadbench.reports.tables import (
     report_tables,
 )
 from xadbench.sanity import MEAN_MAP_MARGIN
-from xadbench.files import atomic_write
 
 if TYPE_CHECKING:
     from xadbench.reports.intervals import IntervalTable

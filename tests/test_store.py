@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from xadbench import files, run_folder, runner, store
 from xadbench.cli import app
 from xadbench.errors import XadError
+from xadbench.files import Owner
 from xadbench.run_folder import RESULT_COLUMNS
 from xadbench.runner import JobSpec, run_grid
-from xadbench.files import Owner
 from xadbench.store import CLAIMED, FINISHED, ResultStore
 
 COLUMNS = ["job_id", "blur", "metric", "value", "note"]

@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBar, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from xadbench.runner import JobSpec, Progress
 from xadbench.files import Owner
+from xadbench.runner import JobSpec, Progress
 from xadbench.terminal import stdout_console
 
 console = Console(stderr=True)

@@ -21,8 +21,8 @@ import torch
 
 from xadbench import heatmaps
 from xadbench.errors import XadError
-from xadbench.registry import methods
 from xadbench.files import append_json, atomic_write, remove_stale_temporaries
+from xadbench.registry import methods
 from xadbench.store import ResultStore
 
 if TYPE_CHECKING:

@@ -31,12 +31,12 @@ from xadbench.anomalies import limit_outlier_exposure
 from xadbench.data_root import default_root
 from xadbench.dataset import Dataset
 from xadbench.errors import XadError
+from xadbench.files import Owner
 from xadbench.method import Method, resolve_device
 from xadbench.profiles import Profile, check_preset, get_profile
 from xadbench.registry import datasets, methods, plugin_call
 from xadbench.run_folder import PREDICTION_KEYS, prepare_run, results_store, save_checkpoint, save_predictions
 from xadbench.steps import DataTransform, ExtraMetric, Prepared
-from xadbench.files import Owner
 from xadbench.store import CLAIMED, FINISHED, ResultStore
 from xadbench.types import Prediction, Sample, TrainData, stack_images
 

@@ -22,9 +22,9 @@ import pandas as pd
 from xadbench import protocols, run_folder, runner
 from xadbench.errors import XadError
 from xadbench.evaluator import IMAGE_AUC, PIXEL_AUC
+from xadbench.files import atomic_write
 from xadbench.profiles import get_profile
 from xadbench.runner import JobSpec
-from xadbench.files import atomic_write
 from xadbench.types import stack_images
 
 #: Table 5's σ values, in pixels at the paper's MVTec-AD input size.
