@@ -22,7 +22,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from xadbench.methods.fcdd import FCDD, build_net, fcdd_pixel_loss, receptive_upsample
+from xadbench.methods.fcdd import FCDD, fcdd_pixel_loss
+from xadbench.methods.fcdd_net import build_net, receptive_upsample
 from xadbench.provenance import cpu_model
 from xadbench.receptive_field import receptive_field
 from xadbench.training import make_optimizer

@@ -26,7 +26,8 @@ import warnings
 import torch
 import torch.nn as nn
 
-from xadbench.methods.fcdd import build_net, fcdd_loss
+from xadbench.methods.fcdd import fcdd_loss
+from xadbench.methods.fcdd_net import build_net
 from xadbench.provenance import cpu_model
 from xadbench.receptive_field import conv_macs, walk
 

@@ -9,15 +9,12 @@ import torch
 import xadbench.backbones as backbones
 from xadbench.backbones import FROZEN_LAYERS, Frozen, freeze, vgg11_bn_features, vgg_features
 from xadbench.errors import NotFittedError, XadError
-from xadbench.methods.fcdd import (
-    FCDD,
+from xadbench.methods.fcdd import FCDD, fcdd_loss, fcdd_pixel_loss, neg_log_one_minus_exp
+from xadbench.methods.fcdd_net import (
     SMALL_VGG_LAYOUT,
     build_net,
     cifar10_net,
-    fcdd_loss,
-    fcdd_pixel_loss,
     fmnist_net,
-    neg_log_one_minus_exp,
     pseudo_huber,
     receptive_upsample,
     vgg_net,
@@ -454,7 +451,7 @@ TABLE_3 = {3: 18, 5: 20, 7: 22, 9: 24, 11: 26, 13: 28, 15: 30, 17: 32}
 
 @pytest.mark.parametrize("kernel, field", TABLE_4.items())
 def test_kernel_net_for_mvtec_has_table_4s_receptive_field(kernel, field):
-    from xadbench.methods.fcdd import kernel_net
+    from xadbench.methods.fcdd_net import kernel_net
 
     net = kernel_net("vgg", 3, kernel, narrow=True)  # the widths do not change the field
     assert receptive_field(net, 224).extent == field
@@ -464,7 +461,7 @@ def test_kernel_net_for_mvtec_has_table_4s_receptive_field(kernel, field):
 
 @pytest.mark.parametrize("kernel, field", TABLE_3.items())
 def test_kernel_net_for_cifar10_has_table_3s_receptive_field(kernel, field):
-    from xadbench.methods.fcdd import kernel_net
+    from xadbench.methods.fcdd_net import kernel_net
 
     net = kernel_net("cifar10", 3, kernel, narrow=True)
     assert receptive_field(net, 32).extent == field
@@ -472,7 +469,7 @@ def test_kernel_net_for_cifar10_has_table_3s_receptive_field(kernel, field):
 
 
 def test_kernel_hyperparameter_trains_appendix_a_net_and_round_trips(tmp_path):
-    from xadbench.methods.fcdd import kernel_net
+    from xadbench.methods.fcdd_net import kernel_net
 
     nominal, defect = _toy(3, 32, n=8)
     model = FCDD(profile="mvtec", kernel=5, small=True, epochs=1, batch_size=4, sigma=4.0, device="cpu",

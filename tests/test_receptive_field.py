@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from xadbench.backbones import vgg_features
-from xadbench.methods.fcdd import SMALL_VGG_LAYOUT, cifar10_net, fmnist_net, vgg_net
+from xadbench.methods.fcdd_net import SMALL_VGG_LAYOUT, cifar10_net, fmnist_net, vgg_net
 from xadbench.receptive_field import ReceptiveField, conv_macs, receptive_field, walk
 
 

@@ -2,7 +2,7 @@
 with networks whose receptive field grows, trained from scratch.
 
 One ordinary job grid through `runner.run_grid`: an FCDD job per kernel size, class and seed with
-`kernel=k` (`xadbench.methods.fcdd.kernel_net`: for MVTec-AD six convolutions and three max
+`kernel=k` (`xadbench.methods.fcdd_net.kernel_net`: for MVTec-AD six convolutions and three max
 pools, every conv k×k, receptive field 19·(k − 1) + 15 = 53 … 243 px for k = 3 … 13, Table 4; for
 CIFAR-10-like data the 32 px net with a k×k first conv, k + 15 = 18 … 32 px for k = 3 … 17,
 Table 3). With `reference`, the grid also holds the profile's usual FCDD net (appendix D, VGG11-BN
@@ -87,7 +87,7 @@ def kernel_of(spec: JobSpec) -> int | None:
 def rows(specs: Sequence[JobSpec], out: Path) -> pd.DataFrame:
     """One row per job: class, seed, kernel (None for the reference net), receptive field in
     pixels and as a share of the image side, image and pooled pixel AUC, from the run folder."""
-    from xadbench.methods.fcdd import build_net
+    from xadbench.methods.fcdd_net import build_net
     from xadbench.receptive_field import receptive_field
 
     results = run_folder.read_results(Path(out))
