@@ -1,20 +1,17 @@
 """The `xadbench` command line: thin Typer commands over library functions.
 
-Every failure becomes one line on stderr and a non-zero exit, in one place (`OneLineErrors`):
-domain and usage errors, file-system errors, a plugin that raises, Ctrl-C, and any other
-exception. Warnings print as one line each, each text once per command.
+Every command group is a `cli_errors.OneLineErrors`: each failure becomes one line on stderr and
+a non-zero exit, and each warning one line.
 """
 from __future__ import annotations
 
-import os
 import sys
-import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import typer
-from typer.core import TyperGroup
 
+from xadbench.cli_errors import OneLineErrors, interrupt_note, one_line
 from xadbench.errors import XadError
 from xadbench.options import (
     BlurOption,
@@ -26,98 +23,11 @@ from xadbench.options import (
     check_device,
     check_k,
     check_weights_file,
-    choice_hint,
     parse_oe_limit,
     default_seeds,
     parse_seeds,
     split_list,
 )
-
-#: Set this environment variable to get the traceback of an unexpected error instead of one line.
-TRACEBACK_VARIABLE = "XADBENCH_TRACEBACK"
-#: Exit status after Ctrl-C, the shell's convention (128 + SIGINT).
-INTERRUPTED_EXIT = 130
-
-
-class Failure(Exception):
-    """An exception already turned into its one line, with the exit status to use."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-#: What a Ctrl-C leaves behind; a command that writes a run folder sets it (see `run`).
-interrupt_note = {"text": "nothing was written"}
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def describe_exception(exc: BaseException) -> str:
-    """One line for an exception the commands do not turn into an XadError themselves."""
-    if isinstance(exc, PermissionError):
-        return f"permission denied: {exc.filename}" if exc.filename else f"permission denied ({_one_line(exc)})"
-    if isinstance(exc, FileNotFoundError) and exc.filename:
-        return f"no such file or folder: {exc.filename}"
-    if isinstance(exc, OSError):
-        where = f"{exc.filename}: " if exc.filename else ""
-        return f"{where}{_one_line(exc.strerror or exc)}"
-    return (f"unexpected {type(exc).__name__}: {_one_line(exc)} (a bug in xadbench or a plugin; "
-            f"set {TRACEBACK_VARIABLE}=1 for the traceback)")
-
-
-def show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    """warnings.showwarning for the CLI: "warning: <text>" on one line, each text once."""
-    text = _one_line(message)
-    if text in _shown_warnings:
-        return
-    _shown_warnings.add(text)
-    kind = "" if category is UserWarning else f"{category.__name__}: "
-    typer.echo(f"warning: {kind}{text}", err=True)
-
-
-_shown_warnings: set[str] = set()
-
-
-class OneLineErrors(TyperGroup):
-    def invoke(self, ctx: typer.Context) -> Any:
-        """Runs the command; every exception it raises leaves here as a `Failure`, except the
-        ones Typer uses for usage errors, exits and aborts."""
-        try:
-            return super().invoke(ctx)
-        except (typer.TyperException, typer.Exit, typer.Abort, Failure):
-            raise
-        except XadError as exc:
-            raise Failure(_one_line(exc)) from exc
-        except KeyboardInterrupt:
-            raise Failure(f"interrupted: {interrupt_note['text']}", INTERRUPTED_EXIT) from None
-        except Exception as exc:
-            if os.environ.get(TRACEBACK_VARIABLE):
-                raise
-            raise Failure(describe_exception(exc)) from exc
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any) -> Any:
-        _shown_warnings.clear()
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")  # the default filters, with a fresh "seen" registry
-            warnings.showwarning = show_warning
-            try:
-                result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-            except typer.Abort:
-                typer.echo("error: aborted", err=True)
-                sys.exit(1)
-            except Failure as exc:
-                typer.echo(f"error: {exc}", err=True)
-                sys.exit(exc.exit_code)
-            except typer.TyperException as exc:
-                typer.echo(f"error: {choice_hint(_one_line(exc.format_message()))}", err=True)
-                sys.exit(1)
-        if standalone_mode:
-            sys.exit(result if isinstance(result, int) else 0)
-        return result
-
 
 #: -h as well as --help, on every command. Help texts are plain text (rich_markup_mode=None):
 #: brackets such as 'xadbench[ray]' or '[low, high]' are shown, not read as markup.
@@ -167,7 +77,7 @@ def _load_config(ctx: typer.Context, path: Path | None) -> Path | None:
     except FileNotFoundError:
         raise typer.BadParameter(f"{path}: no such file", param_hint="--config") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise typer.BadParameter(f"{path}: not a readable TOML file ({_one_line(exc)})", param_hint="--config") from None
+        raise typer.BadParameter(f"{path}: not a readable TOML file ({one_line(exc)})", param_hint="--config") from None
     names = {p.name for p in ctx.command.params if p.name not in ("config", "dry_run")}
     defaults = {}
     for key, value in values.items():
