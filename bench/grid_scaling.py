@@ -26,11 +26,12 @@ from xadbench import run_folder, runner
 from xadbench.executors import LocalExecutor, RayExecutor
 from xadbench.options import parse_seeds, split_list
 
-TIMING_COLUMNS = ["fit_s", "predict_s", "sanity_s"]
+#: Columns that record how a job ran (its timings, its thread count), not what it computed.
+HOW_IT_RAN = ["fit_s", "predict_s", "sanity_s", "threads"]
 
 
 def stored(out: Path) -> pd.DataFrame:
-    rows = run_folder.read_results(out).drop(columns=TIMING_COLUMNS)
+    rows = run_folder.read_results(out).drop(columns=HOW_IT_RAN)
     return rows.sort_values(["job_id", "blur", "metric"]).reset_index(drop=True)
 
 
