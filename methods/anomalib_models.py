@@ -49,7 +49,7 @@ import torch.nn as nn
 from xadbench import backbones
 from xadbench.errors import MissingExtraError, XadError
 from xadbench.layers import Standardise
-from xadbench.method import EpochCallback, Method, resolve_device
+from xadbench.method import EpochCallback, Method, resolve_device, torch_threads
 from xadbench.profiles import check_preset, get_profile
 from xadbench.sanity import randomised_copy
 from xadbench.training import predict_in_batches
@@ -388,9 +388,5 @@ class PaDiM(AnomalibMethod):
         # One thread for the Gaussians' batched inversion: with torch 2.14.1's oneMKL, once
         # torch.set_num_threads has been called (as the executors do), a batch of 200×200 LU
         # factorisations fails ("Pivots given to lu_solve must all be greater or equal to 1").
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             model.fit()
-        finally:
-            torch.set_num_threads(threads)

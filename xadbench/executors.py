@@ -22,6 +22,7 @@ import torch
 
 from xadbench import runner
 from xadbench.errors import XadError
+from xadbench.method import torch_threads
 from xadbench.runner import JobResult, JobSpec
 
 if TYPE_CHECKING:
@@ -70,19 +71,15 @@ class LocalExecutor:
 
     def run(self, jobs: Iterable[tuple[int, JobSpec] | None], total: int, progress: Progress) -> Iterator[tuple[JobSpec, Outcome]]:
         """Run `jobs` in order; a None among them means "nothing to run yet", so wait a moment."""
-        previous = torch.get_num_threads()
-        try:
-            for item in jobs:
-                if item is None:
-                    time.sleep(runner.POLL_S)
-                    continue
-                index, spec = item
-                if self.threads is not None:
-                    torch.set_num_threads(self.threads)
-                progress.job_started(index, total, spec)
-                yield spec, runner.run_job(spec, on_epoch=progress.epoch)
-        finally:
-            torch.set_num_threads(previous)
+        for item in jobs:
+            if item is None:
+                time.sleep(runner.POLL_S)
+                continue
+            index, spec = item
+            progress.job_started(index, total, spec)
+            with torch_threads(self.threads):
+                outcome = runner.run_job(spec, on_epoch=progress.epoch)
+            yield spec, outcome
 
 
 def run_job_task(spec: JobSpec, threads: int) -> JobResult:
