@@ -20,7 +20,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from xadbench.evaluator import IMAGE_AUC
-from xadbench.heatmaps import saved_maps
 from xadbench.metrics.aupro import MAX_FPR, RegionCounts
 from xadbench.metrics.bootstrap import (
     curve_at,
@@ -31,7 +30,7 @@ from xadbench.metrics.bootstrap import (
     stratified_weights,
 )
 from xadbench.metrics.counts import ImageCounts
-from xadbench.reports.intervals import IntervalTable, class_seed
+from xadbench.reports.intervals import IntervalTable, class_seed, resampled_maps
 from xadbench.reports.table_formats import format_interval
 
 #: Points of a drawn curve and of its band; thresholds a band's resamples keep (`merge_columns`).
@@ -85,13 +84,13 @@ def draw_curves(bands: list[Band], level: str, title: str) -> Figure:
 
 def _counts(p: dict[str, np.ndarray], blur: str, level: str):
     """What a level's curve needs of one job: (pos, neg) count matrices over ascending values for
-    "image" and "pixel" (maps after the blur policy, as float16 like the intervals), the
+    "image" and "pixel" (the maps as the intervals resample them, `intervals.resampled_maps`), the
     `RegionCounts` for "pro"; None where the job's test set cannot give the curve."""
     if level == "image":
         return image_counts(p["score"], p["label"]) if len(np.unique(p["label"])) == 2 else None
     if "mask" not in p or not p["mask"].any() or p["mask"].all():
         return None
-    pixels = ImageCounts(list(saved_maps(p, blur).astype(np.float16)), list(p["mask"]))
+    pixels = ImageCounts(resampled_maps(p, blur), list(p["mask"]))
     return (pixels.pos, pixels.neg) if level == "pixel" else RegionCounts(pixels)
 
 

@@ -124,11 +124,16 @@ def _load_jobs(run_dir: Path, jobs: pd.DataFrame) -> dict[str, dict[str, np.ndar
     return {job_id: load_predictions(_prediction_path(run_dir, job_id)) for job_id in jobs["job_id"].unique()}
 
 
+def resampled_maps(p: dict[str, np.ndarray], blur: str) -> list[np.ndarray]:
+    """A job's maps as the bootstrap resamples them: after the blur policy, as float16 like the
+    saved maps; one array per test image."""
+    return list(saved_maps(p, blur).astype(np.float16))
+
+
 def _test_set(p: dict[str, np.ndarray], blur: str, metric_needs_maps: bool) -> TestSet:
     if not metric_needs_maps or "mask" not in p:
         return TestSet(p["score"], p["label"])
-    maps = saved_maps(p, blur).astype(np.float16)
-    return TestSet(p["score"], p["label"], list(maps), list(p["mask"]))
+    return TestSet(p["score"], p["label"], resampled_maps(p, blur), list(p["mask"]))
 
 
 def _metric_resamples(test_set: TestSet, metric: str, weights: np.ndarray) -> np.ndarray:
