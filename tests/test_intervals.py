@@ -18,7 +18,7 @@ from xadbench.errors import XadError
 from xadbench.heatmaps import PostProcessor
 from xadbench.metrics.bootstrap import stratified_weights
 from xadbench.reports import intervals as iv
-from xadbench.reports.cli import compare, report
+from xadbench.cli.report_commands import compare, report
 from xadbench.reports.table_formats import format_interval
 from xadbench.run_folder import results_store, save_predictions
 

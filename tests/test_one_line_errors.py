@@ -1,5 +1,5 @@
 """Every failure of a command is one line on stderr with a non-zero exit; warnings are one line
-each, printed once (xadbench.cli_errors.OneLineErrors and show_warning)."""
+each, printed once (xadbench.cli.errors.OneLineErrors and show_warning)."""
 import warnings
 
 import numpy as np
@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from xadbench import runner as runner_module
 from xadbench.cli import app
-from xadbench.cli_errors import INTERRUPTED_EXIT
+from xadbench.cli.errors import INTERRUPTED_EXIT
 from xadbench.registry import methods
 
 cli = CliRunner()

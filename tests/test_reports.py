@@ -21,7 +21,7 @@ from xadbench.errors import XadError
 from xadbench.reports import figures as figs
 from xadbench.reports import table_formats as fmt
 from xadbench.reports import tables as tab
-from xadbench.reports.cli import figures, report
+from xadbench.cli.report_commands import figures, report
 from xadbench.run_folder import load_predictions, results_store, save_predictions
 
 CLASSES = ("bottle", "metal_nut")

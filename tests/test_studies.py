@@ -21,7 +21,7 @@ from xadbench.runner import JobSpec, Progress
 from xadbench.studies import clever_hans as ch
 from xadbench.studies import oe_size as oe_study
 from xadbench.studies import watermark as wm
-from xadbench.studies.cli import study_app
+from xadbench.cli.study_commands import study_app
 from xadbench.types import Prediction, TrainData
 
 CLASSES = ("cat", "dog", "owl")

@@ -1,6 +1,6 @@
 """The `xadbench` command line: thin Typer commands over library functions.
 
-Every command group is a `cli_errors.OneLineErrors`: each failure becomes one line on stderr and
+Every command group is an `errors.OneLineErrors`: each failure becomes one line on stderr and
 a non-zero exit, and each warning one line.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from xadbench.cli_errors import OneLineErrors, interrupt_note, one_line
+from xadbench.cli.errors import OneLineErrors, interrupt_note, one_line
 from xadbench.errors import XadError
 from xadbench.options import (
     BlurOption,
@@ -386,9 +386,9 @@ def weights_export(
 
 
 def _register_reports() -> None:
-    from xadbench.reports.cli import compare, figures, report
-    from xadbench.studies.cli import study_app
-    from xadbench.studies.sensitivity_commands import register
+    from xadbench.cli.report_commands import compare, figures, report
+    from xadbench.cli.study_commands import study_app
+    from xadbench.cli.sensitivity_commands import register
 
     register(study_app)
     app.command("report")(report)
