@@ -1,32 +1,11 @@
-"""Options several commands share: the Typer declarations of --preset, --protocol, --blur,
---device, --weights and --pretrained, the parsing and checks of comma lists, --seeds, --k,
---oe-limit, --device and --weights, and the "did you mean" hint for a mistyped choice.
-
-Enumerated options are `Literal` types: Typer shows their choices in `--help` and rejects other
-values before the command runs; `choice_hint` adds the closest choice to that one-line error."""
+"""Parsing and checks of option values that the command line and the library share: comma lists,
+--seeds, --k, --oe-limit, --device and --weights; each bad value is one XadError line naming
+the option. The Typer declarations of the options live in `xadbench.cli.options`."""
 from __future__ import annotations
 
-import difflib
-import re
 from pathlib import Path
-from typing import Annotated, Literal
-
-import typer
 
 from xadbench.errors import XadError
-
-Preset = Literal["cpu", "paper"]
-Protocol = Literal["unsupervised", "semi-supervised", "synthetic-gt"]
-BlurChoice = Literal["gaussian", "none", "both"]
-PresetOption = Annotated[Preset, typer.Option(help="cpu (small, minutes on a laptop) or paper (the paper's setup).")]
-ProtocolOption = Annotated[Protocol, typer.Option(
-    help="unsupervised (synthetic anomalies or Outlier Exposure), semi-supervised (k real defects per type) "
-         "or synthetic-gt (confetti with its own masks).")]
-BlurOption = Annotated[BlurChoice, typer.Option(
-    help="Baselines' maps: gaussian (blurred with FCDD's kernel, as the paper), none, or both.")]
-DeviceOption = Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda | cuda:N.")]
-WeightsOption = Annotated[str | None, typer.Option(help="Pretrained VGG11-BN features state dict, for every method with a VGG backbone.")]
-PretrainedOption = Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="Start VGG backbones from ImageNet weights.")]
 
 
 def split_list(value: str | None) -> list[str]:
@@ -34,7 +13,7 @@ def split_list(value: str | None) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()] if value else []
 
 
-#: numpy's legacy seeding (np.random.seed, which the runner calls) takes 0 ... 2**32 - 1.
+#: numpy's legacy seeding (np.random.seed, which `seeding.seed_everything` calls) takes 0 ... 2**32 - 1.
 MAX_SEED = 2**32 - 1
 
 
@@ -115,23 +94,8 @@ def check_device(device: str) -> str:
         raise XadError(f"--device {device}: unsupported device type; use auto, cpu, cuda or cuda:N")
     return device
 
+
 def check_weights_file(weights: str | None) -> None:
     """--weights must name an existing file (None: torchvision's weights or --no-pretrained)."""
     if weights is not None and not Path(weights).is_file():
         raise XadError(f"--weights {weights}: no such file; pass a VGG11-BN features state dict or --no-pretrained")
-
-
-_NOT_ONE_OF = re.compile(r"'(?P<value>[^']*)' is not one of (?P<choices>'[^.]*')\.")
-
-
-def choice_hint(message: str) -> str:
-    """A usage error about a value that is not one of an option's choices, with the closest
-    choice appended ("... did you mean 'paper'?"); other messages unchanged."""
-    message = message.replace("Value error, ", "")
-    found = _NOT_ONE_OF.search(message)
-    if not found:
-        return message
-    choices = re.findall(r"'([^']*)'", found["choices"])
-    close = [c for c in choices if c.startswith(found["value"])] if found["value"] else []
-    close = close if len(close) == 1 else difflib.get_close_matches(found["value"], choices, n=1, cutoff=0.5)
-    return f"{message.rstrip('.')}; did you mean {close[0]!r}?" if close else message

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -36,6 +35,7 @@ from xadbench.method import Method, resolve_device
 from xadbench.profiles import Profile, check_preset, get_profile
 from xadbench.registry import datasets, methods, plugin_call
 from xadbench.run_folder import PREDICTION_KEYS, prepare_run, results_store, save_checkpoint, save_predictions
+from xadbench.seeding import seed_everything
 from xadbench.steps import DataTransform, ExtraMetric, Prepared
 from xadbench.store import CLAIMED, FINISHED, ResultStore
 from xadbench.types import Prediction, Sample, TrainData, stack_images
@@ -146,14 +146,6 @@ def without_unused_outlier_exposure(spec: JobSpec) -> JobSpec:
     if methods.get(spec.method).supervision != "none":
         return spec
     return replace(spec, oe=None, oe_root=None, oe_limit=None, oe_exclude=(), job_id="")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
 
 
 def open_dataset(name: str, root: str | None, download: bool = False) -> Dataset:

@@ -22,7 +22,7 @@ import torch
 from xadbench import evaluator, protocols
 from xadbench.errors import NotFittedError
 from xadbench.method import SUPERVISION_LEVELS, Method
-from xadbench.runner import seed_everything
+from xadbench.seeding import seed_everything
 from xadbench.types import Prediction, Sample, TrainData, stack_images
 
 TOY_SIZE = 32

@@ -12,19 +12,21 @@ from typing import Annotated, Literal
 import typer
 
 from xadbench.cli.errors import OneLineErrors, interrupt_note, one_line
-from xadbench.errors import XadError
-from xadbench.options import (
+from xadbench.cli.options import (
     BlurOption,
     DeviceOption,
     PresetOption,
     PretrainedOption,
     ProtocolOption,
     WeightsOption,
+)
+from xadbench.errors import XadError
+from xadbench.options import (
     check_device,
     check_k,
     check_weights_file,
-    parse_oe_limit,
     default_seeds,
+    parse_oe_limit,
     parse_seeds,
     split_list,
 )

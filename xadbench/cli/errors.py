@@ -14,8 +14,8 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from xadbench.cli.options import choice_hint
 from xadbench.errors import XadError
-from xadbench.options import choice_hint
 
 #: Set this environment variable to get the traceback of an unexpected error instead of one line.
 TRACEBACK_VARIABLE = "XADBENCH_TRACEBACK"

@@ -10,13 +10,15 @@ from typing import Annotated, Literal
 
 import typer
 
-from xadbench.errors import XadError
-from xadbench.options import (
+from xadbench.cli.options import (
     DeviceOption,
     PresetOption,
     PretrainedOption,
     ProtocolOption,
     WeightsOption,
+)
+from xadbench.errors import XadError
+from xadbench.options import (
     check_device,
     check_weights_file,
     parse_seeds,

@@ -10,18 +10,20 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from xadbench.errors import XadError
-from xadbench.validation import check_out_folder
-from xadbench.options import (
+from xadbench.cli.options import (
     DeviceOption,
     PresetOption,
     PretrainedOption,
     WeightsOption,
+)
+from xadbench.errors import XadError
+from xadbench.options import (
     check_device,
     check_weights_file,
     parse_seeds,
     split_list,
 )
+from xadbench.validation import check_out_folder
 
 study_app = typer.Typer(
     no_args_is_help=True, add_completion=False, context_settings={"help_option_names": ["-h", "--help"]},
