@@ -26,14 +26,12 @@ import urllib.parse
 import urllib.request
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
-)
 
 from xadbench.errors import DataError
 
@@ -43,6 +41,27 @@ TIMEOUT_S = 60
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 console = Console(stderr=True)
+
+
+class NoDisplay:
+    """Shows no download progress: the library's default (the command line sets rich's bars)."""
+
+    def __enter__(self) -> "NoDisplay":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def add_task(self, description: str, total: int | None = None, completed: int = 0) -> int:
+        return 0
+
+    def update(self, task: int, total: int | None = None, completed: int = 0) -> None:
+        pass
+
+
+#: Makes the display of the downloads' progress: a context manager with the `add_task` and
+#: `update` of rich.progress.Progress. `xadbench run` sets rich's bars (xadbench.cli.console).
+progress_display: Callable[[], Any] = NoDisplay
 
 
 @dataclass(frozen=True)
@@ -72,7 +91,7 @@ def _reason(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _download(archive: Archive, part: Path, progress: Progress) -> None:
+def _download(archive: Archive, part: Path, progress: Any) -> None:
     """Fetch `archive` into `part`, continuing a partial file with an HTTP Range request.
 
     A dropped connection raises a one-line DataError and keeps `part`, so the same call resumes.
@@ -195,9 +214,8 @@ def install(root: Path, archives: Sequence[Archive], notice: str) -> None:
     except OSError as exc:
         raise DataError(f"cannot create {workdir} to download into ({type(exc).__name__}: {_reason(exc)})") from None
     console.print(notice, markup=False, highlight=False, soft_wrap=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
     try:
-        with Progress(*columns, console=console) as progress:
+        with progress_display() as progress:
             for archive in archives:
                 part = workdir / f"{archive.name}.part"
                 _download(archive, part, progress)

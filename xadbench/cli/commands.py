@@ -152,7 +152,8 @@ def run(
 ) -> None:
     """Train and score every (class × method × seed) job; resumes where a killed run stopped.
     Every option, --set value and asked-for class is checked before the first job starts."""
-    from xadbench import run_folder, runner
+    from xadbench import download as archives, run_folder, runner
+    from xadbench.cli.console import download_bars
     from xadbench.executors import make_executor
     from xadbench.files import atomic_write
     from xadbench.heatmaps import BLUR_POLICIES
@@ -160,6 +161,7 @@ def run(
     from xadbench.registry import methods as method_registry
     from xadbench.validation import check_classes, check_out_folder, method_params
 
+    archives.progress_display = download_bars  # the data set downloads below show rich's bars
     job_executor = make_executor(executor, address, cpus_per_job, gpus_per_job, device)
     method_names = list(dict.fromkeys(split_list(methods)))
     if not method_names:
@@ -205,7 +207,7 @@ def run(
     if config is not None:
         with atomic_write(out / "run-config.toml") as handle:
             handle.write(config.read_text())
-    from xadbench.console import RichProgress, print_summary
+    from xadbench.cli.console import RichProgress, print_summary
 
     interrupt_note["text"] = f"every finished job is kept in {out}; rerun the same command to resume"
     from xadbench.provenance import collect

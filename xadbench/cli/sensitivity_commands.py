@@ -67,7 +67,7 @@ def _prepare(dataset: str, root: str | None, classes: str, seeds: str, epochs: i
 
 def _run(specs: list, out: Path, command: str) -> None:
     from xadbench import run_folder, runner
-    from xadbench.console import RichProgress
+    from xadbench.cli.console import RichProgress
 
     run_folder.write_config(out, {"command": command, "jobs": [s.job_id for s in specs]})
     with RichProgress() as progress:

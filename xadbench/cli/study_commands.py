@@ -66,7 +66,7 @@ def clever_hans(
     watermark on some of its images, and measure whether the heatmaps point at the watermark.
     A rerun skips finished jobs."""
     from xadbench import run_folder, runner
-    from xadbench.console import RichProgress
+    from xadbench.cli.console import RichProgress
     from xadbench.reports import clever_hans as report
     from xadbench.studies import clever_hans as ch
 
@@ -125,7 +125,7 @@ def oe_size(
     """The Outlier Exposure size study (paper Figure 6): heatmaps of models trained with 2, 8, ...
     OE images, next to a method that cannot use OE. A rerun skips finished jobs."""
     from xadbench import run_folder
-    from xadbench.console import RichProgress
+    from xadbench.cli.console import RichProgress
     from xadbench.reports import oe_size as report
     from xadbench.studies import oe_size as oe_study
 

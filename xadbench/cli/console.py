@@ -6,7 +6,10 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBar, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn, DownloadColumn, MofNCompleteColumn, Progress as RichBar, TextColumn, TimeElapsedColumn,
+    TimeRemainingColumn, TransferSpeedColumn,
+)
 from rich.table import Table
 
 from xadbench.files import Owner
@@ -72,6 +75,13 @@ class RichProgress(Progress):
         self.failed += 1
         self.show_counts()
         console.print(f"FAIL  {self.describe(spec)} (job {spec.job_id}): {message}")
+
+
+def download_bars() -> RichBar:
+    """The display of `xadbench.download`'s progress: one bar per archive with its bytes, speed
+    and time left."""
+    return RichBar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TimeRemainingColumn(), console=console)
 
 
 def print_summary(results: pd.DataFrame) -> None:
