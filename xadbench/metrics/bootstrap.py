@@ -65,7 +65,7 @@ def percentile_interval(values: np.ndarray, confidence: float = CONFIDENCE, axis
     return low, high
 
 
-def _batched(weights: np.ndarray, n_values: int, fn) -> np.ndarray:
+def batched(weights: np.ndarray, n_values: int, fn) -> np.ndarray:
     step = max(1, BATCH_ELEMENTS // max(n_values, 1))
     return np.concatenate([fn(weights[i:i + step]) for i in range(0, len(weights), step)])
 
@@ -137,7 +137,7 @@ def roc_resamples(pos, neg, weights: np.ndarray, grid: np.ndarray) -> np.ndarray
         fp = np.cumsum(rows(w, neg)[:, ::-1], axis=1)
         zeros = np.zeros((len(w), 1))
         return curve_at(np.hstack([zeros, fp / fp[:, -1:]]), np.hstack([zeros, tp / tp[:, -1:]]), grid)
-    return _batched(weights, pos.shape[1], curves)
+    return batched(weights, pos.shape[1], curves)
 
 
 class TestSet:
@@ -164,7 +164,7 @@ class TestSet:
                                                own / (2 * self._n_pos * self._n_neg), np.nan)
 
     def image_auc_resamples(self, weights: np.ndarray) -> np.ndarray:
-        return _batched(weights, self._image_pos.shape[1], lambda w: auc_from_counts(
+        return batched(weights, self._image_pos.shape[1], lambda w: auc_from_counts(
             rows(w, self._image_pos), rows(w, self._image_neg)))
 
     def pixel_auc_resamples(self, weights: np.ndarray) -> np.ndarray:
@@ -181,4 +181,4 @@ class TestSet:
     def aupro_resamples(self, weights: np.ndarray) -> np.ndarray:
         if self.regions is None:
             self.regions = RegionCounts(self.pixels)
-        return _batched(weights, self.pixels.n_values, lambda w: aupro_resamples(self.regions, w))
+        return batched(weights, self.pixels.n_values, lambda w: aupro_resamples(self.regions, w))
