@@ -10,14 +10,15 @@ from rich.table import Table as RichTable
 
 from xadbench.errors import XadError
 from xadbench.metrics.delong import delong_test
-from xadbench.reports.intervals import METRICS, _load_jobs, run_intervals
+from xadbench.metrics.registry import list_metrics
+from xadbench.reports.intervals import _load_jobs, run_intervals
 from xadbench.reports.table_formats import DIGITS
 from xadbench.reports.tables import load_results
 
 
 def check_metric(metric: str) -> None:
-    if metric not in METRICS:
-        raise XadError(f"--metric {metric!r} is unknown; use one of {', '.join(METRICS)}")
+    if metric not in list_metrics(headline=True):
+        raise XadError(f"--metric {metric!r} is unknown; use one of {', '.join(list_metrics(headline=True))}")
 
 
 def compare_tables(run_dir: Path, metric: str, n_resamples: int, seed: int) -> list[RichTable]:

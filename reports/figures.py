@@ -46,22 +46,21 @@ from matplotlib.figure import Figure
 
 from xadbench.defaults import CMAP, RESAMPLES
 from xadbench.errors import XadError
-from xadbench.evaluator import IMAGE_AUC, PIXEL_AUC
 from xadbench.files import atomic_write
 from xadbench.heatmaps import BLUR_POLICIES, quantile_normalise, saved_maps
-from xadbench.metrics.aupro import AUPRO, MAX_FPR
+from xadbench.metrics.aupro import MAX_FPR
 from xadbench.metrics.bootstrap import CONFIDENCE
+from xadbench.metrics.registry import get_metric, list_metrics
 from xadbench.profiles import PROFILES
 from xadbench.reports.curves import curve_bands, curve_legends, draw_curves
 from xadbench.reports.intervals import IntervalTable, run_intervals
-from xadbench.reports.tables import METRIC_NAMES, load_results
+from xadbench.reports.tables import load_results
 from xadbench.run_folder import load_predictions
 from xadbench.sanity import REFERENCE_METHODS
 
 NORMS = ("auto", "local", "global")
 #: The display of a profile this version does not know (a run folder of another version).
 FALLBACK_DISPLAY = PROFILES["mvtec"].display
-METRIC_WORDS = {IMAGE_AUC: "detection AUC", PIXEL_AUC: "pooled pixel AUC", AUPRO: "AUPRO"}
 CELL_INCHES = 1.1
 DPI = 120
 
@@ -255,17 +254,16 @@ def _blur_words(blur: str) -> str:
     return "blurred with FCDD's Gaussian kernel, FCDD not blurred" if blur == "gaussian" else "not blurred"
 
 
-OVERVIEW_METRICS = ("image_auc", "pixel_auc", "per_image_pixel_auc", "aupro")
 REFERENCE_GREYS = ("#8c8c8c", "#bdbdbd", "#636363")
 
 
 def draw_overview(rows: pd.DataFrame, references: list[str], title: str) -> Figure:
     """seaborn point plots of results rows (class, column, seed, metric, value), one panel per
-    metric of OVERVIEW_METRICS present: x the classes, hue the columns (method labels, the
+    headline metric of the metric registry present: x the classes, hue the columns (method labels, the
     `references` first and in grey), the mean over seeds with ± one std over seeds as error bars."""
     import seaborn as sns
 
-    metrics = [m for m in OVERVIEW_METRICS if rows.loc[rows["metric"] == m, "value"].notna().any()]
+    metrics = [m for m in list_metrics(headline=True) if rows.loc[rows["metric"] == m, "value"].notna().any()]
     classes = list(dict.fromkeys(rows["class"]))
     columns = references + [c for c in dict.fromkeys(rows["column"]) if c not in references]
     colours = iter(matplotlib.colormaps["tab10"].colors)
@@ -278,9 +276,10 @@ def draw_overview(rows: pd.DataFrame, references: list[str], title: str) -> Figu
         sns.pointplot(data=data, x="class", y="value", hue="column", order=classes, hue_order=columns,
                       palette=palette, errorbar="sd", dodge=0.5, linestyle="none", markersize=5,
                       err_kws={"linewidth": 1.2}, legend=i == len(metrics) - 1, ax=ax)
-        ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
-        ax.set_title(METRIC_NAMES.get(metric, metric).split(" (")[0], fontsize=9)
-        ax.set(xlabel="", ylabel="AUC" if i == 0 else "", ylim=(0, 1.02))
+        if get_metric(metric).chance is not None:
+            ax.axhline(get_metric(metric).chance, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_title(get_metric(metric).label.split(" (")[0], fontsize=9)
+        ax.set(xlabel="", ylabel="", ylim=(0, 1.02))
         ax.tick_params(labelsize=8)
     legend = axes[-1].get_legend()
     if legend is not None:
@@ -293,7 +292,7 @@ def draw_overview(rows: pd.DataFrame, references: list[str], title: str) -> Figu
 def overview_figures(results: pd.DataFrame, blur: str) -> Iterator[Drawn]:
     """One `draw_overview` per (data set, protocol, preset) of the results, with the rows of the
     blur policy `blur`."""
-    rows = results[results["metric"].isin(OVERVIEW_METRICS) & (results["blur"] == blur)]
+    rows = results[results["metric"].isin(list_metrics(headline=True)) & (results["blur"] == blur)]
     for (dataset, protocol, preset), group in rows.groupby(["dataset", "protocol", "preset"], sort=False):
         name = Path(dataset).name
         references = list(dict.fromkeys(group.loc[group["method"].isin(REFERENCE_METHODS), "column"]))
@@ -345,8 +344,8 @@ def render_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, 
             yield Drawn(stem, "grid", key, title, fig)
             for label, p in preds.items():
                 by_label.setdefault(label, []).append(p)
-        for level, metric, kind in (("image", IMAGE_AUC, "roc_image"), ("pixel", PIXEL_AUC, "roc_pixel"),
-                                    ("pro", AUPRO, "pro")):
+        for level, metric, kind in (("image", "image_auc", "roc_image"), ("pixel", "pixel_auc", "roc_pixel"),
+                                    ("pro", "aupro", "pro")):
             legends = curve_legends(intervals, dataset, protocol, preset, blur, class_name, metric)
             bands = curve_bands(by_label, class_name, blur, level, n_resamples, seed, legends)
             if not bands:
@@ -356,7 +355,7 @@ def render_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, 
             title = (f"{name} / {class_name}: {what}\n{protocol}, preset {preset}, {seeds} seed{'s' if seeds != 1 else ''}"
                      f"{chr(10) + 'baselines ' + _blur_words(blur) if level != 'image' else ''}")
             note = (f"shaded: {CONFIDENCE:.0%} percentile band of {n_resamples} stratified bootstrap resamples of the "
-                    f"test images; legend: {METRIC_WORDS[metric]} as in the tables with its interval"
+                    f"test images; legend: {get_metric(metric).label} as in the tables with its interval"
                     + ("" if legends else " (none stored for this blur policy: the method names only)")
                     + ("; maps at the model's resolution" if level != "image" else ""))
             stem = _slug(kind, name, class_name, protocol, preset, *([f"blur-{blur}"] if level != "image" else []))

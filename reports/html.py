@@ -37,6 +37,7 @@ import pandas as pd
 
 from xadbench.errors import XadError
 from xadbench.files import atomic_write
+from xadbench.metrics.registry import list_metrics, metric_label
 from xadbench.provenance import now
 from xadbench.reports.figures import CMAP, DPI, Drawn, render_figures
 from xadbench.reports.intervals import IntervalTable, run_intervals
@@ -44,7 +45,6 @@ from xadbench.reports.table_formats import caption_words, cell_text, format_valu
 from xadbench.reports.tables import (
     BEST,
     MEAN,
-    METRIC_NAMES,
     SIGMA,
     TIED,
     ResultTable,
@@ -242,7 +242,7 @@ def table_html(table: ResultTable) -> str:
     classes = [r for r in table.mean.index if r not in (MEAN, SIGMA)]
     body = "".join(row_html(r) for r in classes)
     foot = "".join(row_html(r) for r in (MEAN, SIGMA) if r in table.mean.index)
-    return (f"<div class='tblock'><h3>{_e(METRIC_NAMES.get(table.key['metric'], table.key['metric']))}</h3>"
+    return (f"<div class='tblock'><h3>{_e(metric_label(table.key['metric']))}</h3>"
             f"<p class='tcap'>{_e(caption_words(table))}</p>"
             f"<table class='res' data-metric='{_e(table.key['metric'])}'>"
             f"<thead><tr><th class='cls'>class</th>{head}</tr></thead><tbody>{body}</tbody><tfoot>{foot}</tfoot></table>"
@@ -254,8 +254,6 @@ FLAG_NOTE = (f"<p class='flagnote'>⚑ not above the method's own mean map (the 
              "what the method saw in the image.</p>")
 
 
-#: Metrics of the headline tables; every other metric (the sanity checks) follows under its own heading.
-HEADLINE_METRICS = ("image_auc", "pixel_auc", "per_image_pixel_auc", "aupro")
 SANITY_HELP = (
     "<p class='sub'>Sanity checks (xadbench.sanity): <code>*_mean_map</code> scores the method's own mean map "
     "as every image's map (a method should clearly beat it); <code>randomised_*</code> compares maps before and "
@@ -273,8 +271,9 @@ def tables_section(tables: list[ResultTable]) -> str:
              "other excludes 0); underlined: the tied group when no method is significantly best. Grey columns: reference maps that learn nothing about "
              "defects, the floor every method must clear. Purple: published in Liznerski et al. "
              "(ICLR 2021).</p>"]
-    headline = [t for t in tables if t.key["metric"] in HEADLINE_METRICS]
-    others = [t for t in tables if t.key["metric"] not in HEADLINE_METRICS]
+    # The registry's headline metrics first; every other metric (the sanity checks) under its own heading.
+    headline = [t for t in tables if t.key["metric"] in list_metrics(headline=True)]
+    others = [t for t in tables if t.key["metric"] not in list_metrics(headline=True)]
     parts += [table_html(t) for t in headline]
     if others:
         parts += ["<h2 id='sanity'>Sanity checks and other metrics</h2>", SANITY_HELP]

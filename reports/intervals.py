@@ -10,10 +10,11 @@ percentile interval compares them. With several seeds a resample's value is the 
 seeds' values on the same resampled images, so the interval covers test-set and training
 variance together; the std over seeds of the full-test-set values is reported beside it.
 
-The metrics are computed from the predictions files (`runner.run_job`): maps at the model's
-resolution after the run's blur policy, stored as float16 like the saved maps, masks at the same
-resolution (nearest). Pixel numbers therefore differ slightly from results.csv's, which are at
-the masks' own resolution; the point value shown with an interval is the one of these maps.
+The metrics are the headline metrics of the metric registry (`metrics.registry`), computed from
+the predictions files (`runner.run_job`) with their declared resample functions: maps at the
+model's resolution after the run's blur policy, as float16 like the saved maps, masks at the
+same resolution (nearest): the very arrays the runner scored results.csv's values from, so the
+point value shown with an interval is results.csv's.
 
 A class's Mean row resamples every class independently and averages the classes' values per
 resample. Defect-type rows ("<class>/<type>") take that type's anomalous images and all nominal
@@ -44,17 +45,14 @@ import numpy as np
 import pandas as pd
 
 from xadbench.defaults import RESAMPLES
-from xadbench.evaluator import IMAGE_AUC, PER_IMAGE_PIXEL_AUC, PIXEL_AUC
 from xadbench.files import atomic_write
-from xadbench.heatmaps import saved_maps
-from xadbench.metrics.aupro import AUPRO
+from xadbench.heatmaps import PostProcessor, scored_maps
 from xadbench.metrics.bootstrap import CONFIDENCE, TestSet, percentile_interval, stratified_weights
+from xadbench.metrics.registry import get_metric, list_metrics
 from xadbench.reports.tables import BEST, GROUP_KEYS, MEAN, TABLE_KEYS, TIED, load_results
 from xadbench.run_folder import load_predictions, results_store
 from xadbench.sanity import REFERENCE_METHODS
 
-METRICS = (IMAGE_AUC, PIXEL_AUC, PER_IMAGE_PIXEL_AUC, AUPRO)
-PIXEL_METRICS = (PIXEL_AUC, PER_IMAGE_PIXEL_AUC, AUPRO)
 NOMINAL = "good"
 
 
@@ -125,9 +123,9 @@ def _load_jobs(run_dir: Path, jobs: pd.DataFrame) -> dict[str, dict[str, np.ndar
 
 
 def resampled_maps(p: dict[str, np.ndarray], blur: str) -> list[np.ndarray]:
-    """A job's maps as the bootstrap resamples them: after the blur policy, as float16 like the
-    saved maps; one array per test image."""
-    return list(saved_maps(p, blur).astype(np.float16))
+    """A job's maps as the bootstrap resamples them and the runner scored them
+    (`heatmaps.scored_maps`); one array per test image."""
+    return list(scored_maps(p["anomaly_map"], PostProcessor.from_record(p["postprocessor"], "predictions"), blur))
 
 
 def _test_set(p: dict[str, np.ndarray], blur: str, metric_needs_maps: bool) -> TestSet:
@@ -136,21 +134,12 @@ def _test_set(p: dict[str, np.ndarray], blur: str, metric_needs_maps: bool) -> T
     return TestSet(p["score"], p["label"], resampled_maps(p, blur), list(p["mask"]))
 
 
-def _metric_resamples(test_set: TestSet, metric: str, weights: np.ndarray) -> np.ndarray:
-    if metric == IMAGE_AUC:
-        return test_set.image_auc_resamples(weights)
-    if metric == PIXEL_AUC:
-        return test_set.pixel_auc_resamples(weights)
-    if metric == PER_IMAGE_PIXEL_AUC:
-        return test_set.per_image_pixel_auc_resamples(weights)
-    return test_set.aupro_resamples(weights)
-
-
 def interval_tables(run_dir: Path, n_resamples: int = RESAMPLES, seed: int = 0,
-                    confidence: float = CONFIDENCE, metrics: tuple[str, ...] = METRICS) -> list[IntervalTable]:
-    """Interval tables (per class + Mean, and per defect type) of every metric the run's
-    predictions support, for every (data set, protocol, preset, blur policy) of its results."""
+                    confidence: float = CONFIDENCE, metrics: tuple[str, ...] | None = None) -> list[IntervalTable]:
+    """Interval tables (per class + Mean, and per defect type) of every headline metric of the
+    metric registry (or of `metrics`) the run's predictions support, for every (data set, protocol, preset, blur policy) of its results."""
     run_dir = Path(run_dir)
+    metrics = list_metrics(headline=True) if metrics is None else metrics
     results = load_results(run_dir)
     saved = results["job_id"].map(lambda job_id: _prediction_path(run_dir, job_id).is_file())
     missing = results.loc[~saved, "job_id"].unique()
@@ -198,14 +187,14 @@ def interval_tables(run_dir: Path, n_resamples: int = RESAMPLES, seed: int = 0,
                 for job_id in seeds["job_id"]:
                     p = predictions[job_id]
                     index = np.array([position[str(k)] for k in p["key"]])
-                    test_set = _test_set(p, key["blur"], any(m in PIXEL_METRICS for m in metrics))
+                    test_set = _test_set(p, key["blur"], any(get_metric(m).needs_masks for m in metrics))
                     for metric in metrics:
-                        if metric in PIXEL_METRICS and test_set.pixels is None:
+                        if get_metric(metric).needs_masks and test_set.pixels is None:
                             continue
                         for row, subset in subsets.items():
                             full = subset[index].astype(float)[None]
                             both = np.vstack([full, weights[row][:, index]])
-                            values[metric][row].append(_metric_resamples(test_set, metric, both))
+                            values[metric][row].append(get_metric(metric).resample(test_set, both))
                 for metric in metrics:
                     for row in subsets:
                         runs = values[metric][row]

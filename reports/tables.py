@@ -2,15 +2,14 @@
 predictions give one, the bootstrap of `reports.intervals`.
 
 One table per (data set, protocol, preset, blur policy, metric) found in the results or the
-bootstrap (AUPRO and the per-defect-type rows come from the bootstrap only): rows are the classes,
+bootstrap (the per-defect-type rows come from the bootstrap only): rows are the classes,
 then "Mean" (over classes) and "σ" (standard deviation over classes), as in the paper's Table 2;
 columns are the methods of the run. A defect-type table has a row per "<class>/<type>" and no
 Mean or σ. A cell shows the mean over seeds, its bootstrap interval as "value [low, high]" or
 "value ± half-width" (`CI_STYLES`, the `--ci` switch) and, with several seeds, the sample std over
 seeds (ddof=1) in parentheses: "0.912 [0.890, 0.931] (0.013)". Where the bootstrap covers a
-metric its values replace the results' (they are computed from the predictions at the model's
-resolution, and the interval belongs to them; results.csv keeps the pixel metrics at the masks'
-resolution). The Mean and σ rows are over the classes' values and are empty for a column that
+metric its cells carry the interval; their values are results.csv's (both come from the same
+maps at the registry's PIXEL_RESOLUTION). The Mean and σ rows are over the classes' values and are empty for a column that
 lacks a class, so every Mean compares the same classes.
 
 Significance, not the highest number: a method is bold only when its paired bootstrap difference
@@ -66,23 +65,6 @@ CI_STYLES = ("interval", "halfwidth")
 BEST, TIED = "best", "tied"
 DISPLAY_NAMES = {"fcdd": "FCDD", "grad": "Grad", "ae": "AE", "grad-cam": "Grad-CAM", "grad-ig": "Grad-IG",
                  "grad-smooth": "Grad-Smooth", "patchcore": "PatchCore", "padim": "PaDiM"}
-METRIC_NAMES = {
-    "image_auc": "Detection AUC",
-    "pixel_auc": "Pixel-wise AUC (pooled)",
-    "per_image_pixel_auc": "Per-image pixel AUC",
-    "aupro": "AUPRO (per-region overlap up to FPR 0.3, normalised)",
-    "pixel_auc_mean_map": "Pixel-wise AUC (pooled) of the method's own mean map",
-    "per_image_pixel_auc_mean_map": "Per-image pixel AUC of the method's own mean map",
-    "randomised_spearman_top": "Spearman correlation with the map after re-initialising the top layer",
-    "randomised_ssim_top": "SSIM with the map after re-initialising the top layer",
-    "randomised_spearman_all": "Spearman correlation with the map after re-initialising all layers",
-    "randomised_ssim_all": "SSIM with the map after re-initialising all layers",
-    "pixel_auc_randomised": "Pixel-wise AUC (pooled) after re-initialising all layers",
-    "deletion_area": "Normalised deletion area (lower: more faithful)",
-    "deletion_area_random": "Normalised deletion area, random pixel order",
-    "insertion_area": "Normalised insertion area (higher: more faithful)",
-    "faithfulness_gain": "Faithfulness gain (random minus map deletion area)",
-}
 MEAN, SIGMA = "Mean", "σ"
 DATASET_NAMES = {"mvtec": "MVTec-AD", "synthetic": "the built-in synthetic data (MVTec-AD layout)",
                  "cifar10": "CIFAR-10", "fmnist": "Fashion-MNIST", "imagenet30": "ImageNet-30",

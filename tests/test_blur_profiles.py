@@ -77,4 +77,5 @@ def test_a_job_scores_the_baselines_maps_blurred_with_the_profiles_kernel(monkey
     blurred, raw = scored
     size, sigmas = EXPECTED["mvtec"]
     assert raw.shape[-2:] == (128, 128)
-    np.testing.assert_allclose(blurred[:3], brute_force_blur(raw[:3], size, sigmas["cpu"]), rtol=1e-4, atol=1e-5)
+    # Both scored as the predictions file keeps them (float16): the blurred maps round once more.
+    np.testing.assert_allclose(blurred[:3], brute_force_blur(raw[:3], size, sigmas["cpu"]), rtol=1e-3, atol=1e-5)

@@ -59,3 +59,14 @@ def test_a_value_outside_the_declared_range_is_refused(monkeypatch):
     monkeypatch.setitem(registry._METRICS, "image_auc", broken)
     with pytest.raises(ValueError, match="outside its range"):
         registry.score(scores, labels)
+
+
+def test_the_readme_metrics_section_is_the_registrys():
+    """The README's Metrics table is `metrics_markdown()` (regenerate it after declaring a metric)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start, end = registry.README_MARKERS
+    assert start in readme and end in readme
+    shown = readme.split(start, 1)[1].split(end, 1)[0].strip()
+    assert shown == registry.metrics_markdown(), "README's Metrics table is stale: paste metrics_markdown()'s output"

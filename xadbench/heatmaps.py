@@ -7,6 +7,8 @@ Inputs and outputs are float32 numpy arrays; torch is used inside for the convol
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -135,6 +137,43 @@ def saved_maps(predictions: dict[str, np.ndarray], policy: str, index: Any = sli
     under blur `policy`, float32."""
     process = PostProcessor.from_record(predictions["postprocessor"], where)
     return np.asarray(process(predictions["anomaly_map"][index].astype(np.float32), policy), dtype=np.float32)
+
+
+def scored_maps(raw: np.ndarray, process: PostProcessor, policy: str) -> np.ndarray:
+    """The (N, H, W) maps every pixel metric scores, in results.csv and in the bootstrap alike
+    (`metrics.registry.PIXEL_RESOLUTION`): the raw maps as the predictions file keeps them
+    (float16), after the blur `policy`, stored as float16 again."""
+    stored = np.asarray(raw, dtype=np.float16).astype(np.float32)
+    return np.asarray(process(stored, policy)).astype(np.float16)
+
+
+#: A mask more than this many times the scoring resolution per side is named in a warning: its
+#: nearest-neighbour downsampling keeps one pixel in LARGE_MASK_RATIO² and can drop thin defects.
+LARGE_MASK_RATIO = 16
+
+
+def scoring_masks(masks: Sequence, shape: tuple[int, int]) -> np.ndarray:
+    """The (N, H, W) bool masks at the scoring resolution `shape` (the maps'), each brought there
+    by nearest neighbour, so every test image weighs the same in a pooled pixel metric whatever
+    its file's size."""
+    height, width = int(shape[0]), int(shape[1])
+    out = np.empty((len(masks), height, width), dtype=bool)
+    for i, mask in enumerate(masks):
+        mask = torch.as_tensor(np.asarray(mask, dtype=bool))
+        out[i] = F.interpolate(mask[None, None].float(), size=(height, width), mode="nearest")[0, 0].bool().numpy()
+    return out
+
+
+def warn_large_masks(masks: Sequence, shape: tuple[int, int], keys: Sequence[str]) -> None:
+    """One warning naming the test images (`keys`) whose masks are over LARGE_MASK_RATIO times
+    the scoring resolution `shape` per side."""
+    height, width = int(shape[0]), int(shape[1])
+    large = [f"{key} ({mask.shape[1]}x{mask.shape[0]})" for key, mask in zip(keys, masks)
+             if mask.shape[0] > LARGE_MASK_RATIO * height or mask.shape[1] > LARGE_MASK_RATIO * width]
+    if large:
+        shown = ", ".join(large[:3]) + (f" and {len(large) - 3} more" if len(large) > 3 else "")
+        warnings.warn(f"test image(s) {shown} are over {LARGE_MASK_RATIO}x the scoring resolution {width}x{height} "
+                      "per side: their masks are downsampled (nearest), so thin defects may vanish", stacklevel=2)
 
 
 def _normalise(x: np.ndarray, lo, q) -> np.ndarray:

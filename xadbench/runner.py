@@ -25,13 +25,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from xadbench import evaluator, heatmaps, protocols, sanity
+from xadbench import heatmaps, protocols, sanity
 from xadbench.anomalies import limit_outlier_exposure
 from xadbench.data_root import default_root
 from xadbench.dataset import Dataset
 from xadbench.errors import XadError
 from xadbench.files import Owner
 from xadbench.method import Method, resolve_device
+from xadbench.metrics import registry
 from xadbench.profiles import Profile, check_preset, get_profile
 from xadbench.registry import datasets, methods, plugin_call
 from xadbench.run_folder import PREDICTION_KEYS, prepare_run, results_store, save_checkpoint, save_predictions
@@ -186,14 +187,16 @@ def outlier_exposure(spec: JobSpec, image_size: int) -> Sequence[Sample]:
 
 
 def evaluate(prediction: Prediction, test: Sequence[Sample]) -> dict[str, float]:
+    """Every headline metric of the metric registry (`metrics.registry.score`) of `prediction`'s
+    maps (post-processed, at the model's resolution: PIXEL_RESOLUTION) against the test set's
+    masks brought to that resolution (`heatmaps.scoring_masks`)."""
     labels = np.array([s.label for s in test])
-    metrics = {evaluator.IMAGE_AUC: evaluator.image_auc(prediction.score, labels)}
-    if all(s.mask is not None for s in test):
-        maps = [heatmaps.resize_map(m, tuple(s.mask.shape)) for m, s in zip(prediction.anomaly_map, test)]
-        masks = [s.mask.numpy() for s in test]
-        metrics[evaluator.PIXEL_AUC] = evaluator.pixel_auc(maps, masks)
-        metrics[evaluator.PER_IMAGE_PIXEL_AUC] = evaluator.per_image_pixel_auc(maps, masks)
-    return metrics
+    scores = np.asarray(prediction.score, dtype=np.float32)
+    if not all(s.mask is not None for s in test):
+        return registry.score(scores, labels)
+    maps = np.asarray(prediction.anomaly_map)
+    masks = heatmaps.scoring_masks([s.mask for s in test], maps.shape[-2:])
+    return registry.score(scores, labels, list(maps), list(masks))
 
 
 def score_job(spec: JobSpec, prediction: Prediction, test: Sequence[Sample], process: heatmaps.PostProcessor,
@@ -208,7 +211,9 @@ def score_job(spec: JobSpec, prediction: Prediction, test: Sequence[Sample], pro
     for blur in spec.blur:
         post = functools.partial(process, policy=blur)
         scored = Prediction(prediction.score, post(prediction.anomaly_map))
-        values = evaluate(scored, test)
+        # The headline metrics score the maps as the predictions file keeps them (float16), so the
+        # bootstrap of the saved predictions gives the very same values.
+        values = evaluate(Prediction(prediction.score, heatmaps.scored_maps(prediction.anomaly_map, process, blur)), test)
         for extra in spec.metrics:
             more = extra(scored.score, scored.anomaly_map, labels, annotations or {})
             if set(more) & set(values):
@@ -318,10 +323,8 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
         **data.annotations,
     }
     if all(s.mask is not None for s in test):
-        predictions["mask"] = np.stack([
-            torch.nn.functional.interpolate(s.mask[None, None].float(), size=images.shape[-2:], mode="nearest")[0, 0].bool().numpy()
-            for s in test
-        ])
+        heatmaps.warn_large_masks([s.mask for s in test], images.shape[-2:], [s.key for s in test])
+        predictions["mask"] = heatmaps.scoring_masks([s.mask for s in test], images.shape[-2:])
     with plugin_call("method", spec.method, "checkpoint"):
         state = method.checkpoint()
     return JobResult(rows, predictions, None if state is None else {"method": spec.method, "state": state})

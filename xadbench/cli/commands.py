@@ -328,6 +328,7 @@ def methods_show(
     import inspect
     import json
 
+    from xadbench.metrics.registry import list_metrics
     from xadbench.profiles import PRESETS, PROFILES
     from xadbench.registry import methods as registry
 
@@ -342,6 +343,8 @@ def methods_show(
     if plugin.reference:
         typer.echo("reference:    yes (a trivial map runs beside the methods; it detects nothing)")
     typer.echo(f"maps:         {'smoothed by construction (not blurred again)' if plugin.maps_smoothed else 'blurred by the shared policy (--blur gaussian)'}")
+    typer.echo(f"metrics:      {', '.join(list_metrics(headline=True))} (the metric registry's headline "
+               "metrics; those of pixel and region unit where the data set has masks)")
     typer.echo("hyperparameters (defaults; --set KEY=VALUE overrides):")
     parameters = inspect.signature(cls.__init__).parameters
     for key in plugin.param_names():
