@@ -69,4 +69,6 @@ def test_the_readme_metrics_section_is_the_registrys():
     start, end = registry.README_MARKERS
     assert start in readme and end in readme
     shown = readme.split(start, 1)[1].split(end, 1)[0].strip()
-    assert shown == registry.metrics_markdown(), "README's Metrics table is stale: paste metrics_markdown()'s output"
+    assert shown == registry.metrics_markdown(), (
+        "README's Metrics table is stale; regenerate it with: python -c 'from xadbench.metrics.registry "
+        "import metrics_markdown; print(metrics_markdown())'")
