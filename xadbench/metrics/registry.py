@@ -26,6 +26,7 @@ import numpy as np
 from xadbench.evaluator import image_auc, per_image_pixel_auc, pixel_auc
 from xadbench.metrics.aupro import MAX_FPR, aupro
 from xadbench.metrics.bootstrap import TestSet
+from xadbench.metrics.f1max import f1_max_resamples, pixel_f1_max
 
 #: Units of resampling: what one metric value is computed over.
 UNITS = ("image", "pixel", "region")
@@ -150,6 +151,8 @@ register_metric(Metric("per_image_pixel_auc", "Per-image pixel AUC", "pixel", Tr
 # A random map's PRO equals its FPR, so its normalised area up to MAX_FPR is MAX_FPR / 2.
 register_metric(Metric("aupro", "AUPRO (per-region overlap up to FPR 0.3, normalised)", "region", True, UNIT, True,
                        aupro, TestSet.aupro_resamples, chance=MAX_FPR / 2))
+register_metric(Metric("pixel_f1_max", "Pixel F1-max (pooled, best F1 over all thresholds)", "pixel", True, UNIT,
+                       True, pixel_f1_max, f1_max_resamples))
 # The sanity checks' metrics (`xadbench.sanity`), computed in the job from the fitted model.
 register_metric(Metric("pixel_auc_mean_map", "Pixel-wise AUC (pooled) of the method's own mean map",
                        "pixel", True, UNIT, False))
