@@ -27,6 +27,7 @@ from xadbench.evaluator import image_auc, per_image_pixel_auc, pixel_auc
 from xadbench.metrics.aupro import MAX_FPR, aupro
 from xadbench.metrics.bootstrap import TestSet
 from xadbench.metrics.f1max import f1_max_resamples, pixel_f1_max
+from xadbench.sanity import MEAN_MAP_SUFFIX
 
 #: Units of resampling: what one metric value is computed over.
 UNITS = ("image", "pixel", "region")
@@ -154,10 +155,6 @@ register_metric(Metric("aupro", "AUPRO (per-region overlap up to FPR 0.3, normal
 register_metric(Metric("pixel_f1_max", "Pixel F1-max (pooled, best F1 over all thresholds)", "pixel", True, UNIT,
                        True, pixel_f1_max, f1_max_resamples))
 # The sanity checks' metrics (`xadbench.sanity`), computed in the job from the fitted model.
-register_metric(Metric("pixel_auc_mean_map", "Pixel-wise AUC (pooled) of the method's own mean map",
-                       "pixel", True, UNIT, False))
-register_metric(Metric("per_image_pixel_auc_mean_map", "Per-image pixel AUC of the method's own mean map",
-                       "pixel", True, UNIT, False))
 for _step, _words in (("top", "the top layer"), ("all", "all layers")):
     # Similar maps after re-initialising the weights mean the map does not depend on them: lower is better.
     register_metric(Metric(f"randomised_spearman_{_step}",
@@ -175,3 +172,7 @@ register_metric(Metric("insertion_area", "Normalised insertion area (higher: mor
                        "image", True, UNBOUNDED, False))
 register_metric(Metric("faithfulness_gain", "Faithfulness gain (random minus map deletion area)",
                        "image", True, UNBOUNDED, False))
+# Every headline pixel or region metric has a mean-map counterpart (`sanity.mean_map_metrics`).
+for _metric in [m for m in _METRICS.values() if m.headline and m.needs_masks]:
+    register_metric(Metric(f"{_metric.name}{MEAN_MAP_SUFFIX}", f"{_metric.label} of the method's own mean map",
+                           _metric.unit, _metric.higher_is_better, _metric.range, False, digits=_metric.digits))
