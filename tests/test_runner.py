@@ -11,7 +11,8 @@ from xadbench import protocols, run_folder, runner
 from xadbench.errors import XadError
 from xadbench.files import atomic_write
 from xadbench.heatmaps import PostProcessor, blur, saved_maps
-from xadbench.runner import JobSpec, Progress, run_grid
+from xadbench.grid import run_grid
+from xadbench.runner import JobSpec, Progress
 from xadbench.types import Sample, Task, TrainData
 
 
