@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xadbench import run_folder, runner
+from xadbench import grid, run_folder, runner
 from xadbench.executors import LocalExecutor, RayExecutor
 from xadbench.options import parse_seeds, split_list
 
@@ -71,7 +71,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="grid-scaling-") as tmp:
         local_out, ray_out = Path(tmp) / "local", Path(tmp) / "ray"
         start = time.perf_counter()
-        runner.run_grid(specs, local_out, executor=LocalExecutor(threads=args.workers))
+        grid.run_grid(specs, local_out, executor=LocalExecutor(threads=args.workers))
         local_s = time.perf_counter() - start
         print(f"local: {len(specs)} jobs one after another, torch {args.workers} threads: {local_s:.1f} s")
 
@@ -80,7 +80,7 @@ def main() -> None:
                  log_to_driver=False)
         startup_s = time.perf_counter() - start
         start = time.perf_counter()
-        runner.run_grid(specs, ray_out, executor=RayExecutor(cpus_per_job=1))
+        grid.run_grid(specs, ray_out, executor=RayExecutor(cpus_per_job=1))
         ray_s = time.perf_counter() - start
         ray.shutdown()
         print(f"ray:   {args.workers} workers × 1 thread: {ray_s:.1f} s for the grid + {startup_s:.1f} s to start Ray")
@@ -88,7 +88,7 @@ def main() -> None:
         print(f"RATIO grid_ray_vs_local {ray_s:.3f} s {local_s:.3f} s {local_s / ray_s:.2f}")
         one_thread_out = Path(tmp) / "local-1-thread"
         start = time.perf_counter()
-        runner.run_grid(specs, one_thread_out, executor=LocalExecutor(threads=1))
+        grid.run_grid(specs, one_thread_out, executor=LocalExecutor(threads=1))
         print(f"local: {len(specs)} jobs one after another, torch 1 thread: {time.perf_counter() - start:.1f} s")
         for name, reference in ((f"local {args.workers} threads", local_out), ("local 1 thread", one_thread_out)):
             identical, value_diff, array_diff = compare(reference, ray_out)

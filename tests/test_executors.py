@@ -7,7 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from xadbench import executors, run_folder, runner
+from xadbench import executors, grid, run_folder, runner
 from xadbench.cli import app
 from xadbench.errors import XadError
 from xadbench.executors import LocalExecutor
@@ -78,7 +78,7 @@ def test_a_local_job_that_raises_stops_the_run_keeping_the_finished_jobs_and_no_
                                            JobSpec("synthetic", "cap", "pixelstats")])
     progress = Record()
     with pytest.raises(XadError, match="method 'pixelstats' has no parameter 'no_such_parameter'"):
-        runner.run_grid([good, broken, third], tmp_path, progress)
+        grid.run_grid([good, broken, third], tmp_path, progress)
     assert progress.finished == [good.job_id] and not progress.failed
     assert run_folder.finished_jobs(tmp_path) == {good.job_id}
     with sqlite3.connect(tmp_path / "results.sqlite") as store:  # no claim left for another run to wait on

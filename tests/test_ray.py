@@ -26,10 +26,11 @@ from typer.testing import CliRunner
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed (pip install 'xadbench[ray]')")
 import ray.cluster_utils  # noqa: E402
 
-from xadbench import run_folder, runner  # noqa: E402
+from xadbench import grid, run_folder, runner  # noqa: E402
 from xadbench.cli import app  # noqa: E402
 from xadbench.executors import MAX_RETRIES, LocalExecutor, RayExecutor  # noqa: E402
-from xadbench.runner import JobsFailed, JobSpec, Progress  # noqa: E402
+from xadbench.grid import JobsFailed  # noqa: E402
+from xadbench.runner import JobSpec, Progress  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -149,7 +150,7 @@ def reference(tmp_path_factory, data) -> Path:
     """Two seeds of every synthetic class run locally with one torch thread (the folder is
     outside CONTROL/runs: it is written by this process)."""
     out = tmp_path_factory.mktemp("local")
-    runner.run_grid(specs(data, seeds=(0, 1)), out, executor=LocalExecutor(threads=1))
+    grid.run_grid(specs(data, seeds=(0, 1)), out, executor=LocalExecutor(threads=1))
     return out
 
 
@@ -198,17 +199,17 @@ class TestOneMachine:
     def test_a_ray_grid_stores_what_a_local_grid_stores_bit_for_bit(self, data, control, reference):
         out = control / "runs" / "happy"
         progress = Record()
-        runner.run_grid(specs(data, seeds=(0, 1)), out, progress, RayExecutor(cpus_per_job=1))
+        grid.run_grid(specs(data, seeds=(0, 1)), out, progress, RayExecutor(cpus_per_job=1))
         assert sorted(progress.finished) == sorted(s.job_id for s in specs(data, seeds=(0, 1))) and not progress.failed
         assert_same_results(out, reference, specs(data, seeds=(0, 1)))
         again = Record()
-        runner.run_grid(specs(data, seeds=(0, 1)), out, again, RayExecutor(cpus_per_job=1))
+        grid.run_grid(specs(data, seeds=(0, 1)), out, again, RayExecutor(cpus_per_job=1))
         assert not again.started and len(again.skipped) == 8
 
     def test_each_task_runs_torch_with_its_cpus_as_threads(self, data, control):
         jobs = specs(data, seeds=(7,))[:2]
         for spec, cpus in zip(jobs, (2, 1)):
-            runner.run_grid([spec], control / "runs" / f"threads-{cpus}", executor=RayExecutor(cpus_per_job=cpus))
+            grid.run_grid([spec], control / "runs" / f"threads-{cpus}", executor=RayExecutor(cpus_per_job=cpus))
             [attempt] = (control / "attempts").glob(f"{spec.job_id}.*")
             assert attempt.read_text() == str(cpus)
 
@@ -227,7 +228,7 @@ class TestOneMachine:
         jobs = [specs(data)[0], broken, specs(data)[2]]
         progress = Record()
         with pytest.raises(JobsFailed, match=f"1 of 3 jobs failed \\(job ids {broken.job_id}\\)"):
-            runner.run_grid(jobs, out, progress, RayExecutor(cpus_per_job=1))
+            grid.run_grid(jobs, out, progress, RayExecutor(cpus_per_job=1))
         assert len(progress.failed) == 1 and progress.failed[0][0] == broken.job_id
         message = progress.failed[0][1]
         assert "no parameter 'no_such_parameter'" in message and "\n" not in message
@@ -255,7 +256,7 @@ class TestOneMachine:
         killer = threading.Thread(target=kill_when_running)
         killer.start()
         progress = Record()
-        runner.run_grid(jobs, out, progress, RayExecutor(cpus_per_job=1))
+        grid.run_grid(jobs, out, progress, RayExecutor(cpus_per_job=1))
         killer.join()
         assert killed and not progress.failed
         assert len(attempts(control, victim)) == 2 and str(killed[0]) in attempts(control, victim)
@@ -296,7 +297,7 @@ class TestTwoNodes:
     def test_jobs_on_a_worker_node_come_back_to_the_driver_which_alone_writes(self, data, control, reference):
         out = control / "runs" / "two-nodes"
         progress = Record()
-        runner.run_grid(specs(data), out, progress, RayExecutor(cpus_per_job=1))
+        grid.run_grid(specs(data), out, progress, RayExecutor(cpus_per_job=1))
         assert len(progress.finished) == 4 and not progress.failed
         job_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0}
         assert len(job_nodes) == 1 and len(ray.nodes()) == 2

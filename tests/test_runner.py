@@ -12,7 +12,8 @@ from xadbench.errors import XadError
 from xadbench.files import atomic_write
 from xadbench.metrics import registry
 from xadbench.heatmaps import PostProcessor, blur, saved_maps
-from xadbench.runner import JobSpec, Progress, run_grid
+from xadbench.grid import run_grid
+from xadbench.runner import JobSpec, Progress
 from xadbench.types import Sample, Task, TrainData
 
 

@@ -9,7 +9,7 @@ import torch.nn as nn
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from xadbench import run_folder, runner, sanity
+from xadbench import grid, run_folder, runner, sanity
 from xadbench.method import Method
 from xadbench.metrics.registry import list_metrics
 from xadbench.methods.centre import Centre, centre_map
@@ -267,7 +267,7 @@ def test_evaluate_refuses_predictions_without_a_saved_spec_before_scoring_anythi
     from xadbench.rescore import rescore_run
 
     [spec] = runner.identify([runner.JobSpec(dataset="synthetic", class_name="fabric", method="centre")])
-    runner.run_grid([spec], tmp_path)
+    grid.run_grid([spec], tmp_path)
     path = tmp_path / "predictions" / f"{spec.job_id}.npz"
     old = {k: v for k, v in run_folder.load_predictions(path).items() if k != "spec"}
     run_folder.save_predictions(path, old)
@@ -277,7 +277,7 @@ def test_evaluate_refuses_predictions_without_a_saved_spec_before_scoring_anythi
 
 def test_a_results_csv_with_not_applicable_rows_is_imported_as_nan(tmp_path):
     spec = runner.JobSpec(dataset="synthetic", class_name="fabric", method="centre", sanity=True)
-    runner.run_grid([spec], tmp_path / "run")
+    grid.run_grid([spec], tmp_path / "run")
     (tmp_path / "copy").mkdir()  # a folder with only the CSV (e.g. from a release before the store)
     (tmp_path / "copy" / "results.csv").write_text((tmp_path / "run" / "results.csv").read_text())
     imported = run_folder.read_results(tmp_path / "copy").set_index("metric")["value"]

@@ -19,7 +19,8 @@ from xadbench.cli import app
 from xadbench.errors import XadError
 from xadbench.files import Owner
 from xadbench.run_folder import RESULT_COLUMNS
-from xadbench.runner import JobSpec, run_grid
+from xadbench.grid import run_grid
+from xadbench.runner import JobSpec
 from xadbench.store import CLAIMED, FINISHED, ResultStore
 
 COLUMNS = ["job_id", "blur", "metric", "value", "note"]

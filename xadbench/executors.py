@@ -1,6 +1,6 @@
 """Executors: where the jobs of a grid run.
 
-`run_grid` (xadbench.runner) is the driver: it decides which jobs still have to run and stores
+`run_grid` (xadbench.grid) is the driver: it decides which jobs still have to run and stores
 each finished one. An executor only runs jobs and hands back, as each finishes, its `JobResult`
 (or, with Ray, a `JobFailure`: one line); it never writes the run folder. `LocalExecutor` runs them one after
 another in this process; `RayExecutor` runs each as a Ray task (https://docs.ray.io, ray core
@@ -16,17 +16,14 @@ import socket
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from xadbench import runner
 from xadbench.errors import XadError
 from xadbench.method import torch_threads
-from xadbench.runner import JobResult, JobSpec
-
-if TYPE_CHECKING:
-    from xadbench.runner import Progress
+from xadbench.runner import JobResult, JobSpec, Progress
 
 EXECUTORS = ("local", "ray")
 RAY_EXTRA = "pip install 'xadbench[ray]'"

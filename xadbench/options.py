@@ -17,19 +17,6 @@ def split_list(value: str | None) -> list[str]:
 MAX_SEED = 2**32 - 1
 
 
-#: Seeds of a seed-sensitive method (`Method.seed_sensitive`) under the cpu preset without --seeds.
-SENSITIVE_SEEDS = (0, 1, 2)
-
-
-def default_seeds(method_names: list[str], preset: str) -> dict[str, tuple[int, ...]]:
-    """Each method's seeds when --seeds is not given: (0,), and SENSITIVE_SEEDS for a method that
-    declares `seed_sensitive` under the cpu preset (its spread over seeds is then in every table)."""
-    from xadbench.registry import methods
-
-    return {name: SENSITIVE_SEEDS if preset == "cpu" and getattr(methods.get(name), "seed_sensitive", False) else (0,)
-            for name in method_names}
-
-
 def parse_seeds(value: str) -> tuple[int, ...]:
     """--seeds "0,1,2" → (0, 1, 2), duplicates dropped in order; a one-line error otherwise."""
     try:

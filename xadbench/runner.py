@@ -1,14 +1,12 @@
-"""Jobs and the grid runner.
+"""Jobs: their identity and running one.
 
-A job is (dataset, class, method, seed, preset, protocol, ...): self-contained and idempotent.
-`run_job` takes its spec and returns its result rows and predictions without touching the run
-folder, so a distributed engine can run the same job list across machines; `save_job_result`
-stores one finished job (files, then its rows in one transaction of the results store,
-xadbench.store) whatever ran it; what a run folder holds and how it is read and checked is
-`xadbench.run_folder`. `run_grid` runs a grid on an executor (xadbench.executors: in this
-process, or as Ray tasks on a cluster) and stores every finished job itself: it checks the
-folder first (`run_folder.prepare_run`), claims each job in the store before starting it, and
-skips finished jobs, so a killed run resumes and concurrent runs share the work.
+A job is (dataset, class, method, seed, preset, protocol, ...): self-contained and idempotent;
+`JobSpec` declares it and `identify` gives it its id. `run_job` takes its spec and returns its
+result rows and predictions without touching the run folder, so a distributed engine can run the
+same job list across machines; `save_job_result` stores one finished job (files, then its rows
+in one transaction of the results store, xadbench.store) whatever ran it; what a run folder
+holds and how it is read and checked is `xadbench.run_folder`. Planning a grid of jobs and
+running it on an executor is `xadbench.grid`.
 """
 from __future__ import annotations
 
@@ -16,13 +14,12 @@ import functools
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from xadbench import heatmaps, protocols, sanity
@@ -35,10 +32,9 @@ from xadbench.method import Method, resolve_device
 from xadbench.metrics import registry
 from xadbench.profiles import Profile, check_preset, get_profile
 from xadbench.registry import datasets, methods, plugin_call
-from xadbench.run_folder import PREDICTION_KEYS, prepare_run, results_store, save_checkpoint, save_predictions
+from xadbench.run_folder import PREDICTION_KEYS, results_store, save_checkpoint, save_predictions
 from xadbench.seeding import seed_everything
 from xadbench.steps import DataTransform, ExtraMetric, Prepared
-from xadbench.store import CLAIMED, FINISHED, ResultStore
 from xadbench.types import Prediction, Sample, TrainData, stack_images
 
 #: Options of a run that reach a method only when its __init__ has a keyword of that name.
@@ -356,70 +352,3 @@ class Progress:
 
 #: Seconds between looks at the jobs another process runs.
 POLL_S = 1.0
-
-
-class JobsFailed(XadError):
-    """Some jobs of a grid failed (each was reported as it failed); the others are stored."""
-
-
-def claimed_jobs(store: ResultStore, specs: Sequence[JobSpec], progress: Progress,
-                 claimed: set[str]) -> Iterator[tuple[int, JobSpec] | None]:
-    """(index, spec) of each job this process claims in the store, in grid order, as the
-    executor asks for them (its id added to `claimed`). A finished job is reported as skipped; a
-    job another live process claimed is left to it and asked for again later (taken over should
-    that process die): None is yielded when nothing can be claimed now."""
-    pending, waited = list(enumerate(specs)), set()
-    while pending:
-        waiting = []
-        for index, spec in pending:
-            claim = store.claim(spec.job_id)
-            if claim == FINISHED:
-                progress.job_finished(spec, [], skipped=True)
-            elif claim == CLAIMED:
-                claimed.add(spec.job_id)
-                yield index, spec
-            else:
-                if spec.job_id not in waited:
-                    progress.job_waiting(spec, claim)
-                    waited.add(spec.job_id)
-                waiting.append((index, spec))
-        pending = waiting
-        if pending:
-            yield None
-
-
-def run_grid(specs: Sequence[JobSpec], out: Path, progress: Progress | None = None, executor: Any = None) -> pd.DataFrame:
-    """Run every job of `specs` (with their ids from `identify`; computed here where missing)
-    that the run folder's store does not hold yet on `executor`
-    (xadbench.executors; default: one after another in this process) and store each as it
-    finishes: this process is the only writer of the run folder, wherever the jobs run. A job is
-    claimed in the store before it starts, so concurrent runs into one folder share the work
-    (`claimed_jobs`). A job that an executor reports failed (Ray) is released, the others go on,
-    and JobsFailed at the end names the failed ones; an exception the executor raises (a local
-    job's error) stops the run with every claim released. Returns every row of the store."""
-    from xadbench.executors import JobFailure, LocalExecutor
-
-    specs = identify(specs)
-    progress = progress or Progress()
-    executor = executor or LocalExecutor()
-    out = Path(out)
-    store = prepare_run(out)
-    claimed: set[str] = set()
-    failed = []
-    try:
-        for spec, outcome in executor.run(claimed_jobs(store, specs, progress, claimed), len(specs), progress):
-            if isinstance(outcome, JobFailure):
-                store.release(spec.job_id)
-                failed.append(spec)
-                progress.job_failed(spec, outcome.message)
-            else:
-                save_job_result(out, spec.job_id, outcome)
-                progress.job_finished(spec, outcome.rows, skipped=False)
-            claimed.discard(spec.job_id)
-    finally:
-        for job_id in claimed:  # jobs that were running when the run stopped
-            store.release(job_id)
-    if failed:
-        raise JobsFailed(f"{len(failed)} of {len(specs)} jobs failed (job ids {', '.join(s.job_id for s in failed)}); "
-                         f"the others are stored in {out}, and a rerun of the same command runs only the failed ones")
-    return store.read()

@@ -25,7 +25,6 @@ from xadbench.options import (
     check_device,
     check_k,
     check_weights_file,
-    default_seeds,
     parse_oe_limit,
     parse_seeds,
     split_list,
@@ -155,6 +154,7 @@ def run(
     from xadbench import download as archives, run_folder, runner
     from xadbench.cli.console import download_bars
     from xadbench.executors import make_executor
+    from xadbench.grid import plan_grid, run_grid
     from xadbench.files import atomic_write
     from xadbench.heatmaps import BLUR_POLICIES
     from xadbench.profiles import get_profile
@@ -169,8 +169,7 @@ def run(
     for name in method_names:
         method_registry.get(name)
     blur_policies = {"both": BLUR_POLICIES}.get(blur, (blur,))
-    method_seeds = default_seeds(method_names, preset) if seeds is None else dict.fromkeys(method_names, parse_seeds(seeds))
-    reference_seeds = (0,) if seeds is None else parse_seeds(seeds)  # reference maps are deterministic
+    seed_values = None if seeds is None else parse_seeds(seeds)  # None: the seed policy (grid.default_seeds)
     check_k(k)
     limit = parse_oe_limit(oe_limit)
     if executor == "local":  # with Ray the jobs run on the cluster's machines, not this one
@@ -180,11 +179,6 @@ def run(
     out = out or Path("runs") / f"{Path(dataset).name}-{protocol}-{preset}"
     check_out_folder(out)
     data = runner.open_dataset(dataset, root, download)
-    added = []  # reference maps added to the run: they take no --set (those are the methods')
-    if references and data.has_masks:
-        from xadbench.sanity import REFERENCE_METHODS
-
-        added = [r for r in REFERENCE_METHODS if r not in method_names]
     # Only the asked-for classes are touched: listing all of them reads every class folder.
     class_list = data.classes() if classes == "all" else split_list(classes)
     if not class_list:
@@ -193,12 +187,8 @@ def run(
                   weights=weights, pretrained=pretrained, oe=oe, oe_root=oe_root, oe_limit=limit,
                   oe_exclude=tuple(split_list(oe_exclude)), k=k, device=device, download=download,
                   sanity=preset == "cpu" if sanity is None else sanity)
-    specs = [runner.without_unused_outlier_exposure(
-                 runner.JobSpec(class_name=c, method=m, seed=s, params=params[m], **common))
-             for c in class_list for m in method_names for s in method_seeds[m]]
-    specs = [runner.without_unused_outlier_exposure(runner.JobSpec(class_name=c, method=m, seed=s, **common))
-             for c in class_list for m in added for s in reference_seeds] + specs
-    specs = runner.identify(specs)
+    specs = plan_grid(class_list, method_names, seeds=seed_values, params=params,
+                      references=references and data.has_masks, **common)
     if dry_run:
         print_job_grid(specs, out)
         return
@@ -217,7 +207,7 @@ def run(
         run_folder.write_config(out, {"command": "run", "argv": sys.argv[1:], "jobs": [s.job_id for s in specs],
                                   "provenance": provenance})
         with RichProgress() as progress:
-            results = runner.run_grid(specs, out, progress, job_executor)
+            results = run_grid(specs, out, progress, job_executor)
     typer.echo(f"results: {out / 'results.csv'}")
     if report:
         write_run_report(out)

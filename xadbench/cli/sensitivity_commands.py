@@ -1,6 +1,6 @@
 """`xadbench study sigma` and `xadbench study receptive-field`: the paper's sensitivity studies
 (appendix B and A) as commands over one job grid each (`xadbench.studies.sigma`,
-`xadbench.studies.receptive_field`), run with `runner.run_grid` into --out, then a table and a
+`xadbench.studies.receptive_field`), run with `grid.run_grid` into --out, then a table and a
 figure (`xadbench.reports.sensitivity`). Every option is checked before the first job starts.
 """
 from __future__ import annotations
@@ -66,12 +66,12 @@ def _prepare(dataset: str, root: str | None, classes: str, seeds: str, epochs: i
 
 
 def _run(specs: list, out: Path, command: str) -> None:
-    from xadbench import run_folder, runner
+    from xadbench import grid, run_folder
     from xadbench.cli.console import RichProgress
 
     run_folder.write_config(out, {"command": command, "jobs": [s.job_id for s in specs]})
     with RichProgress() as progress:
-        runner.run_grid(specs, out, progress)
+        grid.run_grid(specs, out, progress)
 
 
 def sigma(

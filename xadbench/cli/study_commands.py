@@ -1,5 +1,5 @@
 """`xadbench study ...`: the paper's studies as commands, thin Typer wrappers that build a
-study's grid (`xadbench.studies`), run it with `runner.run_grid` into --out and write its
+study's grid (`xadbench.studies`), run it with `grid.run_grid` into --out and write its
 tables and figures (`xadbench.reports`). The main CLI registers `study_app`; its
 `OneLineErrors` turns every XadError raised here into one line and exit code 1.
 """
@@ -65,7 +65,7 @@ def clever_hans(
     """The Clever Hans study (paper sec. 4.3): train with the anomalous class known and a spurious
     watermark on some of its images, and measure whether the heatmaps point at the watermark.
     A rerun skips finished jobs."""
-    from xadbench import run_folder, runner
+    from xadbench import grid, run_folder
     from xadbench.cli.console import RichProgress
     from xadbench.reports import clever_hans as report
     from xadbench.studies import clever_hans as ch
@@ -91,7 +91,7 @@ def clever_hans(
                f"{study.profile}, {len(specs)} jobs -> {out}", err=True)
     run_folder.write_config(out, {"command": "study clever-hans", "jobs": [s.job_id for s in specs]})
     with RichProgress() as progress:
-        results = ch.study_results(specs, runner.run_grid(specs, out, progress))
+        results = ch.study_results(specs, grid.run_grid(specs, out, progress))
     tables = report.write_table(results, out)
     figures = report.write_figure(results, out, columns=columns)
     summary = report.summarise(results)

@@ -7,7 +7,7 @@ training, and ImageNet is nominal. About a fifth of VOC's horse images carry a w
 lower left corner (Lapuschkin et al., 2019), and FCDD's heatmaps light up on those watermarks.
 Each job is a `runner.JobSpec` of the one-vs-rest class with a declared data transform that
 swaps the roles (and stamps the watermark, `xadbench.studies.watermark`) and an extra metric
-(`WatermarkMetrics`), run by `runner.run_grid` into an ordinary run folder. Two forms:
+(`WatermarkMetrics`), run by `grid.run_grid` into an ordinary run folder. Two forms:
 
 paper form (`form="paper"`, transform `HorsesVsImageNet`)
     VOC 2007 trainval horses are the known anomalies (`xadbench.datasets.voc`), ImageNet-1k
@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xadbench import evaluator, runner
+from xadbench import evaluator, grid, runner
 from xadbench.dataset import Dataset
 from xadbench.errors import XadError
 from xadbench.options import check_weights_file
@@ -330,4 +330,4 @@ def run(study: Study, out: Path, progress: runner.Progress | None = None) -> pd.
     """Run the study's grid into the run folder `out` (finished jobs are skipped); returns
     `study_results` of its jobs."""
     specs = plan_jobs(study)
-    return study_results(specs, runner.run_grid(specs, Path(out), progress))
+    return study_results(specs, grid.run_grid(specs, Path(out), progress))

@@ -1,7 +1,7 @@
 """The Outlier Exposure size study (paper section 4.1, Figure 6): how the heatmaps change as a
 model sees more OE images in training.
 
-One grid of ordinary runner jobs (`runner.run_grid`, so results go to <out>/results.csv and
+One grid of ordinary runner jobs (`grid.run_grid`, so results go to <out>/results.csv and
 predictions to <out>/predictions/, and a rerun skips finished jobs): for every method that can
 use anomalies (supervision "labels" or "masks", e.g. FCDD and the gradient baseline) one job per
 OE limit (the paper's 2, 8, 128, 2048 and all) and seed, `JobSpec(oe=..., oe_limit=...)`; a
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from xadbench import runner
+from xadbench import grid, runner
 from xadbench.errors import XadError
 from xadbench.profiles import check_preset
 from xadbench.registry import methods as method_registry
@@ -119,5 +119,5 @@ def _registered() -> list[str]:
 
 def run(specs: Sequence[JobSpec], out: Path, progress: runner.Progress | None = None) -> pd.DataFrame:
     """Run the grid (skipping finished jobs); returns the rows of these jobs."""
-    results = runner.run_grid(specs, Path(out), progress)
+    results = grid.run_grid(specs, Path(out), progress)
     return results[results["job_id"].isin([s.job_id for s in specs])].reset_index(drop=True)

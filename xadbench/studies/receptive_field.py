@@ -1,7 +1,7 @@
 """The receptive-field study (FCDD paper, appendix A, Tables 3 and 4, Figures 9 and 10): FCDD
 with networks whose receptive field grows, trained from scratch.
 
-One ordinary job grid through `runner.run_grid`: an FCDD job per kernel size, class and seed with
+One ordinary job grid through `grid.run_grid`: an FCDD job per kernel size, class and seed with
 `kernel=k` (`xadbench.methods.fcdd_net.kernel_net`: for MVTec-AD six convolutions and three max
 pools, every conv k×k, receptive field 19·(k − 1) + 15 = 53 … 243 px for k = 3 … 13, Table 4; for
 CIFAR-10-like data the 32 px net with a k×k first conv, k + 15 = 18 … 32 px for k = 3 … 17,

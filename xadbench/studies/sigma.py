@@ -3,7 +3,7 @@ of the Gaussian in its heatmap upsampling (Algorithm 1) grows.
 
 σ only enters the upsampling of the low-resolution heatmap A (and, semi-supervised, the
 pixel-wise loss of eq. 3), so the study trains ONE FCDD model per class and seed, as an ordinary
-job grid through `runner.run_grid` (one store, one resume; each job keeps its checkpoint), and
+job grid through `grid.run_grid` (one store, one resume; each job keeps its checkpoint), and
 then rescores every model's test images at each σ without retraining. Unsupervised training
 (confetti, eq. 2, the default) does not use σ at all, so the rescored numbers are exactly those
 of a model trained at that σ; a semi-supervised model is trained at its preset's σ.
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xadbench import protocols, run_folder, runner
+from xadbench import grid, protocols, run_folder, runner
 from xadbench.errors import XadError
 from xadbench.evaluator import IMAGE_AUC, PIXEL_AUC
 from xadbench.files import atomic_write
@@ -59,10 +59,9 @@ def plan_jobs(dataset: str, classes: Sequence[str], *, seeds: Sequence[int] = (0
               pretrained: bool = True, device: str = "auto", params: tuple = ()) -> list[JobSpec]:
     """One FCDD training job per class and seed, as `xadbench run` builds it (blur "none": FCDD's
     maps are smoothed by construction, the shared blur never applies to them)."""
-    return runner.identify(
-        JobSpec(dataset=dataset, class_name=c, method=METHOD, seed=s, preset=preset, protocol=protocol, root=root,
-                blur=("none",), weights=weights, pretrained=pretrained, device=device, params=params)
-        for c in classes for s in seeds)
+    return grid.plan_grid(classes, [METHOD], seeds=seeds, params={METHOD: params}, dataset=dataset, preset=preset,
+                          protocol=protocol, root=root, blur=("none",), weights=weights, pretrained=pretrained,
+                          device=device)
 
 
 def rescore(specs: Sequence[JobSpec], out: Path, sigmas: Sequence[float], device: str = "auto",
