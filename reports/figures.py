@@ -54,8 +54,7 @@ from xadbench.metrics.registry import get_metric, list_metrics
 from xadbench.profiles import PROFILES
 from xadbench.reports.curves import curve_bands, curve_legends, draw_curves
 from xadbench.reports.intervals import IntervalTable, run_intervals
-from xadbench.reports.tables import load_results
-from xadbench.run_folder import load_predictions
+from xadbench.reports.run import Run
 from xadbench.sanity import REFERENCE_METHODS
 
 NORMS = ("auto", "local", "global")
@@ -304,19 +303,18 @@ def overview_figures(results: pd.DataFrame, blur: str) -> Iterator[Drawn]:
                     caption, draw_overview(group, references, caption))
 
 
-def render_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, blur: str = "gaussian",
+def render_figures(run: Run | Path, norm: str = "auto", eta: float | None = None, blur: str = "gaussian",
                    samples: int = 6, cmap: str = CMAP, intervals: list[IntervalTable] | None = None,
                    n_resamples: int = RESAMPLES, seed: int = 0) -> Iterator[Drawn]:
     """Every heatmap grid and curve figure of a run, drawn from its results and
-    RUN_DIR/predictions/ (see `write_figures` for the options). `intervals`: the run's interval
-    tables (default: `run_intervals(run_dir, n_resamples, seed)`), whose values the curves'
-    legends show. Warns once about jobs without predictions; XadError when none of the jobs has
+    predictions (`reports.report.FigureOptions` documents the options). `intervals`: the run's interval tables
+    (default: `run_intervals(run, n_resamples, seed)`), whose values the curves' legends show. Warns once about jobs without predictions; XadError when none of the jobs has
     them."""
     check_options(norm, eta, blur, samples, cmap)
-    run_dir = Path(run_dir)
-    results = load_results(run_dir)
+    run = Run.load(run)
+    results = run.results
     if intervals is None:
-        intervals = run_intervals(run_dir, n_resamples, seed)
+        intervals = run_intervals(run, n_resamples, seed)
     jobs = results.drop_duplicates("job_id")
     missing, found = [], 0
     for (dataset, class_name, protocol, preset), class_jobs in jobs.groupby(
@@ -328,11 +326,10 @@ def render_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, 
         for seed_value, seed_jobs in class_jobs.groupby("seed", sort=False):
             preds, methods = {}, {}
             for label, method, job_id in zip(seed_jobs["column"], seed_jobs["method"], seed_jobs["job_id"]):
-                path = run_dir / "predictions" / f"{job_id}.npz"
-                if not path.is_file():
-                    missing.append(path.name)
+                if not run.has_predictions(job_id):
+                    missing.append(run.prediction_path(job_id).name)
                     continue
-                preds[label], methods[label] = load_predictions(path), method
+                preds[label], methods[label] = run.predictions(job_id), method
             if not preds:
                 continue
             found, seeds = found + len(preds), seeds + 1
@@ -361,10 +358,10 @@ def render_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, 
             stem = _slug(kind, name, class_name, protocol, preset, *([f"blur-{blur}"] if level != "image" else []))
             yield Drawn(stem, kind, key, f"{title.replace(chr(10), ', ')} ({note})", draw_curves(bands, level, title))
     if not found:
-        raise XadError(f"{run_dir / 'predictions'} holds none of the predictions of results.csv's jobs; figures are "
+        raise XadError(f"{run.path / 'predictions'} holds none of the predictions of results.csv's jobs; figures are "
                        "drawn from the .npz files `xadbench run` saves there (rerun the jobs to recreate them)")
     if missing:
-        warnings.warn(f"{len(missing)} job(s) of results.csv have no predictions in {run_dir / 'predictions'} "
+        warnings.warn(f"{len(missing)} job(s) of results.csv have no predictions in {run.path / 'predictions'} "
                       f"and are left out of the figures (e.g. {missing[0]})", stacklevel=2)
     yield from overview_figures(results, blur)
 
@@ -372,20 +369,6 @@ def render_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, 
 def results_blur(results, job_id: str) -> str:
     """A blur policy the job's rows were scored with (image AUC does not depend on it)."""
     return str(results.loc[results["job_id"] == job_id, "blur"].iloc[0])
-
-
-def write_figures(run_dir: Path, norm: str = "auto", eta: float | None = None, blur: str = "gaussian",
-                  samples: int = 6, cmap: str = CMAP, n_resamples: int = RESAMPLES, seed: int = 0) -> list[Path]:
-    """Draw every heatmap grid (PNG and PDF) and curve figure (PNG, PDF and SVG) of a run into
-    RUN_DIR/figures/ from RUN_DIR/results.csv and RUN_DIR/predictions/; returns the paths written.
-
-    norm: "local" (each map against itself), "global" (against the label-balanced test set) or
-    "auto" (appendix C's choice per data set); eta: the quantile η (default per appendix C);
-    blur: the shared blur policy, "gaussian" or "none"; samples: columns per block; cmap: the
-    heatmaps' matplotlib colour map; n_resamples, seed: the bootstrap of the curves' bands (and of
-    the interval tables whose values the legends show).
-    """
-    return save_drawn(run_dir, render_figures(run_dir, norm, eta, blur, samples, cmap, None, n_resamples, seed))
 
 
 def save_drawn(run_dir: Path, drawn: Iterable[Drawn]) -> list[Path]:

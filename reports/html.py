@@ -13,8 +13,8 @@ Sections:
 - Read with care: notes on what differs from the paper's setup (preset and image size, random
   init, weights other than torchvision's ImageNet ones), printed wherever the paper's numbers
   stand beside ours.
-- Tables: every table of `tables.build_tables` with the run's bootstrap intervals and marks
-  (with the paper's columns where it publishes the number), its caption in words; reference methods first, set apart by a rule; cells whose pixel
+- Tables: the run's tables exactly as written to RUN_DIR/tables (`reports.report.write_report`),
+  with the bootstrap intervals and marks (and the paper's columns when asked for), its caption in words; reference methods first, set apart by a rule; cells whose pixel
   AUC is not clearly above the method's own mean map's (`tables.ResultTable.flags`) flagged.
 - Figures: the overview (every method's AUCs per class, `figures.draw_overview`), then per class
   the heatmap grids (every method's score above its maps) and ROC curves of
@@ -29,18 +29,16 @@ import base64
 import html
 import io
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from xadbench.errors import XadError
 from xadbench.files import atomic_write
 from xadbench.metrics.registry import list_metrics, metric_label
 from xadbench.provenance import now
-from xadbench.reports.figures import CMAP, DPI, Drawn, render_figures
-from xadbench.reports.intervals import IntervalTable, run_intervals
+from xadbench.reports.figures import DPI, Drawn
+from xadbench.reports.run import Run
 from xadbench.reports.table_formats import caption_words, cell_text, format_value
 from xadbench.reports.tables import (
     BEST,
@@ -48,8 +46,6 @@ from xadbench.reports.tables import (
     SIGMA,
     TIED,
     ResultTable,
-    build_tables,
-    load_results,
     setup_notes,
 )
 from xadbench.sanity import MEAN_MAP_MARGIN
@@ -315,27 +311,13 @@ def figures_section(drawn: list[Drawn]) -> str:
     return "".join(parts)
 
 
-def render_html(run_dir: Path, norm: str = "auto", eta: float | None = None, blur: str = "gaussian",
-                samples: int = 6, cmap: str = CMAP, drawn: list[Drawn] | None = None,
-                intervals: list[IntervalTable] | None = None, style: str = "interval") -> str:
-    """The report page of a run as one HTML string (see the module docstring). `drawn`: the
-    run's figures when the caller has rendered them already (`run` saves and embeds one set);
-    `intervals`: its bootstrap intervals (default: `run_intervals`, stored or computed)."""
-    run_dir = Path(run_dir)
-    results = load_results(run_dir)
-    intervals = run_intervals(run_dir) if intervals is None else intervals
-    tables = build_tables(results, "paper", intervals, style)
-    problems: list[str] = []
-    if drawn is None:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                drawn = list(render_figures(run_dir, norm, eta, blur, samples, cmap))
-                problems = [str(w.message) for w in caught]
-            except XadError as exc:  # a run without predictions still gets its tables
-                drawn, problems = [], [str(exc)]
-    figure_notes = "".join(f"<p class='note'>{_e(p)}</p>" for p in problems)
-    name = run_dir.resolve().name
+def render_html(run: Run, tables: list[ResultTable], drawn: list[Drawn], figure_notes: list[str] = ()) -> str:
+    """The report page of a run as one HTML string (see the module docstring): its `tables`
+    exactly as written to RUN_DIR/tables, its `drawn` figures embedded, and `figure_notes` (why
+    figures are missing) under them (`reports.report.write_report` builds all three once)."""
+    results = run.results
+    notes = "".join(f"<p class='note'>{_e(p)}</p>" for p in figure_notes)
+    name = run.path.resolve().name
     return "".join([
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width,initial-scale=1'>",
@@ -345,19 +327,17 @@ def render_html(run_dir: Path, norm: str = "auto", eta: float | None = None, blu
         f"classes {_e(', '.join(dict.fromkeys(results['class'])))}</p>",
         notes_section(results, tables),
         tables_section(tables),
-        figures_section(drawn) + figure_notes,
-        provenance_section(run_dir, results),
+        figures_section(drawn) + notes,
+        provenance_section(run.path, results),
         "<pre id='xad-checks'></pre>",
         f"<script>{SORT_AND_CHECK}</script></main></body></html>",
     ])
 
 
-def write_html(run_dir: Path, norm: str = "auto", eta: float | None = None, blur: str = "gaussian",
-               samples: int = 6, cmap: str = CMAP, drawn: list[Drawn] | None = None,
-               intervals: list[IntervalTable] | None = None, style: str = "interval") -> Path:
-    """Write RUN_DIR/report.html (atomically) and return its path."""
-    text = render_html(run_dir, norm, eta, blur, samples, cmap, drawn, intervals, style)
-    path = Path(run_dir) / REPORT_NAME
+def write_html(run: Run, tables: list[ResultTable], drawn: list[Drawn], figure_notes: list[str] = ()) -> Path:
+    """Write RUN_DIR/report.html (`render_html`, atomically) and return its path."""
+    text = render_html(run, tables, drawn, figure_notes)
+    path = run.path / REPORT_NAME
     with atomic_write(path) as handle:
         handle.write(text)
     return path

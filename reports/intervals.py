@@ -49,8 +49,9 @@ from xadbench.files import atomic_write
 from xadbench.heatmaps import PostProcessor, scored_maps
 from xadbench.metrics.bootstrap import CONFIDENCE, TestSet, percentile_interval, stratified_weights
 from xadbench.metrics.registry import get_metric, list_metrics
-from xadbench.reports.tables import BEST, GROUP_KEYS, MEAN, TABLE_KEYS, TIED, load_results
-from xadbench.run_folder import load_predictions, results_store
+from xadbench.reports.run import Run
+from xadbench.reports.tables import BEST, GROUP_KEYS, MEAN, TABLE_KEYS, TIED
+from xadbench.run_folder import results_store
 from xadbench.sanity import REFERENCE_METHODS
 
 NOMINAL = "good"
@@ -114,14 +115,6 @@ def class_seed(class_name: str, seed: int) -> int:
     return (zlib.crc32(class_name.encode()) + seed) % 2**32
 
 
-def _prediction_path(run_dir: Path, job_id: str) -> Path:
-    return run_dir / "predictions" / f"{job_id}.npz"
-
-
-def _load_jobs(run_dir: Path, jobs: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
-    return {job_id: load_predictions(_prediction_path(run_dir, job_id)) for job_id in jobs["job_id"].unique()}
-
-
 def resampled_maps(p: dict[str, np.ndarray], blur: str) -> list[np.ndarray]:
     """A job's maps as the bootstrap resamples them and the runner scored them
     (`heatmaps.scored_maps`); one array per test image."""
@@ -134,17 +127,17 @@ def _test_set(p: dict[str, np.ndarray], blur: str, metric_needs_maps: bool) -> T
     return TestSet(p["score"], p["label"], resampled_maps(p, blur), list(p["mask"]))
 
 
-def interval_tables(run_dir: Path, n_resamples: int = RESAMPLES, seed: int = 0,
+def interval_tables(run: Run | Path, n_resamples: int = RESAMPLES, seed: int = 0,
                     confidence: float = CONFIDENCE, metrics: tuple[str, ...] | None = None) -> list[IntervalTable]:
     """Interval tables (per class + Mean, and per defect type) of every headline metric of the
     metric registry (or of `metrics`) the run's predictions support, for every (data set, protocol, preset, blur policy) of its results."""
-    run_dir = Path(run_dir)
+    run = Run.load(run)
     metrics = list_metrics(headline=True) if metrics is None else metrics
-    results = load_results(run_dir)
-    saved = results["job_id"].map(lambda job_id: _prediction_path(run_dir, job_id).is_file())
+    results = run.results
+    saved = results["job_id"].map(run.has_predictions)
     missing = results.loc[~saved, "job_id"].unique()
     if len(missing) and saved.any():
-        warnings.warn(f"{len(missing)} job(s) of the run have no predictions in {run_dir / 'predictions'} and are "
+        warnings.warn(f"{len(missing)} job(s) of the run have no predictions in {run.path / 'predictions'} and are "
                       f"left out of the intervals (e.g. {missing[0]})", stacklevel=2)
     results = results[saved]
     tables = []
@@ -160,7 +153,7 @@ def interval_tables(run_dir: Path, n_resamples: int = RESAMPLES, seed: int = 0,
         classes = list(dict.fromkeys(jobs["class"]))
         for class_name in classes:
             class_jobs = jobs[jobs["class"] == class_name]
-            predictions = _load_jobs(run_dir, class_jobs)
+            predictions = {job_id: run.predictions(job_id) for job_id in class_jobs["job_id"].unique()}
             # The union of the jobs' test images, by key.
             union: dict[str, tuple[int, str]] = {}
             for p in predictions.values():
@@ -241,31 +234,30 @@ STORE_COLUMNS = (*STORE_KEY, *GROUP_KEYS, "metric", "by_defect", "row", "row_ind
                  "reference", "value", "ci_low", "ci_high", "seed_std", "n_seeds", "mark", "draws")
 
 
-def job_set(run_dir: Path) -> str:
+def job_set(run: Run) -> str:
     """What the intervals of a run depend on, as one hash: every job with predictions (its id,
     table group, class and column label, and its predictions file's size and modification
     time, so a rerun job counts as changed) and INTERVALS_VERSION."""
-    run_dir = Path(run_dir)
-    jobs = load_results(run_dir).drop_duplicates(["job_id", "blur"])
+    jobs = run.results.drop_duplicates(["job_id", "blur"])
     entries = []
     for job_id, cls, column, *group in jobs[["job_id", "class", "column", *GROUP_KEYS]].itertuples(index=False):
-        path = _prediction_path(run_dir, job_id)
+        path = run.prediction_path(job_id)
         if path.is_file():
             stat = path.stat()
             entries.append([job_id, cls, column, *map(str, group), stat.st_size, stat.st_mtime_ns])
     return hashlib.sha1(json.dumps([INTERVALS_VERSION, sorted(entries)]).encode()).hexdigest()[:16]
 
 
-def _store_key(run_dir: Path, n_resamples: int, seed: int, confidence: float) -> dict[str, object]:
-    return dict(zip(STORE_KEY, (job_set(run_dir), n_resamples, seed, confidence)))
+def _store_key(run: Run, n_resamples: int, seed: int, confidence: float) -> dict[str, object]:
+    return dict(zip(STORE_KEY, (job_set(run), n_resamples, seed, confidence)))
 
 
-def store_intervals(run_dir: Path, tables: list[IntervalTable], n_resamples: int, seed: int,
+def store_intervals(run: Run, tables: list[IntervalTable], n_resamples: int, seed: int,
                     confidence: float = CONFIDENCE) -> None:
     """Write the interval tables into the run's results store (table `intervals`, one row per
     cell with value, ci_low, ci_high, seed_std, mark and the resampled values), replacing those
     of the same bootstrap settings in one transaction."""
-    key = _store_key(run_dir, n_resamples, seed, confidence)
+    key = _store_key(run, n_resamples, seed, confidence)
     records = []
     for table in tables:
         marks = {row: table.marks(row) for row in table.rows}
@@ -279,15 +271,15 @@ def store_intervals(run_dir: Path, tables: list[IntervalTable], n_resamples: int
                                 cell.value, cell.low, cell.high, None if np.isnan(cell.seed_std) else cell.seed_std,
                                 cell.n_seeds, marks[row].get(column, ""),
                                 np.asarray(cell.resamples, dtype=np.float64).tobytes()))
-    store = results_store(run_dir).open()
+    store = results_store(run.path).open()
     store.replace_derived(INTERVALS_TABLE, STORE_COLUMNS, {k: key[k] for k in STORE_KEY[1:]}, records)
 
 
-def stored_intervals(run_dir: Path, n_resamples: int, seed: int, confidence: float = CONFIDENCE) -> list[IntervalTable] | None:
+def stored_intervals(run: Run, n_resamples: int, seed: int, confidence: float = CONFIDENCE) -> list[IntervalTable] | None:
     """The interval tables stored for the run's current jobs and these bootstrap settings; None
     when there are none or they were computed from other predictions (stale)."""
-    key = _store_key(run_dir, n_resamples, seed, confidence)
-    found = results_store(run_dir).read_derived(INTERVALS_TABLE, STORE_COLUMNS, key)
+    key = _store_key(run, n_resamples, seed, confidence)
+    found = results_store(run.path).read_derived(INTERVALS_TABLE, STORE_COLUMNS, key)
     if not found:
         return None
     tables: dict[tuple, IntervalTable] = {}
@@ -313,16 +305,21 @@ def stored_intervals(run_dir: Path, n_resamples: int, seed: int, confidence: flo
     return list(tables.values())
 
 
-def run_intervals(run_dir: Path, n_resamples: int = RESAMPLES, seed: int = 0,
+def run_intervals(run: Run | Path, n_resamples: int = RESAMPLES, seed: int = 0,
                   confidence: float = CONFIDENCE) -> list[IntervalTable]:
-    """The run's interval tables: read from its results store when stored for the current jobs
-    and these settings, else computed (`interval_tables`) and stored."""
-    tables = stored_intervals(run_dir, n_resamples, seed, confidence)
-    if tables is None:
-        tables = interval_tables(run_dir, n_resamples, seed, confidence)
-        if tables:
-            store_intervals(run_dir, tables, n_resamples, seed, confidence)
-    return tables
+    """The run's interval tables: those the `Run` holds for these settings already, else read
+    from its results store when stored for the current jobs and these settings, else computed
+    (`interval_tables`) and stored; kept in `run.intervals`."""
+    run = Run.load(run)
+    setting = (n_resamples, seed, confidence)
+    if setting not in run.intervals:
+        tables = stored_intervals(run, n_resamples, seed, confidence)
+        if tables is None:
+            tables = interval_tables(run, n_resamples, seed, confidence)
+            if tables:
+                store_intervals(run, tables, n_resamples, seed, confidence)
+        run.intervals[setting] = tables
+    return run.intervals[setting]
 
 
 def interval_rows(tables: list[IntervalTable]) -> pd.DataFrame:

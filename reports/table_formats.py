@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,25 +28,12 @@ from xadbench.reports.tables import (
     TABLE_KEYS,
     TIED,
     ResultTable,
-    report_tables,
 )
 from xadbench.sanity import MEAN_MAP_MARGIN
-
-if TYPE_CHECKING:
-    from xadbench.reports.intervals import IntervalTable
 
 FLAG_COLUMN = "not above own mean map"
 DIGITS = 3
 PAPER_DIGITS = 2
-
-
-def write_report(run_dir: Path, compare: str | None = None, intervals: Sequence[IntervalTable] = (),
-                 style: str = "interval") -> list[Path]:
-    """Write every table of the run as CSV and LaTeX to RUN_DIR/tables/; returns the paths
-    written. compare="paper" adds the FCDD paper's published numbers as extra columns;
-    `intervals` (`reports.intervals.run_intervals`) the bootstrap intervals and marks, shown as
-    `style`."""
-    return write_tables(run_dir, report_tables(run_dir, compare, intervals, style))
 
 
 def write_tables(run_dir: Path, tables: Sequence[ResultTable]) -> list[Path]:

@@ -21,7 +21,8 @@ from test_reports import fake_predictions, row, write_results
 from typer.testing import CliRunner
 
 from xadbench import provenance
-from xadbench.reports.html import REPORT_NAME, render_html, write_html
+from xadbench.reports.html import REPORT_NAME
+from xadbench.reports.report import write_report
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 
@@ -58,13 +59,18 @@ def test_provenance_is_read_from_the_machine(tmp_path):
     assert provenance.collect(["run"], {"pretrained": False})["weights"]["source"] == "random init"
 
 
+def render_html(run) -> str:
+    """The page `xadbench report RUN --compare paper` writes."""
+    return write_report(run, figures=False, compare="paper").page.read_text()
+
+
 def test_page_is_self_contained_and_shows_tables_figures_and_provenance(run):
     page = render_html(run)
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "the page fetches something"
     assert "<link" not in page and "<script src" not in page
-    # image AUC, pixel AUC, per-image pixel AUC and AUPRO (bootstrapped from the predictions,
-    # which hold masks), and the pixel AUC of the mean map (results.csv)
-    assert page.count("<table class='res' data-metric=") == 5
+    # image AUC, pixel AUC, per-image pixel AUC, AUPRO and pixel F1-max (bootstrapped from the
+    # predictions, which hold masks), and the pixel AUC of the mean map (results.csv)
+    assert page.count("<table class='res' data-metric=") == 6
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     assert len(images) == 5  # the overview, the grid, two ROC curves and the PRO curve
     for data in images:  # every embedded image decodes
@@ -98,23 +104,27 @@ def test_single_method_reference_columns_come_first(tmp_path):
     assert "No config.json" in page and "holds none of the predictions" in page  # said, not hidden
 
 
-def test_cli_report_html(run):
+def test_cli_report_rewrites_the_page_with_its_tables(run):
+    """`report` writes report.html whenever it writes the tables, so the two never disagree."""
     from xadbench.cli import app
 
-    done = CliRunner().invoke(app, ["report", str(run), "--html"])
+    done = CliRunner().invoke(app, ["report", str(run), "--ci", "halfwidth"])
     assert done.exit_code == 0, done.output
     assert (run / REPORT_NAME).is_file() and f"report: {(run / REPORT_NAME).resolve()}" in done.output
+    tex = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex").read_text()
+    page = (run / REPORT_NAME).read_text()
+    assert "\\pm" in tex and " ± " in page and " [" not in page.split("data-metric='pixel_auc'>")[1].split("</table>")[0]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium; `make test` installs the Debian package")
 def test_page_renders_in_a_real_browser(run, tmp_path):
-    page = write_html(run)
+    page = write_report(run, figures=False).page
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                "--virtual-time-budget=10000", "--window-size=1280,1800"]
     dom = subprocess.run([*command, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     checks = json.loads(re.search(r'<pre id="xad-checks">([^<]*)</pre>', dom).group(1))
-    # five metric tables of one class each and the two provenance tables (1 and 3 rows)
-    assert checks == {"images": 5, "images_decoded": 5, "tables": 5 + 2, "table_rows": 5 * 1 + 1 + 3,
+    # six metric tables of one class each and the two provenance tables (1 and 3 rows)
+    assert checks == {"images": 5, "images_decoded": 5, "tables": 6 + 2, "table_rows": 6 * 1 + 1 + 3,
                       "external": 0, "errors": []}
     shot = tmp_path / "report.png"
     subprocess.run([*command, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)

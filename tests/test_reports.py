@@ -22,6 +22,7 @@ from xadbench.reports import figures as figs
 from xadbench.reports import table_formats as fmt
 from xadbench.reports import tables as tab
 from xadbench.cli.report_commands import figures, report
+from xadbench.reports.report import FigureOptions, write_report
 from xadbench.run_folder import load_predictions, results_store, save_predictions
 
 CLASSES = ("bottle", "metal_nut")
@@ -86,7 +87,7 @@ def tex_rows(text: str) -> dict[str, list[str]]:
 
 
 def test_cells_are_mean_and_sample_std_over_seeds(run_dir):
-    fmt.write_report(run_dir)
+    write_report(run_dir, figures=False, ci="off")
     table = read_table(run_dir, "pixel_auc")
     for c in CLASSES:
         for m in METHODS:
@@ -104,7 +105,7 @@ def test_mean_and_sigma_rows_are_over_class_means(run_dir):
         assert table.at["Mean", tab.DISPLAY_NAMES[m]] == pytest.approx(np.mean(means))
         assert table.at["σ", tab.DISPLAY_NAMES[m]] == pytest.approx(np.std(means, ddof=1))
     assert list(table.index) == [*CLASSES, "Mean", "σ"]
-    fmt.write_report(run_dir)
+    write_report(run_dir, figures=False, ci="off")
     # The CSV keeps the Mean (its bootstrap interval does not follow from the class rows), not σ.
     assert list(read_table(run_dir, "image_auc").index) == [*CLASSES, "Mean"]
 
@@ -112,7 +113,7 @@ def test_mean_and_sigma_rows_are_over_class_means(run_dir):
 def test_without_a_bootstrap_nothing_is_bold(run_dir):
     """No predictions, so no paired bootstrap: the highest value of a row is not called best
     (tests/test_intervals.py checks the marks where there is a bootstrap)."""
-    fmt.write_report(run_dir)
+    write_report(run_dir, figures=False, ci="off")
     text = (run_dir / "tables" / "mvtec_unsupervised_cpu_gaussian_image_auc.tex").read_text()
     assert "\\bfseries" not in text and "\\underline{" not in text
     assert "no method is marked best" in text
@@ -123,7 +124,7 @@ def test_single_seed_shows_no_plus_minus(tmp_path):
     rows = [row(f"{c}-{m}", "mvtec", c, m, 0, "pixel_auc", value(c, m, 0, "pixel_auc"))
             for c in CLASSES for m in METHODS]
     run = write_results(tmp_path / "one-seed", rows)
-    fmt.write_report(run)
+    write_report(run, figures=False, ci="off")
     text = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex").read_text()
     assert "\\pm" not in text.split("\\toprule")[1] and "(" not in tex_rows(text)["bottle"][0]
     assert tex_rows(text)["bottle"][0] == "0.930"
@@ -135,7 +136,7 @@ def test_single_method_table_bolds_nothing_and_caption_is_in_words(tmp_path):
     rows = [row(f"{c}-fcdd", "mvtec", c, "fcdd", 0, "pixel_auc", value(c, "fcdd", 0, "pixel_auc"), image_size=128)
             for c in CLASSES]
     run = write_results(tmp_path / "one-method", rows)
-    fmt.write_report(run)
+    write_report(run, figures=False, ci="off")
     text = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex").read_text()
     assert "bfseries" not in text
     caption = text[text.index("\\caption{"):].splitlines()[0]
@@ -144,7 +145,7 @@ def test_single_method_table_bolds_nothing_and_caption_is_in_words(tmp_path):
 
 
 def test_latex_is_well_formed_and_escaped(run_dir):
-    paths = fmt.write_report(run_dir, compare="paper")
+    paths = write_report(run_dir, compare="paper", figures=False, ci="off").table_paths
     assert {p.suffix for p in paths} == {".csv", ".tex"}
     for path in (p for p in paths if p.suffix == ".tex"):
         text = path.read_text()
@@ -186,7 +187,7 @@ def latex_with_siunitx() -> bool:
 
 @pytest.mark.skipif(not latex_with_siunitx(), reason="no pdflatex with siunitx installed")
 def test_latex_compiles(run_dir, tmp_path):
-    fmt.write_report(run_dir, compare="paper")
+    write_report(run_dir, compare="paper", figures=False, ci="off")
     tex = run_dir / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex"
     doc = tmp_path / "doc.tex"
     doc.write_text(f"\\documentclass{{article}}{fmt.LATEX_PACKAGES}\\begin{{document}}\n"
@@ -202,7 +203,7 @@ def test_compare_paper_adds_published_numbers(run_dir):
              for c in CLASSES for s in SEEDS]
     rows += [row(f"cifar-{m}", "cifar10", "airplane", m, 0, "image_auc", 0.8) for m in METHODS]
     write_results(run_dir, rows)
-    fmt.write_report(run_dir, compare="paper")
+    write_report(run_dir, compare="paper", figures=False, ci="off")
 
     pixel = read_table(run_dir, "pixel_auc")
     assert pixel.at["bottle", "AE-L2 (paper)"] == 0.86
@@ -226,7 +227,7 @@ def test_compare_paper_adds_published_numbers(run_dir):
     assert tex_rows(tex)["bottle"][-2:] == ["0.97", "0.86"]
     assert "{FCDD (paper)} & {AE-L2 (paper)}" in tex
     # Without --compare the published columns stay out.
-    fmt.write_report(run_dir)
+    write_report(run_dir, figures=False, ci="off")
     assert not any("paper" in c for c in read_table(run_dir, "pixel_auc").columns)
 
 
@@ -282,15 +283,15 @@ def test_a_caption_says_how_many_seeds_each_method_ran(tmp_path):
 
 def test_report_errors_name_the_problem(tmp_path, run_dir):
     with pytest.raises(XadError, match="does not exist"):
-        fmt.write_report(tmp_path / "nowhere")
+        write_report(tmp_path / "nowhere", figures=False, ci="off")
     (tmp_path / "bare").mkdir()
     with pytest.raises(XadError, match=r"bare holds no results \(results.sqlite\)"):
-        fmt.write_report(tmp_path / "bare")
+        write_report(tmp_path / "bare", figures=False, ci="off")
     write_results(tmp_path / "empty", [])
     with pytest.raises(XadError, match="no results yet"):
-        fmt.write_report(tmp_path / "empty")
+        write_report(tmp_path / "empty", figures=False, ci="off")
     with pytest.raises(XadError, match="--compare 'arxiv'"):
-        fmt.write_report(run_dir, compare="arxiv")
+        write_report(run_dir, compare="arxiv", figures=False, ci="off")
 
 
 # ---------------------------------------------------------------- figures
@@ -322,7 +323,7 @@ def fake_predictions(run_dir: Path, n: int = 12, size: int = 32, masks: bool = T
 
 def test_figures_are_drawn_from_saved_predictions(tmp_path):
     run = fake_predictions(tmp_path / "run")
-    paths = figs.write_figures(run)
+    paths = write_report(run, tables=False).figure_paths
     names = sorted(p.name for p in paths)
     grid = "grid_mvtec_metal_nut_unsupervised_cpu_seed0_local-eta0.97_blur-gaussian_jet"
     assert names == [f"{grid}.pdf", f"{grid}.png",
@@ -420,24 +421,24 @@ def test_display_defaults_follow_appendix_c():
 
 def test_figures_without_masks_draw_no_pixel_roc(tmp_path):
     run = fake_predictions(tmp_path / "run", masks=False)
-    names = {p.name for p in figs.write_figures(run, norm="global", eta=0.9, blur="none", samples=3)}
+    names = {p.name for p in write_report(run, tables=False, figure_options=FigureOptions(norm="global", eta=0.9, blur="none", samples=3)).figure_paths}
     assert "roc_image_mvtec_metal_nut_unsupervised_cpu.png" in names
     assert not any(n.startswith("roc_pixel") for n in names)
 
 
 def test_figure_errors_name_the_problem(tmp_path, run_dir):
     with pytest.raises(XadError, match="--norm 'minmax'"):
-        figs.write_figures(run_dir, norm="minmax")
+        write_report(run_dir, tables=False, figure_options=FigureOptions(norm="minmax")).figure_paths
     with pytest.raises(XadError, match="--eta 1.5"):
-        figs.write_figures(run_dir, eta=1.5)
+        write_report(run_dir, tables=False, figure_options=FigureOptions(eta=1.5)).figure_paths
     with pytest.raises(XadError, match="--blur 'box'"):
-        figs.write_figures(run_dir, blur="box")
+        write_report(run_dir, tables=False, figure_options=FigureOptions(blur="box")).figure_paths
     with pytest.raises(XadError, match="--cmap 'viridsi'.*did you mean 'viridis'"):
-        figs.write_figures(run_dir, cmap="viridsi")
+        write_report(run_dir, tables=False, figure_options=FigureOptions(cmap="viridsi")).figure_paths
     with pytest.raises(XadError, match="holds none of the predictions"):
-        figs.write_figures(run_dir)
+        write_report(run_dir, tables=False).figure_paths
     with pytest.raises(XadError, match="does not exist"):
-        figs.write_figures(tmp_path / "nowhere")
+        write_report(tmp_path / "nowhere", tables=False).figure_paths
 
 
 # ---------------------------------------------------------------- command line

@@ -220,22 +220,14 @@ def write_run_report(run_dir: Path) -> None:
     run folder (each figure drawn once, saved and embedded); prints the tables' summary and where
     they went."""
     from xadbench.terminal import stdout_console
-    from xadbench.reports.figures import render_figures, save_drawn
-    from xadbench.reports.html import write_html
-    from xadbench.reports.intervals import run_intervals, write_interval_rows
-    from xadbench.reports.table_formats import summary_table, write_tables
-    from xadbench.reports.tables import report_tables
+    from xadbench.reports.report import write_report
+    from xadbench.reports.table_formats import summary_table
 
-    intervals = run_intervals(run_dir)
-    tables = report_tables(run_dir, intervals=intervals)
-    paths = write_tables(run_dir, tables) + ([write_interval_rows(run_dir, intervals)] if intervals else [])
-    stdout_console().print(summary_table(tables))
-    drawn = list(render_figures(run_dir, intervals=intervals))
-    figures = save_drawn(run_dir, drawn)
-    page = write_html(run_dir, drawn=drawn, intervals=intervals)
-    typer.echo(f"tables:  {run_dir / 'tables'} ({len(paths)} files)")
-    typer.echo(f"figures: {run_dir / 'figures'} ({len(figures)} files)")
-    typer.echo(f"report:  {page.resolve()}")
+    report = write_report(run_dir)
+    stdout_console().print(summary_table(report.tables))
+    typer.echo(f"tables:  {run_dir / 'tables'} ({len(report.table_paths)} files)")
+    typer.echo(f"figures: {run_dir / 'figures'} ({len(report.figure_paths)} files)")
+    typer.echo(f"report:  {report.page.resolve()}")
 
 
 def print_job_grid(specs: list, out: Path) -> None:

@@ -1,5 +1,5 @@
 """The `report`, `compare` and `figures` commands: plain Typer-annotated functions over the
-library's `write_report`, `run_intervals`, `compare_tables` and `write_figures`. The main app
+the library's one report pipeline (`reports.report.write_report`). The main app
 registers them with `app.command(name)(function)`.
 """
 from __future__ import annotations
@@ -30,52 +30,39 @@ def report(
     run_dir: RunDir,
     compare: Annotated[str | None, typer.Option(
         help="'paper': add the FCDD paper's published numbers (Tables 2, 6, 7, 8) as extra columns.")] = None,
-    html: Annotated[bool, typer.Option(
-        "--html/--no-html", help="Also write RUN_DIR/report.html: one self-contained page with provenance, "
-                                 "tables (the paper's numbers beside ours) and figures.")] = False,
     ci: Annotated[Literal["interval", "halfwidth", "off"], typer.Option(
         help="How cells show their bootstrap interval (computed from the saved predictions): interval "
              "('value [low, high]'), halfwidth ('value ± half-width') or off (no bootstrap, nothing marked).")] = "interval",
     resamples: Resamples = RESAMPLES,
     ci_seed: CiSeed = 0,
 ) -> None:
-    """Write the run's tables as CSV and LaTeX to RUN_DIR/tables and print a summary: per class
-    (Mean and σ rows) and per defect type, each value with its bootstrap interval and the std over
-    seeds; bold only a significantly best method (paired bootstrap), underline a tied group. The
-    intervals are kept in the results store (recomputed when the run's predictions change) and
-    exported to RUN_DIR/intervals.csv.
+    """Write the run's tables as CSV and LaTeX to RUN_DIR/tables and RUN_DIR/report.html (the
+    same tables, with the figures), and print a summary: per class (Mean and σ rows) and per
+    defect type, each value with its bootstrap interval and the std over seeds; bold only a
+    significantly best method (paired bootstrap), underline a tied group. The intervals are kept
+    in the results store (recomputed when the run's predictions change) and exported to
+    RUN_DIR/intervals.csv.
 
-    Example: xadbench report runs/mvtec-unsupervised-cpu --compare paper --ci halfwidth --html
+    Example: xadbench report runs/mvtec-unsupervised-cpu --compare paper --ci halfwidth
     """
-    from xadbench.reports.html import write_html
-    from xadbench.reports.intervals import run_intervals, write_interval_rows
-    from xadbench.reports.table_formats import summary_table, write_tables
-    from xadbench.reports.tables import check_compare, check_style, report_tables
+    from xadbench.reports.report import write_report
+    from xadbench.reports.table_formats import summary_table
 
-    check_compare(compare)
     if ci != "off":
-        check_style(ci)
         _check_resamples(resamples)
-    intervals = run_intervals(run_dir, resamples, ci_seed) if ci != "off" else []
-    style = "interval" if ci == "off" else ci
-    tables = report_tables(run_dir, compare, intervals, style)
-    paths = write_tables(run_dir, tables)
-    if intervals:
-        paths.append(write_interval_rows(run_dir, intervals))
-    elif ci != "off":
+    done = write_report(run_dir, figures=False, compare=compare, ci=ci, n_resamples=resamples, seed=ci_seed)
+    if not done.intervals and ci != "off":
         typer.echo(f"note: no saved predictions in {Path(run_dir) / 'predictions'}, so no bootstrap intervals "
                    "and no method marked best", err=True)
-    stdout_console().print(summary_table(tables))
-    if compare and not any(len(t.paper.columns) for t in tables):
+    stdout_console().print(summary_table(done.tables))
+    if compare and not any(len(t.paper.columns) for t in done.tables):
         typer.echo("note: the paper publishes no numbers for this run's data sets, methods and metrics "
                    "(it has MVTec-AD pixel AUC and Fashion-MNIST, CIFAR-10, ImageNet-30 detection AUC "
                    "for fcdd and ae)", err=True)
-    for note in dict.fromkeys(n for t in tables for n in t.setup_notes):
+    for note in dict.fromkeys(n for t in done.tables for n in t.setup_notes):
         typer.echo(f"note: beside the paper's numbers: {note}", err=True)
-    typer.echo(f"tables: {Path(run_dir) / 'tables'} ({len(paths)} files)")
-    if html:
-        page = write_html(run_dir, intervals=intervals, style=style)
-        typer.echo(f"report: {page.resolve()}")
+    typer.echo(f"tables: {Path(run_dir) / 'tables'} ({len(done.table_paths)} files)")
+    typer.echo(f"report: {done.page.resolve()}")
 
 
 def compare(
@@ -88,18 +75,25 @@ def compare(
 ) -> None:
     """Print the pairwise matrix of paired bootstrap differences (row method minus column method,
     95 % interval; * where it excludes 0) per class and over the class mean, for every protocol,
-    preset and blur policy of the run; for image_auc also DeLong's test per seed.
+    preset and blur policy of the run, and save each as CSV and LaTeX in RUN_DIR/tables
+    (compare_*); for image_auc also DeLong's test per seed.
 
     Example: xadbench compare runs/mvtec-unsupervised-cpu --metric pixel_auc
     """
-    from xadbench.reports.compare import compare_tables, delong_rows
+    from xadbench.reports.compare import check_metric, delong_rows
+    from xadbench.reports.report import write_report
+    from xadbench.reports.run import Run
 
+    check_metric(metric)
     _check_resamples(resamples)
+    run = Run.load(run_dir)
+    done = write_report(run, tables=False, figures=False, n_resamples=resamples, seed=ci_seed, metric=metric)
     console = stdout_console()
-    for matrix in compare_tables(run_dir, metric, resamples, ci_seed):
-        console.print(matrix)
+    for matrix in done.matrices:
+        console.print(matrix.rich())
     if metric == "image_auc":
-        console.print(delong_rows(run_dir))
+        console.print(delong_rows(run))
+    typer.echo(f"matrices: {Path(run_dir) / 'tables'} ({len(done.table_paths)} files)")
 
 
 def figures(
@@ -123,9 +117,9 @@ def figures(
 
     Example: xadbench figures runs/mvtec-unsupervised-cpu --norm local --eta 0.97
     """
-    from xadbench.reports.figures import write_figures
+    from xadbench.reports.report import FigureOptions, write_report
 
     _check_resamples(resamples)
-    paths = write_figures(run_dir, norm=norm, eta=eta, blur=blur, samples=samples, cmap=cmap,
-                          n_resamples=resamples, seed=ci_seed)
-    typer.echo(f"figures: {Path(run_dir) / 'figures'} ({len(paths)} files)")
+    done = write_report(run_dir, tables=False, n_resamples=resamples, seed=ci_seed,
+                        figure_options=FigureOptions(norm, eta, blur, samples, cmap))
+    typer.echo(f"figures: {Path(run_dir) / 'figures'} ({len(done.figure_paths)} files)")
