@@ -19,7 +19,7 @@ from xadbench.metrics.delong import delong_test
 from xadbench.metrics.registry import list_metrics
 from xadbench.reports.intervals import run_intervals
 from xadbench.reports.run import Run
-from xadbench.reports.table_formats import DIGITS
+from xadbench.reports.table_formats import DIGITS, tex_escape
 
 
 def check_metric(metric: str) -> None:
@@ -92,8 +92,11 @@ def write_matrices(run: Run, matrices: list[Matrix]) -> list[Path]:
     matrix as shown, caption its title); returns the paths written."""
     paths = []
     for matrix in matrices:
-        latex = (matrix.cells.style.format(escape="latex").format_index(escape="latex", axis=0)
-                 .format_index(escape="latex", axis=1).to_latex(hrules=True, caption=matrix.title.replace("*", r"$\ast$")))
+        # pdflatex knows neither U+2212 (the minus of the terminal view) nor bare underscores.
+        cells = matrix.cells.apply(lambda column: column.str.replace("−", "-"))
+        caption = tex_escape(matrix.title.replace("−", "-")).replace("*", r"$\ast$")
+        latex = (cells.style.format(escape="latex").format_index(escape="latex", axis=0)
+                 .format_index(escape="latex", axis=1).to_latex(hrules=True, caption=caption))
         for suffix, text in ((".csv", matrix.differences.to_csv(index=False)), (".tex", latex)):
             path = run.path / "tables" / f"{matrix.stem}{suffix}"
             with atomic_write(path) as handle:

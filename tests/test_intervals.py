@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +177,20 @@ def test_cli_report_ci_and_compare(cli, tmp_path):
     done = runner.invoke(cli, ["compare", str(run), "--metric", "image_auc", "--resamples", "100"])
     assert done.exit_code == 0, done.output
     assert "DeLong" in done.output and "row − column" in done.output
+    # The matrix is saved beside the tables: its numbers are the intervals' paired differences.
+    saved = pd.read_csv(run / "tables" / "compare_mvtec_unsupervised_cpu_gaussian_image_auc_bottle.csv")
+    table = _table(iv.run_intervals(run, 100), "image_auc")
+    difference, low, high = table.difference("bottle", "FCDD", "AE")
+    pair = saved[(saved["a"] == "FCDD") & (saved["b"] == "AE")].iloc[0]
+    assert (pair["difference"], pair["low"], pair["high"]) == (difference, low, high)
+    tex = (run / "tables" / "compare_mvtec_unsupervised_cpu_gaussian_image_auc_bottle.tex").read_text()
+    assert "image\\_auc: bottle" in tex and "−" not in tex
+    if shutil.which("pdflatex"):
+        doc = tmp_path / "doc.tex"
+        doc.write_text(f"\\documentclass{{article}}\\usepackage{{booktabs}}\\begin{{document}}\n\\input{{{(run / 'tables' / 'compare_mvtec_unsupervised_cpu_gaussian_image_auc_bottle.tex').as_posix()}}}\n\\end{{document}}\n")
+        made = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stdout[-2000:]
 
 
 @pytest.mark.parametrize("args,option", [(["report", "--ci", "wide"], "--ci"), (["report", "--resamples", "10"], "--resamples"),
