@@ -57,6 +57,7 @@ class ImageNet30(Dataset):
     accepts a class's wnid or its index in `classes()`.
     """
 
+    display_name = "ImageNet-30"
     profile = "imagenet"
     data_folder = "imagenet"
 

@@ -102,6 +102,7 @@ class MVTecAD(Dataset):
         archives (`xadbench.datasets.mvtec_archives`).
     """
 
+    display_name = "MVTec-AD"
     profile = "mvtec"
     has_masks = True
     data_folder = "mvtec_ad"

@@ -435,6 +435,7 @@ class SyntheticMVTec(MVTecAD):
     read as it is otherwise. `download` is accepted for symmetry and ignored: nothing is fetched.
     """
 
+    display_name = "the built-in synthetic data (MVTec-AD layout)"
     known_classes = CLASSES
 
     data_folder = None  # its default is its own cache (`default_cache`)

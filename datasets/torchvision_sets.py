@@ -36,7 +36,7 @@ class TorchvisionSet(Dataset):
     """
 
     #: Human name in messages.
-    title: ClassVar[str]
+    display_name: ClassVar[str]
     #: The files torchvision reads, relative to root.
     files: ClassVar[tuple[str, ...]]
     #: Where the files come from, for the "not found" message.
@@ -69,7 +69,7 @@ class TorchvisionSet(Dataset):
                     else f"delete {root / self._folder} and pass --download to fetch it again"
                 )
                 raise DataError(
-                    f"cannot {'fetch' if self.download else 'read'} {self.title} under {root} "
+                    f"cannot {'fetch' if self.download else 'read'} {self.display_name} under {root} "
                     f"({type(exc).__name__}: {one_line(exc)}); {fix}, or put intact files from "
                     f"{self.url} there"
                 ) from None
@@ -85,13 +85,13 @@ class TorchvisionSet(Dataset):
         """Root, checked to hold the files unless torchvision is to download them."""
         if self.root is None:
             raise DataError(
-                f"{self.title} needs a root folder (--root) holding {self._folder}/; pass "
+                f"{self.display_name} needs a root folder (--root) holding {self._folder}/; pass "
                 "--download to fetch it there with torchvision"
             )
         missing = [f for f in self.files if not (self.root / f).is_file()]
         if missing and not self.download:
             raise DataError(
-                f"{self.title} not found: looked for {self.root / missing[0]}"
+                f"{self.display_name} not found: looked for {self.root / missing[0]}"
                 f"{f' and {len(missing) - 1} more files' if len(missing) > 1 else ''}; pass "
                 f"--download to fetch it into {self.root} with torchvision, or unpack the files "
                 f"from {self.url} into {self.root / self._folder}"
@@ -105,7 +105,7 @@ class TorchvisionSet(Dataset):
         """Class `class_name` nominal (its training images), the whole test split scored."""
         check_image_size(image_size)
         classes = self.classes()
-        nominal = self.first_label + classes.index(resolve_class(class_name, classes, self.title))
+        nominal = self.first_label + classes.index(resolve_class(class_name, classes, self.display_name))
         images, labels, names = self._split(True)
         train_indices = np.flatnonzero(labels == nominal)
         train = array_samples(images, train_indices, [0] * len(train_indices),
@@ -119,7 +119,7 @@ class TorchvisionSet(Dataset):
         """All training images of all classes except `exclude` (names or indices), label 1."""
         check_image_size(image_size)
         classes = self.classes()
-        dropped = {self.first_label + classes.index(resolve_class(c, classes, self.title)) for c in exclude}
+        dropped = {self.first_label + classes.index(resolve_class(c, classes, self.display_name)) for c in exclude}
         images, labels, names = self._split(True)
         keep = np.flatnonzero(~np.isin(labels, list(dropped)))
         return array_samples(images, keep, [1] * len(keep), [names[labels[i]] for i in keep], "train", image_size)
@@ -128,7 +128,7 @@ class TorchvisionSet(Dataset):
 class FashionMNIST(TorchvisionSet):
     """Fashion-MNIST (Xiao et al., 2017): 10 classes, 28 × 28 greyscale, 60k train / 10k test."""
 
-    title = "Fashion-MNIST"
+    display_name = "Fashion-MNIST"
     profile = "fmnist"
     data_folder = "fmnist"
     files = tuple(f"FashionMNIST/raw/{split}-{kind}-ubyte" for split in ("train", "t10k")
@@ -146,7 +146,7 @@ class EMNISTLetters(TorchvisionSet):
     stand upright, as the Fashion-MNIST images they stand in for as Outlier Exposure.
     """
 
-    title = "EMNIST (letters)"
+    display_name = "EMNIST letters"
     profile = "fmnist"
     data_folder = "emnist"
     files = tuple(f"EMNIST/raw/emnist-letters-{split}-{kind}-ubyte" for split in ("train", "test")
@@ -164,7 +164,7 @@ class EMNISTLetters(TorchvisionSet):
 class CIFAR10(TorchvisionSet):
     """CIFAR-10 (Krizhevsky, 2009): 10 classes, 32 × 32 RGB, 50k train / 10k test."""
 
-    title = "CIFAR-10"
+    display_name = "CIFAR-10"
     profile = "cifar10"
     data_folder = "cifar10"
     files = tuple(f"cifar-10-batches-py/{name}" for name in
@@ -180,7 +180,7 @@ class CIFAR100(TorchvisionSet):
     """CIFAR-100 (Krizhevsky, 2009): 100 fine classes, 32 × 32 RGB; the paper's Outlier Exposure
     for CIFAR-10, and greyscaled for Fashion-MNIST."""
 
-    title = "CIFAR-100"
+    display_name = "CIFAR-100"
     profile = "cifar10"
     data_folder = "cifar100"
     files = tuple(f"cifar-100-python/{name}" for name in ("train", "test", "meta"))

@@ -42,6 +42,7 @@ class PascalVOC(Dataset):
     classes() is ["horse"]; categories are "horse" and "other".
     """
 
+    display_name = "Pascal VOC"
     profile = "voc"
     data_folder = "voc"
     can_download = True

@@ -135,6 +135,7 @@ class AutoEncoder(DeepMethod):
     (docs/results.md), so the cpu presets and the MVTec-AD paper preset train without it.
     """
 
+    display_name = "AE"
     supervision = "none"
     maps_smoothed = False
     parameter_constraints = {

@@ -274,6 +274,8 @@ class PatchCore(AnomalibMethod):
     pretrained and weights (the VGG backbone, as for FCDD), seed (coreset sampling), device.
     """
 
+    display_name = "PatchCore"
+
     def __init__(
         self,
         backbone: str = "vgg11_bn",
@@ -338,6 +340,8 @@ class PaDiM(AnomalibMethod):
     Hyperparameters: backbone ("vgg11_bn"), layers, n_features, batch_size, pretrained and
     weights (the VGG backbone, as for FCDD), seed (channel subset), device.
     """
+
+    display_name = "PaDiM"
 
     def __init__(
         self,

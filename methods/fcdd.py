@@ -128,22 +128,11 @@ class FCDD(DeepMethod):
     weights_used_ ("file:<name> sha256:<12 hex>", "torchvision:IMAGENET1K_V1" or "none"),
     pixel_loss_ (whether eq. 3 was used), losses_ (mean loss per epoch), device_.
 
-    Deliberate choices, and differences from the reference implementation:
-    - runs are seeded and reproducible (the reference never seeds);
-    - the frozen layers' batch-norm statistics stay frozen (the reference lets them update in
-      train mode);
-    - −log(1 − exp(−x)) is computed as −log(−expm1(−x)) with x ≥ 1e-6 instead of adding 1e-31
-      inside the log (no NaN/inf, finite gradients);
-    - the 28/32 nets normalise inputs by the per-channel mean/std of the nominal training images
-      (the reference uses its own per-class pre-processing);
-    - eq. 3's anomalous term is left out for images without anomalous pixels (as printed it is
-      infinite there), which is the only finite reading of it;
-    - with pretrained=False the VGG net's first ten layers stay frozen (at random values), so
-      that the initialisation is the only difference to the pretrained setup;
-    - removing semi-supervised defects from the scored test set (the reference leaks them) is
-      the runner's job, not this class's.
+    Where this class deliberately differs from the reference implementation: docs/design.md,
+    "FCDD".
     """
 
+    display_name = "FCDD"
     supervision = "masks"
     maps_smoothed = True
     parameter_constraints = {

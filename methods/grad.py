@@ -182,6 +182,7 @@ class GradSaliency(DeepMethod):
     effect on VGG); device.
     """
 
+    display_name = "Grad"
     supervision = "labels"
     maps_smoothed = False
     # One seed's numbers swing by ±0.1 per class between seeds and thread counts (docs/reproducibility.md).
@@ -379,8 +380,8 @@ class GradSaliency(DeepMethod):
 
 
 #: `grad-ig`: the same model explained by Integrated Gradients.
-GRAD_IG = Variant(GradSaliency, attribution="integrated_gradients")
+GRAD_IG = Variant(GradSaliency, display_name="Grad-IG", attribution="integrated_gradients")
 #: `grad-smooth`: the same model explained by SmoothGrad (NoiseTunnel over Saliency).
-GRAD_SMOOTH = Variant(GradSaliency, attribution="smoothgrad")
+GRAD_SMOOTH = Variant(GradSaliency, display_name="Grad-Smooth", attribution="smoothgrad")
 #: `grad-cam`: the same model explained by Grad-CAM (LayerGradCam on the last conv activation).
-GRAD_CAM = Variant(GradSaliency, attribution="gradcam")
+GRAD_CAM = Variant(GradSaliency, display_name="Grad-CAM", attribution="gradcam")

@@ -27,9 +27,9 @@ from matplotlib.patches import Rectangle
 from xadbench import heatmaps, run_folder
 from xadbench.errors import XadError
 from xadbench.files import atomic_write
+from xadbench.registry import methods
 from xadbench.reports.figures import save_figure
 from xadbench.reports.table_formats import tex_escape
-from xadbench.reports.tables import DISPLAY_NAMES
 from xadbench.studies.clever_hans import BLUR, CONTROL, PAPER, REFERENCE, WATERMARK
 
 CONDITION_LABELS = {
@@ -58,7 +58,7 @@ DPI = 150
 
 # ---- table ----------------------------------------------------------------------------------
 def _display(method: str) -> str:
-    return DISPLAY_NAMES.get(method, method)
+    return methods.display_name(method)
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:

@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 from xadbench import heatmaps, run_folder
 from xadbench.errors import XadError
 from xadbench.files import atomic_write
+from xadbench.registry import methods
 from xadbench.reports.figures import save_figure
-from xadbench.reports.tables import DISPLAY_NAMES
 from xadbench.runner import JobSpec
 from xadbench.studies.oe_size import limit_label
 
@@ -104,8 +104,8 @@ def draw_figure(specs: Sequence[JobSpec], out: Path, *, eta: float = ETA, norm: 
     index = pick_samples(first["label"], first["category"], first["key"], samples)
     blur = specs[0].blur[0]
 
-    blocks = [("Input", None)] + [(DISPLAY_NAMES.get(m, m), m) for m in oe_methods] + \
-             [(f"{DISPLAY_NAMES.get(m, m)} (no OE)", m) for m in ref_methods]
+    blocks = [("Input", None)] + [(methods.display_name(m), m) for m in oe_methods] + \
+             [(f"{methods.display_name(m)} (no OE)", m) for m in ref_methods]
     n_rows, per = max(1, len(limits)), len(index)
     widths: list[float] = []
     slots = []

@@ -18,10 +18,10 @@ from rich.table import Table as RichTable
 
 from xadbench.files import atomic_write
 from xadbench.metrics.registry import metric_label
+from xadbench.registry import datasets
 from xadbench.reports.tables import (
     BEST,
     BLUR_WORDS,
-    DATASET_NAMES,
     MEAN,
     PROTOCOL_WORDS,
     SIGMA,
@@ -123,7 +123,7 @@ def caption_words(table: ResultTable) -> str:
             counts = ", ".join(f"{c} {n}" for c, n in per_column.items())
         spread = (f"mean over each method's seeds ({counts}), the sample standard deviation over seeds in "
                   f"parentheses where there are several")
-    text = (f"{metric_label(key['metric'])} on {DATASET_NAMES.get(dataset, dataset)}, "
+    text = (f"{metric_label(key['metric'])} on {datasets.display_name(dataset)}, "
             f"{PROTOCOL_WORDS.get(key['protocol'], key['protocol'] + ' protocol')}, "
             f"{key['preset']} preset{f' ({size} px images)' if size else ''}, {BLUR_WORDS.get(key['blur'], 'blur ' + key['blur'])}; "
             f"{spread}." + ("" if table.by_defect else " Mean and σ: over the classes."))

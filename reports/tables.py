@@ -1,38 +1,7 @@
-"""Result tables of a run: its results rows (`run_folder.read_results`) and, where its saved
-predictions give one, the bootstrap of `reports.intervals`.
-
-One table per (data set, protocol, preset, blur policy, metric) found in the results or the
-bootstrap (the per-defect-type rows come from the bootstrap only): rows are the classes,
-then "Mean" (over classes) and "σ" (standard deviation over classes), as in the paper's Table 2;
-columns are the methods of the run. A defect-type table has a row per "<class>/<type>" and no
-Mean or σ. A cell shows the mean over seeds, its bootstrap interval as "value [low, high]" or
-"value ± half-width" (`CI_STYLES`, the `--ci` switch) and, with several seeds, the sample std over
-seeds (ddof=1) in parentheses: "0.912 [0.890, 0.931] (0.013)". Where the bootstrap covers a
-metric its cells carry the interval; their values are results.csv's (both come from the same
-maps at the registry's PIXEL_RESOLUTION). The Mean and σ rows are over the classes' values and are empty for a column that
-lacks a class, so every Mean compares the same classes.
-
-Significance, not the highest number: a method is bold only when its paired bootstrap difference
-to every other method of the row excludes 0; otherwise the best and the methods not
-significantly below it are underlined (`reports.intervals.IntervalTable.marks`). Without a
-bootstrap (no saved predictions, `--ci off`, or a metric it does not cover) nothing is marked. σ
-describes the spread over classes and is never marked. Captions say in words what the table shows:
-the data set, protocol, preset with its image size, blur policy, seeds and the bootstrap.
-
-`compare="paper"` adds the published numbers of the FCDD paper (`paper_results.csv`) as extra
-columns "<paper method> (paper)" wherever our data set, class, method, protocol and metric have a
-published counterpart: MVTec-AD pixel-wise AUC (Table 2) against our `pixel_auc`, and detection
-AUC for Fashion-MNIST, CIFAR-10 and ImageNet-30 (Tables 6, 7, 8) against our `image_auc`. Their
-Mean and σ rows are over the same classes as ours (the paper's all-class means are in the data
-file), and they are never marked.
-
-Reference maps (`xadbench.sanity.REFERENCE_METHODS`: centre, pixelstats) are the first columns,
-under their own rule, and are never marked. A cell whose metric has a mean-map counterpart
-(`pixel_auc` and `pixel_auc_mean_map`, ...) is flagged † where the class's value is not clearly
-above (by `sanity.MEAN_MAP_MARGIN`) the method's own mean map's (both from results.csv): the CSV
-lists those columns per class in a "not above own mean map" column, the LaTeX marks the cells and
-says so under the table.
-
+"""Result tables of a run: one per (data set, protocol, preset, blur policy, metric), the classes
+(then Mean and σ) as rows and the methods as columns; a cell is the mean over seeds with its
+bootstrap interval (`reports.intervals`) and the std over seeds; `compare="paper"` adds the FCDD
+paper's numbers. How cells, marks and references are decided: docs/design.md, "Result tables".
 The tables are written (CSV, LaTeX) and shown (terminal) by `reports.table_formats`.
 """
 from __future__ import annotations
@@ -42,17 +11,18 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from xadbench.errors import XadError
+from xadbench.registry import methods
 from xadbench.run_folder import read_results, results_store
 from xadbench.sanity import MEAN_MAP_SUFFIX, REFERENCE_METHODS, not_above_mean_map
 
-if TYPE_CHECKING:
-    from xadbench.reports.intervals import IntervalTable
+#: A `reports.intervals.IntervalTable`, named but not imported: intervals builds on this module.
+IntervalTable = Any
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
 COMPARE_CHOICES = ("paper",)
@@ -63,12 +33,7 @@ GROUP_KEYS = TABLE_KEYS[:-1]
 CI_STYLES = ("interval", "halfwidth")
 #: Marks of a row's methods (`reports.intervals.IntervalTable.marks`).
 BEST, TIED = "best", "tied"
-DISPLAY_NAMES = {"fcdd": "FCDD", "grad": "Grad", "ae": "AE", "grad-cam": "Grad-CAM", "grad-ig": "Grad-IG",
-                 "grad-smooth": "Grad-Smooth", "patchcore": "PatchCore", "padim": "PaDiM"}
 MEAN, SIGMA = "Mean", "σ"
-DATASET_NAMES = {"mvtec": "MVTec-AD", "synthetic": "the built-in synthetic data (MVTec-AD layout)",
-                 "cifar10": "CIFAR-10", "fmnist": "Fashion-MNIST", "imagenet30": "ImageNet-30",
-                 "voc": "Pascal VOC", "cifar100": "CIFAR-100", "emnist": "EMNIST letters"}
 PROTOCOL_WORDS = {
     "unsupervised": "unsupervised (no real defects in training)",
     "semi-supervised": "semi-supervised (a few real defects per type in training)",
@@ -171,7 +136,7 @@ def method_labels(results: pd.DataFrame) -> pd.Series:
     """A column label per row: the method's display name ("FCDD" for fcdd), followed by the
     settings that differ when one method ran with several settings on one data set, protocol and
     preset, e.g. "FCDD (oe_limit=8)"; otherwise their results would be pooled as one method."""
-    labels = results["method"].map(lambda m: DISPLAY_NAMES.get(m, m))
+    labels = results["method"].map({m: methods.display_name(m) for m in results["method"].unique()})
     rows = list(results[list(VARIANT_FIELDS)].astype(str).itertuples(index=False, name=None))
     settings_of: dict[str, dict[str, str]] = {}  # variant key -> its settings
     key_of: dict[tuple[str, ...], str] = {}  # one per distinct row of VARIANT_FIELDS

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from xadbench import backbones
 from xadbench.cli import app
 from xadbench.errors import MissingExtraError, PluginError, XadError
+from xadbench import heatmaps
 from xadbench.registry import METHODS_GROUP, Registry, methods
 from xadbench.testing import toy_split
 from xadbench.types import TrainData, stack_images
@@ -292,7 +293,8 @@ def test_randomised_backbone_changes_the_maps_and_leaves_the_method_alone(vgg_we
 def test_readme_example_wraps_anomalibs_dfm_as_a_method(vgg_weights, toy):
     """The README's block on wrapping another anomalib model runs as written and detects the toy
     stains on a random VGG; its score is DFM's feature reconstruction error, checked here
-    against a PCA computed with numpy on the same pooled features."""
+    against a PCA computed with numpy on the same pooled features; its maps get the shared blur
+    (the post-processor the runner builds from the class's declared flags blurs them)."""
     from pathlib import Path
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
@@ -314,3 +316,7 @@ def test_readme_example_wraps_anomalibs_dfm_as_a_method(vgg_weights, toy):
     residual = (pooled[1] - mean) - (pooled[1] - mean) @ basis.T @ basis
     np.testing.assert_allclose(prediction.score, (residual**2).sum(axis=1), rtol=2e-3)
     assert prediction.anomaly_map.shape == (len(test_images), *test_images.shape[-2:])
+    process = heatmaps.PostProcessor(size=17, sigma=4.0, maps_smoothed=method.maps_smoothed)  # as run_job builds it
+    blurred = process(prediction.anomaly_map, policy="gaussian")
+    np.testing.assert_array_equal(blurred, heatmaps.blur(prediction.anomaly_map, 17, 4.0))
+    assert not np.allclose(blurred, prediction.anomaly_map)

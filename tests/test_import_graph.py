@@ -131,3 +131,24 @@ def test_the_checks_catch_a_cycle_through_a_function_level_import():
                              "xadbench.studies.sigma": {"xadbench.reports.sensitivity"}}) == [
         "xadbench.runner imports typer", "xadbench.studies.sigma imports xadbench.reports.sensitivity"]
 
+
+
+def imported_closure(edges: dict[str, set[str]], module: str) -> set[str]:
+    """Every module `module` imports, directly or through others."""
+    seen, stack = set(), [module]
+    while stack:
+        for target in edges.get(stack.pop(), ()):
+            if target not in seen:
+                seen.add(target)
+                stack.append(target)
+    return seen
+
+
+def test_the_plugin_kit_imports_no_runner_or_store():
+    """`xadbench.testing`, what a plugin author imports, loads neither the job machinery nor the
+    results store."""
+    edges, _ = import_graph()
+    reached = imported_closure(edges, "xadbench.testing")
+    assert {"xadbench.method", "xadbench.seeding"} <= reached
+    assert not reached & {"xadbench.runner", "xadbench.grid", "xadbench.store", "xadbench.run_folder",
+                          "xadbench.executors"}

@@ -18,6 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from xadbench.errors import XadError
+from xadbench.registry import methods
 from xadbench.reports import figures as figs
 from xadbench.reports import table_formats as fmt
 from xadbench.reports import tables as tab
@@ -92,7 +93,7 @@ def test_cells_are_mean_and_sample_std_over_seeds(run_dir):
     for c in CLASSES:
         for m in METHODS:
             seeds = np.array([value(c, m, s, "pixel_auc") for s in SEEDS])
-            label = tab.DISPLAY_NAMES[m]
+            label = methods.display_name(m)
             assert table.at[c, label] == pytest.approx(seeds.mean())
             assert table.at[c, f"{label} std"] == pytest.approx(seeds.std(ddof=1))
 
@@ -102,8 +103,8 @@ def test_mean_and_sigma_rows_are_over_class_means(run_dir):
     table = tables["image_auc"].mean
     for m in METHODS:
         means = [np.mean([value(c, m, s, "image_auc") for s in SEEDS]) for c in CLASSES]
-        assert table.at["Mean", tab.DISPLAY_NAMES[m]] == pytest.approx(np.mean(means))
-        assert table.at["σ", tab.DISPLAY_NAMES[m]] == pytest.approx(np.std(means, ddof=1))
+        assert table.at["Mean", methods.display_name(m)] == pytest.approx(np.mean(means))
+        assert table.at["σ", methods.display_name(m)] == pytest.approx(np.std(means, ddof=1))
     assert list(table.index) == [*CLASSES, "Mean", "σ"]
     write_report(run_dir, figures=False, ci="off")
     # The CSV keeps the Mean (its bootstrap interval does not follow from the class rows), not σ.
@@ -364,7 +365,7 @@ def test_grid_shows_every_methods_scores_and_curve_legends_show_the_tables_value
     tables = {t.key["metric"]: t for t in tab.report_tables(run, intervals=intervals)}
     for kind, metric in (("roc_image", "image_auc"), ("roc_pixel", "pixel_auc"), ("pro", "aupro")):
         legend = [t.get_text() for t in drawn[kind].figure.axes[0].get_legend().get_texts()]
-        names = [tab.DISPLAY_NAMES[m] for m in METHODS]
+        names = [methods.display_name(m) for m in METHODS]
         assert legend == [f"{n}: {fmt.cell_text(tables[metric], 'metal_nut', n)}" for n in names], kind
 
 
@@ -382,7 +383,7 @@ def test_overview_plots_each_methods_mean_and_std_over_seeds(run_dir):
         # Per hue level seaborn draws the means over classes as one line, then one error bar per class.
         lines = [line for line in ax.lines if len(line.get_xdata()) == len(CLASSES)]
         for label, line in zip(legend, lines[::len(CLASSES) + 1]):
-            method = {"centre": "centre", **{tab.DISPLAY_NAMES[m]: m for m in METHODS}}[label]
+            method = {"centre": "centre", **{methods.display_name(m): m for m in METHODS}}[label]
             seeds = {c: [0.5] * len(SEEDS) if method == "centre" else [value(c, method, s, metric) for s in SEEDS]
                      for c in CLASSES}
             np.testing.assert_allclose(line.get_ydata(), [np.mean(seeds[c]) for c in CLASSES])

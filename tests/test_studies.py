@@ -276,24 +276,6 @@ def test_clever_hans_command_end_to_end(tree, tmp_path):
     pd.testing.assert_series_equal(after.sort_index(), before.sort_index(), rtol=1e-3)
 
 
-def test_the_core_never_imports_the_reports():
-    """The data path runs one way: library modules never import xadbench.reports; only the
-    command-line modules (those built on typer) and the reports themselves do."""
-    import ast
-
-    package = Path(runner.__file__).parent
-    checked = 0
-    for path in [*package.glob("*.py"), *package.glob("studies/*.py")]:
-        tree = ast.parse(path.read_text())
-        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-        if "typer" in names:
-            continue
-        checked += 1
-        assert not [n for n in names if n.startswith("xadbench.reports")], f"{path} imports the reports"
-    assert checked > 20
-
-
 # ---- OE size --------------------------------------------------------------------------------
 def test_oe_size_plan_has_one_job_per_method_and_limit_with_ae_once(tree):
     specs = oe_study.plan_jobs(str(tree), "owl", str(tree), methods=["fcdd", "grad", "ae"],

@@ -13,6 +13,7 @@ from xadbench.types import Sample, Task
 class Dataset(abc.ABC):
     """A data set plugin.
 
+    display_name: how tables and reports name it (e.g. "MVTec-AD"); None: its registered name.
     profile: the paper setup it follows (see `xadbench.profiles`): a class attribute, or a
         property where it follows the data found (a folder of 32 px images follows "cifar10");
         job ids read a class attribute without opening the data set, so an instance must not
@@ -25,6 +26,7 @@ class Dataset(abc.ABC):
         --download).
     """
 
+    display_name: ClassVar[str | None] = None
     profile: str = "imagenet"
     has_masks: ClassVar[bool] = False
     data_folder: ClassVar[str | None] = None

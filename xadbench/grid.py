@@ -103,14 +103,30 @@ def claimed_jobs(store: ResultStore, specs: Sequence[JobSpec], progress: Progres
 
 
 def run_grid(specs: Sequence[JobSpec], out: Path, progress: Progress | None = None, executor: Any = None) -> pd.DataFrame:
-    """Run every job of `specs` (with their ids from `identify`; computed here where missing)
-    that the run folder's store does not hold yet on `executor`
-    (xadbench.executors; default: one after another in this process) and store each as it
+    """Run every job of `specs` that the run folder's store does not hold yet and store each as it
     finishes: this process is the only writer of the run folder, wherever the jobs run. A job is
     claimed in the store before it starts, so concurrent runs into one folder share the work
     (`claimed_jobs`). A job that an executor reports failed (Ray) is released, the others go on,
     and JobsFailed at the end names the failed ones; an exception the executor raises (a local
-    job's error) stops the run with every claim released. Returns every row of the store."""
+    job's error) stops the run with every claim released.
+
+    Parameters
+    ----------
+    specs
+        The grid (`plan_grid`, or specs with their ids from `runner.identify`; computed here
+        where missing).
+    out
+        The run folder.
+    progress
+        Told of each job as it starts, finishes, waits or fails (default: nothing shown).
+    executor
+        Where the jobs run (`xadbench.executors`; default: one after another in this process).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Every row of the run folder's store, this grid's and any earlier run's.
+    """
     specs = identify(specs)
     progress = progress or Progress()
     executor = executor or LocalExecutor()

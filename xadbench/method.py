@@ -27,7 +27,10 @@ SUPERVISION_LEVELS = ("none", "labels", "masks")
 class Method(abc.ABC):
     """An anomaly detector that explains itself with a heatmap.
 
-    Class attributes a subclass sets:
+    Capability flags, the class attributes a subclass may set (`FLAGS`; checked when the class
+    is defined, so a misspelt or unknown flag is an error rather than silently ignored):
+    display_name: how tables, figures and the report name it (e.g. "FCDD"); None: its registered
+        name.
     supervision: what it can learn from beyond nominal images: "none" (nominal only), "labels"
         (known anomalies with image labels: confetti, Outlier Exposure, real defects), "masks"
         (also pixel masks of known anomalies). The runner gives it no more than that.
@@ -40,11 +43,11 @@ class Method(abc.ABC):
         (the contract checks that another seed changes the result of every other method).
     seed_sensitive: True when its training is so sensitive to the seed (and to the order of
         floating-point reductions, i.e. the thread count) that one seed's number says little;
-        the cpu preset then runs it with SENSITIVE_SEEDS unless --seeds is given, so every table
+        the cpu preset then runs it with grid.SENSITIVE_SEEDS unless --seeds is given, so every table
         shows its spread over seeds (docs/reproducibility.md).
-    parameter_constraints: {keyword: Interval | OneOf | Check} (xadbench.validation), checked with
-        the types annotated on `__init__` before a run starts (after scikit-learn's
-        `_parameter_constraints`).
+    Also declared: parameter_constraints, {keyword: Interval | OneOf | Check}
+        (xadbench.validation), checked with the types annotated on `__init__` before a run starts
+        (after scikit-learn's `_parameter_constraints`).
 
     Fitted attribute every method has: weights_used_, the id of the pretrained weights the
     method started from ("file:<name> sha256:<12 hex>", "torchvision:IMAGENET1K_V1"), "none"
@@ -52,6 +55,7 @@ class Method(abc.ABC):
     `xadbench.training.DeepMethod`.
     """
 
+    display_name: ClassVar[str | None] = None
     supervision: ClassVar[str] = "none"
     maps_smoothed: ClassVar[bool] = False
     reference: ClassVar[bool] = False
@@ -59,6 +63,10 @@ class Method(abc.ABC):
     seed_sensitive: ClassVar[bool] = False
     parameter_constraints: ClassVar[dict[str, Any]] = {}
     weights_used_: str = "none"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_declarations(cls)
 
     @classmethod
     def preset(cls, preset: str, profile: str) -> dict[str, Any]:
@@ -120,19 +128,54 @@ class Method(abc.ABC):
         return f"{type(self).__name__}({params})"
 
 
+#: The capability flags a method declares as class attributes, with the type each must have.
+FLAGS: dict[str, type | tuple[type, ...]] = {"display_name": (str, type(None)), "supervision": str,
+                                              "maps_smoothed": bool, "reference": bool, "deterministic": bool,
+                                              "seed_sensitive": bool}
+#: Other class attributes of the contract: not flags, but declared by Method too.
+DECLARED = ("parameter_constraints",)
+
+
+def check_declarations(cls: type) -> None:
+    """Raise XadError when the class body of a method plugin sets a flag of the wrong type or
+    value, or a public class attribute that looks like a flag (a bool or a str) but is none of
+    `FLAGS`. Constants (UPPER_CASE), fitted defaults (ending in "_"), methods and other values
+    (containers, numbers, objects) are not flags."""
+    for name, value in vars(cls).items():
+        if name.startswith("_") or name.endswith("_") or name.isupper() or name in DECLARED:
+            continue
+        if name not in FLAGS and not isinstance(value, (bool, str)):
+            continue
+        if name not in FLAGS:
+            raise XadError(f"method plugin {cls.__module__}.{cls.__qualname__} sets {name!r}, which is not a "
+                           f"flag xadbench reads; the flags are: {', '.join(sorted(FLAGS))}")
+        if not isinstance(value, FLAGS[name]) or (name == "supervision" and value not in SUPERVISION_LEVELS):
+            allowed = f"one of {SUPERVISION_LEVELS}" if name == "supervision" else (
+                "a str or None" if name == "display_name" else "True or False")
+            raise XadError(f"method plugin {cls.__module__}.{cls.__qualname__} sets {name} = {value!r}; "
+                           f"use {allowed}")
+
+
 class Variant:
     """A registered name for a Method class with some hyperparameters fixed, e.g. `grad-ig` is
-    the gradient method with `attribution="integrated_gradients"`. Behaves like the class."""
+    the gradient method with `attribution="integrated_gradients"`. Behaves like the class: its
+    flags are the class's, except a `display_name` of its own."""
 
-    def __init__(self, method_class: type[Method], **fixed: Any):
+    def __init__(self, method_class: type[Method], display_name: str | None = None, **fixed: Any):
         self.method_class = method_class
         self.fixed = fixed
-        self.supervision = method_class.supervision
-        self.maps_smoothed = method_class.maps_smoothed
-        self.reference = method_class.reference
-        self.deterministic = method_class.deterministic
-        self.seed_sensitive = method_class.seed_sensitive
+        self.own_display_name = display_name
         self.__doc__ = method_class.__doc__
+
+    def __getattr__(self, name: str) -> Any:
+        """The method class's flags (only those: a Variant is not an instance)."""
+        if name in FLAGS:
+            return getattr(self.method_class, name)
+        raise AttributeError(f"{type(self).__name__} of {self.method_class.__name__} has no attribute {name!r}")
+
+    @property
+    def display_name(self) -> str | None:
+        return self.own_display_name or self.method_class.display_name
 
     def preset(self, preset: str, profile: str) -> dict[str, Any]:
         return {**self.method_class.preset(preset, profile), **self.fixed}

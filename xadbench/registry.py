@@ -84,6 +84,15 @@ class Registry:
                 return value
         return getattr(self.get(name), attribute)
 
+    def display_name(self, name: str) -> str:
+        """How reports name a plugin: its declared `display_name`, else `name` itself (also when
+        the plugin is not registered or does not load here, e.g. a run folder from another
+        machine)."""
+        try:
+            return self.declared(name, "display_name") or name
+        except XadError:
+            return name
+
     def get(self, name: str) -> Any:
         """The plugin object (a class or a Variant) registered as `name`."""
         if name in self._loaded:
@@ -114,7 +123,8 @@ class Registry:
 def declared_attribute(ep: EntryPoint, attribute: str) -> str | None:
     """The string an entry point's target declares for a class attribute, read from its module's
     source without running it: `attribute = "..."` in the class body, else in a base class
-    defined in the same module, and for `NAME = Variant(Class, ...)` in Class. None when the
+    defined in the same module, and for `NAME = Variant(Class, ...)` its keyword of that name,
+    else in Class. None when the
     source does not say it as a literal (the caller then loads the plugin)."""
     try:
         spec = importlib.util.find_spec(ep.module)  # imports the parent packages only
@@ -144,6 +154,9 @@ def declared_attribute(ep: EntryPoint, attribute: str) -> str | None:
         call = calls.get(name)
         if (call is not None and isinstance(call.func, ast.Name) and call.func.id == "Variant"
                 and call.args and isinstance(call.args[0], ast.Name)):
+            own = next((k.value for k in call.keywords if k.arg == attribute), None)
+            if own is not None:
+                return own.value if isinstance(own, ast.Constant) and isinstance(own.value, str) else None
             return lookup(call.args[0].id, seen | {name})
         return None
 

@@ -5,7 +5,8 @@ Every registered method, ours and third-party, must pass `check_method`:
     from xadbench.testing import check_method
     check_method(MyMethod, params={"epochs": 2})
 
-Each check is also available by name (`CHECKS`) so a test suite can report them one by one.
+Each check is also available by name (`CHECKS`); `parametrize_with_checks` makes a pytest test
+of a plugin's suite run one case per check, so each is reported on its own.
 The toy split: 32×32 RGB images of smooth, varying gradients (nominal) and the same with a
 small square stain of random colour (anomalous), with exact masks.
 """
@@ -342,6 +343,45 @@ CHECKS: dict[str, Callable[[Contract], None]] = {
     "weights_used_declared": check_weights_used_declared,
     "deep_method_provides": check_deep_method_provides,
 }
+
+
+#: Checks a reference map (`Method.reference`: trivial by design) is not held to.
+NOT_FOR_REFERENCE_MAPS = ("better_than_chance", "fit_depends_on_training_data")
+
+
+def parametrize_with_checks(plugins: list[Any], params: dict[str, Any] | None = None) -> Any:
+    """A pytest decorator (after scikit-learn's `parametrize_with_checks`): the decorated test
+    takes `contract` and `check` and runs once per (plugin, contract check), with ids such as
+    "MeanDistance-prediction_shapes"; the checks of one plugin share its fits.
+
+    Parameters
+    ----------
+    plugins
+        Method classes (or Variants) to check.
+    params
+        Hyperparameters that override each plugin's cpu preset (e.g. fewer epochs).
+
+    Returns
+    -------
+    pytest.mark.parametrize
+        The mark; the test body is `check(contract)`.
+
+    Examples
+    --------
+    >>> @parametrize_with_checks([MeanDistance])
+    ... def test_xadbench_contract(contract, check):
+    ...     check(contract)
+    """
+    import pytest  # a test-time helper: importing xadbench.testing does not need pytest
+
+    cases = []
+    for plugin in plugins:
+        contract = Contract(plugin, params or {})
+        for name, check in CHECKS.items():
+            skip = getattr(plugin, "reference", False) and name in NOT_FOR_REFERENCE_MAPS
+            marks = [pytest.mark.skip(reason="a reference map is trivial by design")] if skip else []
+            cases.append(pytest.param(contract, check, id=f"{getattr(plugin, '__name__', plugin)}-{name}", marks=marks))
+    return pytest.mark.parametrize(("contract", "check"), cases)
 
 
 def check_method(plugin: Any, params: dict[str, Any] | None = None) -> None:
