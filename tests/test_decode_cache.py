@@ -12,7 +12,7 @@ import torch
 
 from tests.test_mvtec import _image, make_class
 from xadbench import decode_cache
-from xadbench.datasets import mvtec
+from xadbench.datasets import masked
 from xadbench.datasets.mvtec import MVTecAD
 
 
@@ -28,13 +28,13 @@ def cache(tmp_path, monkeypatch):
 def decodes(monkeypatch):
     """Counts the images the loader decodes."""
     calls = []
-    real = mvtec._read_image
+    real = masked._read_image
 
     def counted(path, image_size):
         calls.append(path)
         return real(path, image_size)
 
-    monkeypatch.setattr(mvtec, "_read_image", counted)
+    monkeypatch.setattr(masked, "_read_image", counted)
     return calls
 
 
@@ -86,7 +86,7 @@ def test_a_changed_file_invalidates_its_class(tmp_path, cache, decodes, change):
 
 
 def mvtec_image(path):
-    image, _ = mvtec._read_image(path, 16)
+    image, _ = masked._read_image(path, 16)
     return torch.from_numpy((image.astype(np.float32) / 255.0).transpose(2, 0, 1).copy())
 
 
