@@ -113,7 +113,8 @@ class MVTecLayout(MaskedDataset):
             )
         defect_dirs, loose = entries(test_dir, skipped)
         skipped.extend(loose)
-        files = [(d.name, p) for d in defect_dirs for p in images_in(d, skipped)]
+        # MVTec AD 2 keeps its masks inside the test folder: that folder is not a defect.
+        files = [(d.name, p) for d in defect_dirs if d != folder / self.ground_truth for p in images_in(d, skipped)]
         if not files:
             raise DataError(
                 f"{test_dir} holds no test images: put them in {self.test_folder}/<defect>/ (nominal ones in "
