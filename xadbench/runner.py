@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -71,6 +72,7 @@ class JobSpec:
     image_size: int | None = None
     transform: DataTransform | None = None
     metrics: tuple[ExtraMetric, ...] = ()
+    dataset_options: tuple[tuple[str, str], ...] = ()  # keywords for the data set's constructor
     device: str = field(default="auto", compare=False)
     download: bool = field(default=False, compare=False)
     sanity: bool = field(default=False, compare=False)  # also score xadbench.sanity's checks
@@ -80,7 +82,7 @@ class JobSpec:
 #: Fields that do not change a job's result, and fields that enter its id only when set (so the
 #: ids of jobs without them stay what they were before the fields existed).
 _NOT_IN_ID = ("device", "download", "sanity", "job_id")
-_ONLY_WHEN_SET = ("profile", "image_size", "transform", "metrics")
+_ONLY_WHEN_SET = ("dataset_options", "profile", "image_size", "transform", "metrics")
 
 
 def compute_job_id(spec: JobSpec, profile: Profile) -> str:
@@ -91,6 +93,8 @@ def compute_job_id(spec: JobSpec, profile: Profile) -> str:
     device counts as finished on another)."""
     key: dict[str, Any] = {f.name: getattr(spec, f.name) for f in fields(spec)
                            if f.name not in _NOT_IN_ID + _ONLY_WHEN_SET}
+    if spec.dataset_options:
+        key["dataset_options"] = spec.dataset_options
     if spec.profile is not None:
         key["profile"] = spec.profile
     if spec.image_size is not None:
@@ -107,8 +111,9 @@ def compute_job_id(spec: JobSpec, profile: Profile) -> str:
 def identify(specs: Iterable[JobSpec]) -> list[JobSpec]:
     """The grid: `specs` with their job ids (a spec that has one keeps it), duplicates dropped
     (order kept). A data set whose class does not declare its profile (a folder tree: its
-    profile follows its image size) is opened once per (name, root) here, not once per job."""
-    profiles: dict[tuple[str, str | None], str] = {}
+    profile follows its image size) is opened once per (name, root, options) here, not once per
+    job."""
+    profiles: dict[tuple[Any, ...], str] = {}
     out = []
     for spec in dict.fromkeys(specs):
         if spec.job_id:
@@ -116,10 +121,10 @@ def identify(specs: Iterable[JobSpec]) -> list[JobSpec]:
             continue
         name = spec.profile
         if name is None:
-            where = (spec.dataset, spec.root)
+            where = (spec.dataset, spec.root, spec.dataset_options)
             if where not in profiles:
                 declared = datasets.get(spec.dataset).profile if spec.dataset in datasets.names() else None
-                profiles[where] = declared if isinstance(declared, str) else open_dataset(*where).profile
+                profiles[where] = declared if isinstance(declared, str) else open_dataset(spec.dataset, spec.root, options=spec.dataset_options).profile
             name = profiles[where]
         out.append(replace(spec, job_id=compute_job_id(spec, get_profile(name))))
     return out
@@ -145,16 +150,33 @@ def without_unused_outlier_exposure(spec: JobSpec) -> JobSpec:
     return replace(spec, oe=None, oe_root=None, oe_limit=None, oe_exclude=(), job_id="")
 
 
-def open_dataset(name: str, root: str | None, download: bool = False) -> Dataset:
+def open_dataset(name: str, root: str | None, download: bool = False,
+                 options: tuple[tuple[str, str], ...] = ()) -> Dataset:
     """A registered data set by name, or any folder-per-class tree given as a path. Without a
-    root, a data set with a `data_folder` gets its default root (`xadbench.data_root`)."""
+    root, a data set with a `data_folder` gets its default root (`xadbench.data_root`).
+    `options`: (keyword, value) pairs for the plugin's constructor beyond root and download
+    (e.g. folder-masks' folder names); a keyword it does not take is an error."""
     if name not in datasets.names() and Path(name).is_dir():
+        if options:
+            raise XadError(f"a folder-per-class data set takes no options (given: {', '.join(k for k, _ in options)})")
         return datasets.create("folder", root=name, download=False)
     plugin = datasets.get(name)
+    accepted = dataset_option_names(plugin)
+    for key, _ in options:
+        if key not in accepted:
+            raise XadError(f"data set {name!r} has no option {key!r}; "
+                           f"{'it has: ' + ', '.join(accepted) if accepted else 'it takes none'}")
     folder = getattr(plugin, "data_folder", None)  # plugins that predate it have none
     if root is None and folder is not None:
         root = str(default_root(name, folder, getattr(plugin, "can_download", False), download))
-    return datasets.create(name, root=root, download=download)
+    return datasets.create(name, root=root, download=download, **dict(options))
+
+
+def dataset_option_names(plugin: type) -> list[str]:
+    """The keywords a data set plugin's constructor takes beyond root and download."""
+    parameters = inspect.signature(plugin.__init__).parameters
+    return [n for n, p in parameters.items() if n not in ("self", "root", "download")
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def build_method(spec: JobSpec, profile: str) -> Method:
@@ -241,7 +263,7 @@ def load_job_data(spec: JobSpec) -> JobData:
     by the spec's transform. Reads only."""
     check_preset(spec.preset)
     protocols.check_protocol(spec.protocol)
-    dataset = open_dataset(spec.dataset, spec.root, spec.download)
+    dataset = open_dataset(spec.dataset, spec.root, spec.download, spec.dataset_options)
     profile = get_profile(spec.profile or dataset.profile)
     image_size = job_image_size(spec, profile)
     task = dataset.load(spec.class_name, image_size)
