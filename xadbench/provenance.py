@@ -105,6 +105,8 @@ def collect(argv: list[str], options: dict[str, Any]) -> dict[str, Any]:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "hardware": hardware(),
         "weights": weights_record(options.get("weights"), options.get("pretrained", True)),
-        "data_root": str(Path(options["root"]).resolve()) if options.get("root") else None,
+        # One data set's root, or the list of them for a run over several.
+        "data_root": ([str(Path(r).resolve()) for r in options["root"]] if isinstance(options.get("root"), list)
+                      else str(Path(options["root"]).resolve()) if options.get("root") else None),
         "executable": sys.executable,
     }

@@ -80,6 +80,7 @@ def _load_config(ctx: typer.Context, path: Path | None) -> Path | None:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise typer.BadParameter(f"{path}: not a readable TOML file ({one_line(exc)})", param_hint="--config") from None
     names = {p.name for p in ctx.command.params if p.name not in ("config", "dry_run")}
+    multiple = {p.name: getattr(p, "multiple", False) for p in ctx.command.params}
     defaults = {}
     for key, value in values.items():
         name = {"set": "set_"}.get(key.replace("-", "_"), key.replace("-", "_"))
@@ -87,7 +88,9 @@ def _load_config(ctx: typer.Context, path: Path | None) -> Path | None:
             close = difflib.get_close_matches(name, sorted(names), n=1)
             hint = f"; did you mean {close[0].rstrip('_').replace('_', '-')!r}?" if close else ""
             raise typer.BadParameter(f"{path}: unknown option {key!r}{hint}", param_hint="--config")
-        if isinstance(value, list) and name != "set_":
+        if multiple.get(name) and not isinstance(value, list):
+            value = [value]  # a repeatable option given once
+        if isinstance(value, list) and not multiple.get(name):
             value = ",".join(map(str, value))  # classes = ["bottle", "wood"] as well as "bottle,wood"
         defaults[name] = value
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
@@ -114,9 +117,16 @@ def run(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the job grid and which jobs the run folder already holds; train nothing.")] = False,
     methods: Annotated[str, typer.Option(help="Comma-separated method names (see `xadbench methods list`).")] = "fcdd,grad,ae",
-    dataset: Annotated[str, typer.Option(help="Registered data set name, or a folder-per-class path.")] = "synthetic",
-    root: Annotated[str | None, typer.Option(help="Where the data set lives (default: $XADBENCH_DATA/<folder>, else ~/.cache/xadbench/data/<folder>; synthetic: its cache).")] = None,
-    classes: Annotated[str, typer.Option(help="Comma-separated class names, or 'all'.")] = "all",
+    dataset: Annotated[list[str], typer.Option(
+        metavar="NAME", help="Registered data set name, or a folder-per-class path; several comma-separated or repeated "
+             "(one table per data set and a cross-data-set summary).")] = ["synthetic"],
+    root: Annotated[list[str] | None, typer.Option(
+        metavar="DIR", help="Where the data set lives (default: $XADBENCH_DATA/<folder>, else ~/.cache/xadbench/data/<folder>; "
+             "synthetic: its cache); with several data sets NAME=DIR, repeatable.", show_default=False)] = None,
+    dataset_option: Annotated[list[str] | None, typer.Option(
+        metavar="KEY=VALUE", help="Data set option KEY=VALUE for every data set of the run, or NAME.KEY=VALUE for one (repeatable), "
+             "e.g. folder-masks' abnormal=crack,scratch (see `xadbench datasets list`).", show_default=False)] = None,
+    classes: Annotated[str, typer.Option(help="Comma-separated class names, or 'all'; NAME:CLASS for one data set of several.")] = "all",
     seeds: Annotated[str | None, typer.Option(
         help="Comma-separated seeds (default 0; with the cpu preset, seed-sensitive methods such as grad run "
              "with 0,1,2).", show_default=False)] = None,
@@ -153,6 +163,7 @@ def run(
     Every option, --set value and asked-for class is checked before the first job starts."""
     from xadbench import download as archives, run_folder, runner
     from xadbench.cli.console import download_bars
+    from xadbench.dataset_choices import data_choices
     from xadbench.executors import make_executor
     from xadbench.grid import plan_grid, run_grid
     from xadbench.files import atomic_write
@@ -176,24 +187,30 @@ def run(
         check_device(device)
     check_weights_file(weights)
     params = method_params(method_names, set_ or [])
-    out = out or Path("runs") / f"{Path(dataset).name}-{protocol}-{preset}"
+    choices = data_choices(dataset, root or [], dataset_option or [], classes)
+    out = out or Path("runs") / f"{'+'.join(Path(c.name).name for c in choices)}-{protocol}-{preset}"
     check_out_folder(out)
-    data = runner.open_dataset(dataset, root, download)
-    # Only the asked-for classes are touched: listing all of them reads every class folder.
-    class_list = data.classes() if classes == "all" else split_list(classes)
-    if not class_list:
-        raise XadError(f"no classes found for data set {dataset!r} under {data.root}")
-    common = dict(dataset=dataset, preset=preset, protocol=protocol, root=root, blur=tuple(blur_policies),
+    opened = [(choice, runner.open_dataset(choice.name, choice.root, download, choice.options)) for choice in choices]
+    common = dict(preset=preset, protocol=protocol, blur=tuple(blur_policies),
                   weights=weights, pretrained=pretrained, oe=oe, oe_root=oe_root, oe_limit=limit,
                   oe_exclude=tuple(split_list(oe_exclude)), k=k, device=device, download=download,
                   sanity=preset == "cpu" if sanity is None else sanity)
-    specs = plan_grid(class_list, method_names, seeds=seed_values, params=params,
-                      references=references and data.has_masks, **common)
+    specs, class_lists = [], []
+    for choice, data in opened:
+        # Only the asked-for classes are touched: listing all of them reads every class folder.
+        class_list = data.classes() if choice.classes is None else list(choice.classes)
+        if not class_list:
+            raise XadError(f"no classes found for data set {choice.name!r} under {data.root}")
+        class_lists.append(class_list)
+        specs += plan_grid(class_list, method_names, seeds=seed_values, params=params,
+                           references=references and data.has_masks, dataset=choice.name, root=choice.root,
+                           dataset_options=choice.options, **common)
     if dry_run:
         print_job_grid(specs, out)
         return
-    data.fetch(class_list)  # before any job starts, so a failed download stops the run here
-    check_classes(data, class_list, get_profile(data.profile).image_size[preset])
+    for (_, data), class_list in zip(opened, class_lists):
+        data.fetch(class_list)  # before any job starts, so a failed download stops the run here
+        check_classes(data, class_list, get_profile(data.profile).image_size[preset])
     if config is not None:
         with atomic_write(out / "run-config.toml") as handle:
             handle.write(config.read_text())
@@ -202,7 +219,9 @@ def run(
     interrupt_note["text"] = f"every finished job is kept in {out}; rerun the same command to resume"
     from xadbench.provenance import collect
 
-    provenance = collect(sys.argv[1:], {"device": device, "weights": weights, "pretrained": pretrained, "root": data.root})  # the root used, default or given
+    roots = [data.root for _, data in opened]  # the roots used, default or given
+    provenance = collect(sys.argv[1:], {"device": device, "weights": weights, "pretrained": pretrained,
+                                        "root": roots[0] if len(roots) == 1 else roots})
     with job_executor:  # joins or starts Ray before anything is written
         run_folder.write_config(out, {"command": "run", "argv": sys.argv[1:], "jobs": [s.job_id for s in specs],
                                   "provenance": provenance})
