@@ -39,7 +39,7 @@ from xadbench.metrics.registry import list_metrics, metric_label
 from xadbench.provenance import now
 from xadbench.reports.figures import DPI, Drawn
 from xadbench.reports.run import Run
-from xadbench.reports.table_formats import caption_words, cell_text, format_value
+from xadbench.reports.table_formats import caption_words, cell_text, format_value, row_header
 from xadbench.reports.tables import (
     BEST,
     MEAN,
@@ -241,7 +241,7 @@ def table_html(table: ResultTable) -> str:
     return (f"<div class='tblock'><h3>{_e(metric_label(table.key['metric']))}</h3>"
             f"<p class='tcap'>{_e(caption_words(table))}</p>"
             f"<table class='res' data-metric='{_e(table.key['metric'])}'>"
-            f"<thead><tr><th class='cls'>class</th>{head}</tr></thead><tbody>{body}</tbody><tfoot>{foot}</tfoot></table>"
+            f"<thead><tr><th class='cls'>{_e(row_header(table).lower())}</th>{head}</tr></thead><tbody>{body}</tbody><tfoot>{foot}</tfoot></table>"
             f"{FLAG_NOTE if any(table.flags.values()) else ''}</div>")
 
 

@@ -20,6 +20,7 @@ from xadbench.files import atomic_write
 from xadbench.metrics.registry import metric_label
 from xadbench.registry import datasets
 from xadbench.reports.tables import (
+    ACROSS_DATASETS,
     BEST,
     BLUR_WORDS,
     MEAN,
@@ -65,7 +66,7 @@ def to_csv(table: ResultTable) -> str:
     frame = pd.concat([frame, table.paper.loc[rows]], axis=1)
     if table.flags:
         frame[FLAG_COLUMN] = [",".join(table.flags.get(row, [])) for row in frame.index]
-    return frame.rename_axis("defect type" if table.by_defect else "class").reset_index().to_csv(index=False)
+    return frame.rename_axis(row_header(table).lower()).reset_index().to_csv(index=False)
 
 
 def format_value(value: float, digits: int = DIGITS, missing: str = "–") -> str:
@@ -99,6 +100,11 @@ _TEX_SPECIALS = {
 }
 
 
+def row_header(table: ResultTable) -> str:
+    """What a table's rows are: defect types, data sets (a cross-data-set table) or classes."""
+    return "Defect type" if table.by_defect else "Data set" if table.key["dataset"] == ACROSS_DATASETS else "Class"
+
+
 def tex_escape(text: str) -> str:
     """Text safe to typeset: LaTeX's special characters escaped."""
     return "".join(_TEX_SPECIALS.get(c, c) for c in str(text))
@@ -126,7 +132,9 @@ def caption_words(table: ResultTable) -> str:
     text = (f"{metric_label(key['metric'])} on {datasets.display_name(dataset)}, "
             f"{PROTOCOL_WORDS.get(key['protocol'], key['protocol'] + ' protocol')}, "
             f"{key['preset']} preset{f' ({size} px images)' if size else ''}, {BLUR_WORDS.get(key['blur'], 'blur ' + key['blur'])}; "
-            f"{spread}." + ("" if table.by_defect else " Mean and σ: over the classes."))
+            f"{spread}." + ("" if table.by_defect else " Mean and σ: over the data sets, each one's value its Mean "
+                                         "over its classes." if key["dataset"] == ACROSS_DATASETS
+                                  else " Mean and σ: over the classes."))
     competing = table.mean.shape[1] - len(table.references)
     if table.low is not None:
         rows = ("each defect type's anomalous images with all nominal images of its class" if table.by_defect
@@ -269,7 +277,7 @@ def to_latex(table: ResultTable) -> str:
                      f"over the test set (by less than {MEAN_MAP_MARGIN:g}): the map has not explained the images.}}")
     if any(table.mean[c].isna().all() for c in ours):
         notes.append("\\par{\\footnotesize -- : not applicable (no trained layers, or a score that ignores the pixels).}")
-    return latex_float(cells, styles, header="Defect type" if table.by_defect else "Class", column_formats=formats,
+    return latex_float(cells, styles, header=row_header(table), column_formats=formats,
                        references=len(table.references), caption=_caption(table),
                        label=f"tab:xadbench-{re.sub(r'[^A-Za-z0-9]+', '-', table.slug)}", notes=notes,
                        source="the run's results and predictions")

@@ -34,6 +34,8 @@ CI_STYLES = ("interval", "halfwidth")
 #: Marks of a row's methods (`reports.intervals.IntervalTable.marks`).
 BEST, TIED = "best", "tied"
 MEAN, SIGMA = "Mean", "σ"
+#: The data set key of the cross-data-set tables, whose rows are the run's data sets.
+ACROSS_DATASETS = "all data sets"
 PROTOCOL_WORDS = {
     "unsupervised": "unsupervised (no real defects in training)",
     "semi-supervised": "semi-supervised (a few real defects per type in training)",
@@ -252,7 +254,34 @@ def build_tables(results: pd.DataFrame, compare: str | None = None, intervals: S
         tables.append(table)
     tables += [_bootstrap_table(interval, results, style) for interval in bootstrap.values()]
     groups = list(dict.fromkeys(tuple(t.key[k] for k in TABLE_KEYS[:-1]) for t in tables))
-    return sorted(tables, key=lambda t: (groups.index(tuple(t.key[k] for k in TABLE_KEYS[:-1])), t.by_defect))
+    tables = sorted(tables, key=lambda t: (groups.index(tuple(t.key[k] for k in TABLE_KEYS[:-1])), t.by_defect))
+    return tables + cross_dataset_tables(tables)
+
+
+def cross_dataset_tables(tables: Sequence[ResultTable]) -> list[ResultTable]:
+    """For a run over several data sets, per protocol, preset, blur policy and metric, the table
+    papers print beside the per-class ones: one row per data set (its Mean row, the mean over its
+    classes, as its own table shows it) and the Mean and σ over the data sets. None for a run
+    over one data set."""
+    groups: dict[tuple[str, ...], list[ResultTable]] = {}
+    for table in tables:
+        if not table.by_defect:
+            groups.setdefault(tuple(table.key[k] for k in TABLE_KEYS[1:]), []).append(table)
+    out = []
+    for key, members in groups.items():
+        if len(members) < 2:
+            continue
+        columns = list(dict.fromkeys(c for t in members for c in t.mean.columns))
+        names = [Path(t.key["dataset"]).name for t in members]
+        frame = pd.DataFrame([t.mean.loc[MEAN].reindex(columns) for t in members], index=names, columns=columns)
+        summary = _with_summary_rows(frame)
+        out.append(ResultTable(
+            key={"dataset": ACROSS_DATASETS, **dict(zip(TABLE_KEYS[1:], key))}, mean=summary,
+            std=pd.DataFrame(np.nan, index=summary.index, columns=columns),
+            seeds=sorted({s for t in members for s in t.seeds}), paper=pd.DataFrame(index=summary.index),
+            paper_tables=[], references=[c for c in columns if any(c in t.references for t in members)],
+            style=members[0].style))
+    return out
 
 
 def _bootstrap_table(interval: IntervalTable, results: pd.DataFrame, style: str) -> ResultTable:

@@ -69,14 +69,14 @@ def make_mvtec_ad2(root: Path, name="can", size=(20, 16)) -> Path:
     return root
 
 
-def make_btad(root: Path, name="01", size=(16, 24)) -> Path:
+def make_btad(root: Path, name="01", size=(16, 24), seed=0) -> Path:
     """BTAD: train/ok, test/{ok,ko} as .bmp and ground_truth/ko/<same stem>.png."""
     folder = root / name
     for i in range(3):
-        _image(folder / "train" / "ok" / f"{i:04d}.bmp", size, seed=i)
+        _image(folder / "train" / "ok" / f"{i:04d}.bmp", size, seed=seed + i)
     for i in range(2):
-        _image(folder / "test" / "ok" / f"{i:04d}.bmp", size, seed=50 + i)
-        _image(folder / "test" / "ko" / f"{i:04d}.bmp", size, seed=60 + i)
+        _image(folder / "test" / "ok" / f"{i:04d}.bmp", size, seed=seed + 50 + i)
+        _image(folder / "test" / "ko" / f"{i:04d}.bmp", size, seed=seed + 60 + i)
         _index_mask(folder / "ground_truth" / "ko" / f"{i:04d}.png", size, 255, (0, 0, 4, 6 + i))
     return root
 
