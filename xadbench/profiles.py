@@ -15,6 +15,11 @@ the paper's 12 px scaled to the smaller image. ImageNet and VOC keep 8 px at the
 64 px: scaled, σ would fall far below the VGG net's jump of 8 px and the upsampled maps would
 break into isolated dots. docs/results.md holds the runs behind these choices.
 
+MVTec-AD's profile serves every industrial defect set (VisA, MVTec AD 2, BTAD, MPDD, a folder
+with masks): the paper has no setup for them, and papers that report them beside MVTec-AD use
+MVTec-AD's (the same image size and network); a data set names its profile in its `profile`
+attribute, so a new record here is all a set with a setup of its own needs.
+
 This module imports nothing heavy (no torch), so the command line can read it at once.
 """
 from __future__ import annotations
