@@ -91,3 +91,18 @@ def test_folder_masks_from_the_cli_with_its_options(tmp_path):
     bad = CliRunner().invoke(app, [*args[:-2], "--dataset-option", "nromal=x", "--out", str(tmp_path / "bad")])
     assert bad.exit_code != 0 and "data set 'folder-masks' has no option 'nromal'; it has: normal, abnormal" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_config_file_names_several_data_sets_as_a_list_or_a_string(tmp_path):
+    make_btad(tmp_path / "btad")
+    make_visa(tmp_path / "visa")
+    config = tmp_path / "run.toml"
+    config.write_text(f'dataset = ["btad", "visa"]\nroot = ["btad={tmp_path / "btad"}", "visa={tmp_path / "visa"}"]\n'
+                      'methods = "pixelstats"\nreferences = false\n')
+    dry = CliRunner().invoke(app, ["run", "--config", str(config), "--dry-run", "--out", str(tmp_path / "run")])
+    assert dry.exit_code == 0, dry.output
+    assert [line.split()[2] for line in dry.output.splitlines() if line.startswith("to run")] == ["01", "candle", "pcb1"]
+    config.write_text(f'dataset = "btad"\nroot = "{tmp_path / "btad"}"\nmethods = "pixelstats"\nreferences = false\n')
+    dry = CliRunner().invoke(app, ["run", "--config", str(config), "--dry-run", "--out", str(tmp_path / "run")])
+    assert dry.exit_code == 0, dry.output
+    assert [line.split()[2] for line in dry.output.splitlines() if line.startswith("to run")] == ["01"]

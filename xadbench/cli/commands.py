@@ -125,7 +125,7 @@ def run(
              "synthetic: its cache); with several data sets NAME=DIR, repeatable.", show_default=False)] = None,
     dataset_option: Annotated[list[str] | None, typer.Option(
         metavar="KEY=VALUE", help="Data set option KEY=VALUE for every data set of the run, or NAME.KEY=VALUE for one (repeatable), "
-             "e.g. folder-masks' abnormal=crack,scratch (see `xadbench datasets list`).", show_default=False)] = None,
+             "e.g. folder-masks' abnormal=crack,scratch (README, section Data; a wrong KEY lists the ones it has).", show_default=False)] = None,
     classes: Annotated[str, typer.Option(help="Comma-separated class names, or 'all'; NAME:CLASS for one data set of several.")] = "all",
     seeds: Annotated[str | None, typer.Option(
         help="Comma-separated seeds (default 0; with the cpu preset, seed-sensitive methods such as grad run "
