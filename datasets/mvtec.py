@@ -91,7 +91,10 @@ class MVTecLayout(MaskedDataset):
         self.fetch([class_name])
         root = self._data_root()
         folder = root / class_name
-        if not class_name or not folder.is_dir():
+        if class_name in ("", ".", "..") or Path(class_name).name != class_name or "\\" in class_name:
+            raise DataError(f"--classes {class_name!r}: a class is the name of a folder directly under {root}, not a "
+                            f"path; classes found there: {', '.join(self._class_folders(root)) or 'none'}")
+        if not folder.is_dir():
             raise unknown_class(class_name, folder, self._class_folders(root), self.known_classes, root)
         skipped: list[Path] = []
         train = training_images(folder / "train" / self.nominal, class_name, skipped, self.layout)

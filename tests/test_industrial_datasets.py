@@ -327,3 +327,11 @@ def test_folder_masks_too_few_good_images(tmp_path):
     root = make_folder_masks(tmp_path / "parts", n_good=1)
     with pytest.raises(DataError, match="holds 1 images: too few to hold out 1"):
         FolderMasks(root, abnormal="crack").load("parts", 8)
+
+
+@pytest.mark.parametrize("name", ["../other", "01/../01", ".."])
+def test_a_class_is_a_folder_name_not_a_path(tmp_path, name):
+    make_btad(tmp_path / "btad")
+    make_btad(tmp_path / "other", "01")
+    with pytest.raises(DataError, match="a class is the name of a folder directly under"):
+        BTAD(tmp_path / "btad").check(name, 8)
