@@ -5,23 +5,15 @@ products, "01", "02" and "03", in the layout its archive unpacks to::
     <root>/<class>/test/ok/, test/ko/           nominal and defective test images
     <root>/<class>/ground_truth/ko/<name>.png|bmp   one mask per defective image, named as it
 
-The checks are MVTec-AD's (`xadbench.datasets.mvtec`); the archive is a zip file, which
-`xadbench.download` does not unpack, so there is no --download: `MANUAL` says how to get it.
+The checks are MVTec-AD's (`xadbench.datasets.mvtec`). --download fetches the published zip
+archive (`xadbench.datasets.archives`) and moves the classes out of its one folder into the root.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from xadbench.datasets.archives import BTAD_CLASSES, PUBLISHED
 from xadbench.datasets.mvtec import MVTecLayout
-from xadbench.errors import DataError
-
-KNOWN_CLASSES = ("01", "02", "03")
-ARCHIVE_URL = "https://avires.dimi.uniud.it/papers/btad/btad.zip"
-LICENCE = "BTAD (Mishra et al., ISIE 2021) is under CC BY-NC-SA 4.0: non-commercial use only"
-MANUAL = (
-    f"fetch BTAD by hand: download {ARCHIVE_URL}, unzip it and pass the folder holding 01/, 02/ and 03/ "
-    f"(BTech_Dataset_transformed) as --root; {LICENCE}"
-)
 
 
 class BTAD(MVTecLayout):
@@ -29,14 +21,18 @@ class BTAD(MVTecLayout):
 
     profile = "mvtec"
     title = "BTAD"
-    url = ARCHIVE_URL
+    url = PUBLISHED["btad"].archive.url
     data_folder = "btad"
-    can_download = False
+    can_download = True
     nominal = "ok"
     mask_suffix = ""
-    known_classes = KNOWN_CLASSES
+    known_classes = BTAD_CLASSES
 
     def fetch(self, classes: Sequence[str]) -> None:
-        """BTAD's archive is a zip file: with download, one line saying how to get it (`MANUAL`)."""
+        """With download, fetch BTAD's archive when a class among `classes` is missing."""
         if self.download:
-            raise DataError(MANUAL)
+            from xadbench.datasets.archives import fetch_missing
+
+            if self.root is None:
+                self._data_root()  # raises: "needs root"
+            fetch_missing("btad", self.root, classes)

@@ -3,7 +3,8 @@
 `install` downloads each archive into `<root>/.downloads/<name>.part` (a killed or dropped
 download resumes there with an HTTP Range request), checks its sha256 against the published
 value, extracts it with tarfile's "data" filter (no `..`, no links out of the target, no device
-files; absolute names are refused rather than made relative) into
+files; absolute names are refused rather than made relative; a zip archive by the same rules)
+into
 `<root>/.downloads/<name>.extract`, checks that every folder the archive should hold is there,
 and only then renames those folders into `root`. A data set folder therefore appears whole or
 not at all; the hidden `.downloads` folder is all an interruption leaves behind (a partial
@@ -20,11 +21,13 @@ import http.client
 import lzma
 import os
 import shutil
+import stat
 import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
+import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -171,19 +174,39 @@ def _strict_data_filter(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
     return tarfile.data_filter(member, path)
 
 
+def _unzip(name: str, part: Path, target: Path) -> None:
+    """Unpack a zip archive (BTAD's) with the rules of the tar "data" filter: a member named by
+    an absolute path or with `..`, or a symbolic link, refuses the whole archive (zipfile
+    itself would only rewrite such names)."""
+    with zipfile.ZipFile(part) as archive:
+        for member in archive.infolist():
+            path = member.filename.replace("\\", "/")
+            if path.startswith("/") or ".." in path.split("/") or (len(path) > 1 and path[1] == ":"):
+                raise DataError(f"archive {name} has an unsafe member ({member.filename!r} "
+                                "leaves the target folder); refused it and deleted it")
+            if stat.S_ISLNK(member.external_attr >> 16):
+                raise DataError(f"archive {name} has an unsafe member ({member.filename!r} is a "
+                                "symbolic link); refused it and deleted it")
+        archive.extractall(target)
+
+
 def _extract(archive: Archive, part: Path, target: Path) -> None:
-    """Unpack `part` into the empty folder `target` with tarfile's "data" filter and check that
-    each of `archive.folders` is there. Any failure deletes `target` and `part`: an archive that
-    is unsafe or incomplete stays so on a second try."""
+    """Unpack `part` (a tar archive, any compression, or a zip archive) into the empty folder
+    `target` with tarfile's "data" filter (zip: the same rules, `_unzip`) and check that each of
+    `archive.folders` is there. Any failure deletes `target` and `part`: an archive that is
+    unsafe or incomplete stays so on a second try."""
     try:
-        with tarfile.open(part) as tar:
-            tar.extractall(target, filter=_strict_data_filter)
+        if zipfile.is_zipfile(part):
+            _unzip(archive.name, part, target)
+        else:
+            with tarfile.open(part) as tar:
+                tar.extractall(target, filter=_strict_data_filter)
         missing = [f for f in archive.folders if not (target / f).is_dir()]
         if missing:
             raise DataError(f"archive {archive.name} does not hold the folder {missing[0]}/; deleted it")
     except tarfile.FilterError as exc:
         problem = DataError(f"archive {archive.name} has an unsafe member ({_reason(exc)}); refused it and deleted it")
-    except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error, OSError) as exc:
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, lzma.LZMAError, zlib.error, OSError) as exc:
         problem = DataError(
             f"archive {archive.name} is damaged ({type(exc).__name__}: {_reason(exc)}); deleted "
             "it, rerun to fetch it again"

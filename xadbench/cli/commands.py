@@ -143,7 +143,7 @@ def run(
     oe_exclude: Annotated[str | None, typer.Option(help="Comma-separated OE classes to leave out.")] = None,
     k: Annotated[int, typer.Option(help="Real labelled anomalies per category (semi-supervised).")] = 1,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Method hyperparameter KEY=VALUE for every method that has KEY, or METHOD.KEY=VALUE for one (repeatable).")] = None,
-    download: Annotated[bool, typer.Option(help="Fetch a missing data set: MVTec-AD (the asked-for classes), VisA, MVTec AD 2, or torchvision's sets and VOC (BTAD, MPDD: prints the manual step).")] = False,
+    download: Annotated[bool, typer.Option(help="Fetch a missing data set: MVTec-AD (the asked-for classes), VisA, MVTec AD 2, BTAD, or torchvision's sets and VOC (MPDD: prints the manual step).")] = False,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write tables, figures and report.html at the end.")] = True,
     references: Annotated[bool, typer.Option(
         "--references/--no-references",
