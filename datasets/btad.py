@@ -20,7 +20,7 @@ class BTAD(MVTecLayout):
     """BTAD in its published layout (see the module docstring)."""
 
     profile = "mvtec"
-    title = "BTAD"
+    display_name = "BTAD"
     url = PUBLISHED["btad"].archive.url
     data_folder = "btad"
     can_download = True

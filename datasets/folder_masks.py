@@ -48,6 +48,7 @@ class FolderMasks(MaskedDataset):
     split_seed: the seed of that split.
     """
 
+    display_name = "a folder with masks"
     profile = "mvtec"
 
     def __init__(self, root: str | Path | None = None, download: bool = False, normal: str = "good",

@@ -24,7 +24,7 @@ class MPDD(MVTecLayout):
     """MPDD: `<root>/<class>/{train/good, test/<defect>, ground_truth/<defect>/<name>_mask.png}`."""
 
     profile = "mvtec"
-    title = "MPDD"
+    display_name = "MPDD"
     url = PAGE
     data_folder = "mpdd"
     can_download = False

@@ -36,7 +36,7 @@ KNOWN_CLASSES = (
 class MVTecLayout(MaskedDataset):
     """A data set in MVTec-AD's folder layout, or a variant of it named by the class attributes.
 
-    title, url: the data set's name and where to get it (for messages).
+    url: where to get the data set (for messages, beside its `display_name`).
     nominal: the folder of nominal images (under train/ and the test folder).
     test_folder: the test split's folder in a class; ground_truth: the masks' folder in a class.
     mask_suffix: a mask is named <image stem><mask_suffix>.<any image extension>.
@@ -44,7 +44,6 @@ class MVTecLayout(MaskedDataset):
     """
 
     profile = "mvtec"
-    title: ClassVar[str] = "MVTec-AD"
     url: ClassVar[str] = "https://www.mvtec.com/company/research/datasets/mvtec-ad"
     nominal: ClassVar[str] = "good"
     test_folder: ClassVar[str] = "test"
@@ -60,7 +59,7 @@ class MVTecLayout(MaskedDataset):
 
     def _data_root(self) -> Path:
         """The root folder, checked to exist."""
-        get = f"get {self.title} from {self.url}"
+        get = f"get {self.display_name} from {self.url}"
         if self.root is None:
             raise DataError(f"{type(self).__name__} needs root=<folder holding the class folders> "
                             f"({self.layout}); {get}")

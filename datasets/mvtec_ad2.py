@@ -32,7 +32,7 @@ class MVTecAD2(MVTecLayout):
     """
 
     profile = "mvtec"
-    title = "MVTec AD 2"
+    display_name = "MVTec AD 2"
     url = PAGE
     data_folder = "mvtec_ad_2"
     can_download = True

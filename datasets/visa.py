@@ -36,6 +36,7 @@ class VisA(MaskedDataset):
         class asked for is missing (`xadbench.datasets.archives`).
     """
 
+    display_name = "VisA"
     profile = "mvtec"
     data_folder = "visa"
     can_download = True
