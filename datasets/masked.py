@@ -11,6 +11,7 @@ not clipped.
 """
 from __future__ import annotations
 
+import abc
 import difflib
 import os
 import warnings
@@ -190,9 +191,9 @@ class MaskedDataset(Dataset):
     has_masks = True
     mask_nonzero: ClassVar[bool] = False
 
+    @abc.abstractmethod
     def _files(self, class_name: str) -> ClassFiles:
         """Every file of `class_name`, with the layout's rules checked (see `pair_checks`)."""
-        raise NotImplementedError
 
     @staticmethod
     def _check_masks_not_all_empty(class_name: str, masks: list[torch.Tensor]) -> None:
