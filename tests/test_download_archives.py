@@ -62,6 +62,7 @@ def _no_data_env(monkeypatch):
     monkeypatch.delenv("XADBENCH_DATA", raising=False)
 
 
+@pytest.mark.slow
 def test_visa_downloads_and_runs_from_the_cli(tmp_path, monkeypatch):
     """No --root: the archive lands under $XADBENCH_DATA/visa, byte for byte, checked against its
     sha256, the licence is printed, no work files stay, and the run scores the class."""

@@ -230,7 +230,6 @@ def test_random_defects_give_one_line_errors_or_the_clean_result(tmp_path_factor
     fuzz(LAYOUTS["mvtec"], tmp_path_factory, defects)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["visa", "mvtec-ad2", "btad", "folder-masks"])
 def test_random_defects_in_the_other_layouts(tmp_path_factory, name):
     @settings(max_examples=15, deadline=None, derandomize=True,
