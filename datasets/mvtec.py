@@ -152,9 +152,11 @@ class MVTecLayout(MaskedDataset):
                     )
                 image = by_stem.get((d.name, stem))
                 if image is None:
+                    # Named with the extension its defect's images have (BTAD's are .bmp).
+                    extension = next((p.suffix for c, p in test_files if c == d.name), ".png")
                     raise DataError(
                         f"mask {mask} has no image: expected {folder / self.test_folder / d.name}/"
-                        f"{stem}.png; add the image or delete the mask"
+                        f"{stem}{extension}; add the image or delete the mask"
                     )
                 masks[image] = mask
         return masks

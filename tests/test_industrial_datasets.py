@@ -239,7 +239,7 @@ def test_btad_reads_ok_ko_and_same_stem_masks(tmp_path):
 
 @pytest.mark.parametrize("damage, message", [
     ("ground_truth/ko/0001.png", "defective test image .*ko/0001.bmp has no mask: expected .*ground_truth/ko/0001.png"),
-    ("test/ko/0000.bmp", "mask .*ground_truth/ko/0000.png has no image"),
+    ("test/ko/0000.bmp", "mask .*ground_truth/ko/0000.png has no image: expected .*test/ko/0000.bmp;"),
     ("test/ok", "class '01' has no nominal \\(test/ok\\) test images"),
 ])
 def test_btad_malformed(tmp_path, damage, message):
