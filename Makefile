@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.xadbench-installed
 
-.PHONY: demo demo-quick test bench browser latex
+.PHONY: demo demo-quick test test-fast bench browser latex
 # The HTML report's browser test needs headless Chromium (Debian package `chromium`); the LaTeX
 # tables' compile test needs pdflatex with booktabs and siunitx (texlive-latex-recommended,
 # texlive-science).
@@ -49,6 +49,12 @@ latex:
 test: $(STAMP) browser latex
 	$(VENV)/bin/pytest -q
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q tests/test_contract.py -k "batch_is_per_image or same_seed_same_output"
+
+# Every test not marked slow (`@pytest.mark.slow`: the end-to-end runs and the deep methods'
+# contract checks): under 90 s on an idle 2-core machine, for the edit-and-test loop. `make test`
+# runs them all.
+test-fast: $(STAMP) browser latex
+	$(VENV)/bin/pytest -q -m "not slow"
 
 # Every bench, niced (it measures ratios within one process, so it may share the machine), then
 # one table of their ratios with the CPU model.

@@ -52,6 +52,7 @@ def test_missing_weights_file_is_one_line(tmp_path):
     one_line_error(invoke("run", "--weights", str(tmp_path / "w.pt")), "w.pt: no such file")
 
 
+@pytest.mark.slow
 def test_run_then_report_write_results_and_tables(tmp_path):
     out = tmp_path / "run"
     result = invoke("run", "--methods", "pixelstats", "--dataset", "synthetic", "--classes", "fabric,wood",

@@ -31,6 +31,7 @@ def run_pixelstats(out, *extra):
                             "--no-report", "--out", str(out), *extra])
 
 
+@pytest.mark.slow
 def test_a_plugin_that_raises_in_fit_is_named_with_the_call(tmp_path, monkeypatch):
     def broken_fit(self, train, on_epoch=None):
         raise RuntimeError("weights\nnot found")
@@ -41,6 +42,7 @@ def test_a_plugin_that_raises_in_fit_is_named_with_the_call(tmp_path, monkeypatc
                    "method 'pixelstats' failed in fit: RuntimeError: weights not found")
 
 
+@pytest.mark.slow
 def test_a_plugin_that_raises_in_predict_is_named_with_the_call(tmp_path, monkeypatch):
     monkeypatch.setattr(methods.get("pixelstats"), "predict", lambda self, images: 1 / 0)
     one_line_error(run_pixelstats(tmp_path / "run"), "method 'pixelstats' failed in predict: ZeroDivisionError")
@@ -77,6 +79,7 @@ def test_the_traceback_variable_lets_a_bug_through(tmp_path, monkeypatch):
     assert isinstance(result.exception, IndexError)
 
 
+@pytest.mark.slow
 def test_warnings_are_one_line_each_and_once(tmp_path, monkeypatch):
     real_run_job = runner_module.run_job
 
@@ -95,6 +98,7 @@ def test_warnings_are_one_line_each_and_once(tmp_path, monkeypatch):
     assert "warning: mask values were thresholded" in again.output
 
 
+@pytest.mark.slow
 def test_an_empty_predictions_file_is_named(tmp_path):
     out = tmp_path / "run"
     assert run_pixelstats(out).exit_code == 0

@@ -98,6 +98,7 @@ def test_two_plugins_with_one_name_is_an_error(plugin_path):
             sys.path.remove(str(plugin_path / dist))
 
 
+@pytest.mark.slow
 def test_fake_plugin_runs_end_to_end_from_the_cli(plugin_path, tmp_path):
     from typer.testing import CliRunner
 

@@ -322,6 +322,7 @@ def fake_predictions(run_dir: Path, n: int = 12, size: int = 32, masks: bool = T
     return write_results(run_dir, rows)
 
 
+@pytest.mark.slow
 def test_figures_are_drawn_from_saved_predictions(tmp_path):
     run = fake_predictions(tmp_path / "run")
     paths = write_report(run, tables=False).figure_paths
@@ -453,6 +454,7 @@ def cli() -> typer.Typer:
     return app
 
 
+@pytest.mark.slow
 def test_cli_report_and_figures(cli, tmp_path):
     run = fake_predictions(tmp_path / "run")
     runner = CliRunner()

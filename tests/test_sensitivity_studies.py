@@ -15,6 +15,7 @@ TABLE_5 = {4: 0.8567, 6: 0.8836, 8: 0.9030, 10: 0.9124, 12: 0.9164, 14: 0.9217, 
 TRAINED_SIGMA_AT_224 = 7 * 224 / 128
 
 
+@pytest.mark.slow
 def test_sigma_study_rescores_one_model_and_matches_the_runner_at_the_trained_sigma(tmp_path):
     out = tmp_path / "sigma"
     result = CliRunner().invoke(app, ["study", "sigma", "--dataset", "synthetic", "--classes", "wood", "--epochs", "1",
@@ -35,6 +36,7 @@ def test_sigma_study_rescores_one_model_and_matches_the_runner_at_the_trained_si
     assert (out / "figures" / "sigma.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_receptive_field_study_trains_appendix_a_nets_as_jobs(tmp_path):
     out = tmp_path / "rf"
     result = CliRunner().invoke(app, ["study", "receptive-field", "--dataset", "synthetic", "--classes", "wood",
