@@ -64,6 +64,7 @@ def test_anomalies_are_ignored():
     np.testing.assert_array_equal(plain.score, given.score)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("profile,channels,size", [("fmnist", 1, 28), ("cifar10", 3, 32), ("imagenet", 3, 64)])
 def test_fit_predict_shapes_finite_and_seeded(profile, channels, size):
     x = torch.rand(3, channels, size, size, generator=torch.Generator().manual_seed(4))

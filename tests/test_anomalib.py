@@ -69,6 +69,7 @@ def blur(maps):
     return np.stack([ndimage.gaussian_filter(m, BLUR_SIGMA, mode="mirror", truncate=4.0) for m in maps])
 
 
+@pytest.mark.slow
 @needs_anomalib
 def test_patchcore_full_memory_bank_equals_brute_force_nearest_neighbours(vgg_weights, toy):
     path, features = vgg_weights
@@ -222,6 +223,7 @@ def write_toy_tree(root):
             Image.fromarray(pixels).save(folder / f"{i:03d}.png")
 
 
+@pytest.mark.slow
 @needs_anomalib
 def test_run_records_backbone_and_weights_and_writes_figures(tmp_path, vgg_weights):
     path, _ = vgg_weights

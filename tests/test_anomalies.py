@@ -28,6 +28,7 @@ def test_confetti_masks_are_the_visibly_changed_pixels(level):
     assert masks.flatten(1).any(1).all()
 
 
+@pytest.mark.slow
 def test_confetti_covers_the_same_share_of_the_image_at_any_size():
     shares = {}
     for size in (64, 224):
@@ -48,6 +49,7 @@ def _nominal(n=8, size=16):
     return [Sample(torch.full((3, size, size), 0.5), 0, key=f"n{i}") for i in range(n)]
 
 
+@pytest.mark.slow
 def test_mixer_replaces_about_half_the_samples():
     torch.manual_seed(0)
     mixer = AnomalyMixer(TrainData(_nominal(), confetti=True))

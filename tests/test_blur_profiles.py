@@ -61,6 +61,7 @@ def test_postprocess_blurs_baselines_with_the_profiles_gaussian(profile, preset)
     assert np.array_equal(baseline(maps, "none"), maps)
 
 
+@pytest.mark.slow
 def test_a_job_scores_the_baselines_maps_blurred_with_the_profiles_kernel(monkeypatch):
     """End to end through run_job (synthetic data: the mvtec profile, cpu preset, 128 px): the maps
     the gaussian policy scores are the raw maps blurred with the 62 px, σ = 7 px Gaussian."""

@@ -98,6 +98,7 @@ def test_run_without_references_or_sanity(tmp_path):
     assert set(pd.read_csv(out / "results.csv")["metric"]) == set(table["metric"])
 
 
+@pytest.mark.slow
 def test_data_synth_writes_the_mvtec_layout(tmp_path):
     result = invoke("data", "synth", "--out", str(tmp_path / "synth"))
     assert result.exit_code == 0, result.output

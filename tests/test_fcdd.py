@@ -261,6 +261,7 @@ def _toy(channels: int, size: int, n: int = 12, seed: int = 0):
 FAST = dict(epochs=2, batch_size=8, device="cpu", small=True, pretrained=False, predict_batch_size=5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("profile,channels,size", [("fmnist", 1, 28), ("cifar10", 3, 32), ("mvtec", 3, 48)])
 def test_fit_predict_shapes_and_finite(profile, channels, size):
     nominal, defects = _toy(channels, size)
@@ -342,6 +343,7 @@ def test_predict_upsamples_with_sigma_in_input_pixels_read_at_call_time():
 
 @pytest.mark.parametrize("profile,channels,size,pretrained", [
     ("fmnist", 1, 28, False), ("mvtec", 3, 32, False), ("mvtec", 3, 32, True)])
+@pytest.mark.slow
 def test_checkpoint_round_trip_predicts_the_same(tmp_path, fake_weights, profile, channels, size, pretrained):
     from xadbench import run_folder
 

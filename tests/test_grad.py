@@ -74,6 +74,7 @@ def test_hsc_loss_large_h_anomaly_term_vanishes():
 
 
 # -- Captum integration --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_saliency_equals_abs_input_gradient_max_over_channels(cifar_model):
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     prediction = cifar_model.predict(x)
@@ -97,6 +98,7 @@ def test_variants_resolve_through_the_registry():
         assert plugin.supervision == "labels" and plugin.maps_smoothed is False
 
 
+@pytest.mark.slow
 def test_variants_give_the_same_scores_but_different_maps(cifar_model):
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     saliency = cifar_model.predict(x)
@@ -173,6 +175,7 @@ def test_integrated_gradients_completeness(cifar_model):
 
 
 # -- fit / predict -------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("profile,channels,size", [("fmnist", 1, 28), ("cifar10", 3, 32), ("imagenet", 3, 64)])
 def test_fit_predict_shapes_finite_and_seeded(profile, channels, size):
     with warnings.catch_warnings():
@@ -189,6 +192,7 @@ def test_fit_predict_shapes_finite_and_seeded(profile, channels, size):
     assert runs[0].losses_ and all(math.isfinite(v) for v in runs[0].losses_)
 
 
+@pytest.mark.slow
 def test_vgg_backbone_first_layers_frozen_with_their_statistics():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -64,6 +64,7 @@ def render_html(run) -> str:
     return write_report(run, figures=False, compare="paper").page.read_text()
 
 
+@pytest.mark.slow
 def test_page_is_self_contained_and_shows_tables_figures_and_provenance(run):
     page = render_html(run)
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "the page fetches something"
@@ -81,6 +82,7 @@ def test_page_is_self_contained_and_shows_tables_figures_and_provenance(run):
     assert "FCDD (paper)" in page and "Read with care" in page and "Preset cpu" in page
 
 
+@pytest.mark.slow
 def test_cells_not_above_their_mean_map_are_flagged(run):
     page = render_html(run)
     pixel = page[page.index("data-metric='pixel_auc'>"):]
@@ -104,6 +106,7 @@ def test_single_method_reference_columns_come_first(tmp_path):
     assert "No config.json" in page and "holds none of the predictions" in page  # said, not hidden
 
 
+@pytest.mark.slow
 def test_cli_report_rewrites_the_page_with_its_tables(run):
     """`report` writes report.html whenever it writes the tables, so the two never disagree."""
     from xadbench.cli import app
@@ -116,6 +119,7 @@ def test_cli_report_rewrites_the_page_with_its_tables(run):
     assert "\\pm" in tex and " ± " in page and " [" not in page.split("data-metric='pixel_auc'>")[1].split("</table>")[0]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium; `make test` installs the Debian package")
 def test_page_renders_in_a_real_browser(run, tmp_path):
     page = write_report(run, figures=False).page
