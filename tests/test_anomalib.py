@@ -135,6 +135,7 @@ def test_k_center_greedy_equals_brute_force_and_anomalibs_selection():
     assert chosen == KCenterGreedy(points[:, :, None], sampling_ratio=0.1).select_coreset_idxs()
 
 
+@pytest.mark.slow
 @needs_anomalib
 @pytest.mark.parametrize("name", ["patchcore", "padim"])
 def test_checkpoint_round_trip_predicts_the_same(tmp_path, vgg_weights, toy, name):

@@ -2,6 +2,7 @@
 from importlib import metadata
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from xadbench.cli import app
@@ -68,6 +69,7 @@ def test_dry_run_prints_the_grid_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_config_file_sets_options_the_command_line_overrides_and_is_saved(tmp_path):
     out = tmp_path / "run"
     config = tmp_path / "my-run.toml"

@@ -149,6 +149,7 @@ def test_gradcam_layer_of_the_vgg_net_is_the_last_relu_before_the_last_pool():
     assert cam_layer(net) is vgg_tail[-2] and isinstance(vgg_tail[-1], torch.nn.MaxPool2d)
 
 
+@pytest.mark.slow
 def test_smoothgrad_is_repeatable_per_image_and_leaves_the_global_rng_alone():
     model = fitted("grad-smooth")
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))

@@ -215,6 +215,7 @@ def test_hidden_files_skipped_silently(tmp_path):
     assert len(task.train) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_real_bottle(shared_data):
     root = shared_data / "mvtec_ad"

@@ -297,6 +297,7 @@ class TestOneMachine:
 
 @pytest.mark.usefixtures("two_nodes")
 class TestTwoNodes:
+    @pytest.mark.slow
     def test_jobs_on_a_worker_node_come_back_to_the_driver_which_alone_writes(self, data, control, reference):
         out = control / "runs" / "two-nodes"
         progress = Record()

@@ -219,6 +219,7 @@ class KillAfter(Progress):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_without_redoing_or_duplicating_jobs(tmp_path):
     specs = [spec(class_name=c) for c in ("fabric", "wood", "cap")]
     with pytest.raises(KeyboardInterrupt):

@@ -224,6 +224,7 @@ def test_centre_map_is_the_gaussian_of_a_quarter_side():
     assert amap[0, 0] == pytest.approx(math.exp(-32 / (2 * sigma**2)))
 
 
+@pytest.mark.slow
 def test_run_job_with_sanity_adds_each_check_as_one_named_metric_row():
     [spec] = runner.identify([runner.JobSpec(dataset="synthetic", class_name="fabric", method="pixelstats", sanity=True)])
     result = runner.run_job(spec)
@@ -275,6 +276,7 @@ def test_evaluate_refuses_predictions_without_a_saved_spec_before_scoring_anythi
         rescore_run(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_results_csv_with_not_applicable_rows_is_imported_as_nan(tmp_path):
     spec = runner.JobSpec(dataset="synthetic", class_name="fabric", method="centre", sanity=True)
     grid.run_grid([spec], tmp_path / "run")

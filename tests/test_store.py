@@ -221,6 +221,7 @@ def test_a_damaged_csv_of_the_current_release_is_refused_with_one_line(tmp_path,
 
 
 # ---------------------------------------------------------------- the run folder
+@pytest.mark.slow
 def test_config_json_keeps_every_invocation(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"command": "run", "argv": ["older"]}))
     run_folder.write_config(tmp_path, {"command": "run", "argv": ["first"]})
@@ -249,6 +250,7 @@ def invoke(*args):
     return CliRunner().invoke(app, list(args))
 
 
+@pytest.mark.slow
 def test_check_names_a_truncated_predictions_file_and_run_reruns_its_job(tmp_path):
     specs = [spec(), spec(class_name=CLASSES[1])]
     first = run_grid(specs, tmp_path)
@@ -392,6 +394,7 @@ def comparable(table):
     return table.drop(columns=["fit_s", "predict_s"]).sort_values(["job_id", "metric"]).reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_runs_killed_at_random_points_resume_to_identical_results(tmp_path, processes):
     """Runs killed (SIGKILL) at random times and inside the store's write path, each followed
     by a rerun, until 10 have died; every folder a rerun completes must equal an undisturbed
@@ -450,6 +453,7 @@ def _cli_run_here(out):
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.slow
 def test_two_runs_into_one_folder_share_the_jobs(tmp_path, processes):
     out = tmp_path / "shared"
     logs = [tmp_path / "a.txt", tmp_path / "b.txt"]

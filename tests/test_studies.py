@@ -173,6 +173,7 @@ class Record(Progress):
         self.events.append((spec.method, ch.condition(spec), skipped))
 
 
+@pytest.mark.slow
 def test_study_runs_each_condition_resumes_and_writes_table_and_figure(tree, tmp_path, with_fake_method):
     cfg = config(tree, methods=("fake-labels", "pixelstats"), seeds=(0, 1))
     first = Record()
@@ -287,6 +288,7 @@ def test_oe_size_plan_has_one_job_per_method_and_limit_with_ae_once(tree):
     assert oe_study.parse_limits("2, 8,all,8") == (2, 8, None)
 
 
+@pytest.mark.slow
 def test_oe_size_command_runs_the_grid_and_draws_the_figure(tree, tmp_path, with_fake_method):
     out = tmp_path / "oe"
     args = ["oe-size", "--dataset", str(tree), "--oe", str(tree), "--classes", "owl", "--limits", "2,4,all",

@@ -139,6 +139,7 @@ def test_an_unknown_class_fails_before_the_first_job(tmp_path):
 RUN_AS_OTHER_USER = shutil.which("setpriv") is not None and os.geteuid() == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() == 0 and not RUN_AS_OTHER_USER, reason="root without setpriv: reads are never denied")
 def test_unreadable_entries_as_a_real_other_user():
     """Real permissions: as root the CLI runs as user nobody (setpriv), otherwise as ourselves.
