@@ -76,6 +76,7 @@ def test_fit_predict_shapes_finite_and_seeded(profile, channels, size):
     np.testing.assert_array_equal(first.anomaly_map, second.anomaly_map)
 
 
+@pytest.mark.slow
 def test_training_reduces_the_reconstruction_error():
     model = fit("cifar10", 3, 32, epochs=8, lr=3e-3)
     assert model.losses_[-1] < model.losses_[0] and all(math.isfinite(v) for v in model.losses_)

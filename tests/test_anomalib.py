@@ -93,6 +93,7 @@ def test_patchcore_full_memory_bank_equals_brute_force_nearest_neighbours(vgg_we
     assert method.weights_used_.startswith("file:vgg.pt sha256:")
 
 
+@pytest.mark.slow
 @needs_anomalib
 def test_patchcore_coreset_is_a_subset_of_the_training_patches(vgg_weights, toy):
     path, features = vgg_weights

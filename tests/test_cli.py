@@ -84,6 +84,7 @@ def test_run_then_report_write_results_and_tables(tmp_path):
     np.testing.assert_allclose(merged["value_again"], merged["value"], rtol=1e-6)  # NaN where NaN
 
 
+@pytest.mark.slow
 def test_run_without_references_or_sanity(tmp_path):
     out = tmp_path / "run"
     result = invoke("run", "--methods", "pixelstats", "--dataset", "synthetic", "--classes", "fabric",

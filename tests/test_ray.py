@@ -194,9 +194,9 @@ def two_nodes(control, reference):
 
 
 @pytest.mark.usefixtures("local_ray")
+@pytest.mark.slow  # each class starts Ray (about 10 s on 2 cores)
 class TestOneMachine:
 
-    @pytest.mark.slow
     def test_a_ray_grid_stores_what_a_local_grid_stores_bit_for_bit(self, data, control, reference):
         out = control / "runs" / "happy"
         progress = Record()
@@ -236,7 +236,6 @@ class TestOneMachine:
         assert len(attempts(control, broken.job_id)) == 1  # an error in the job is not retried
         assert_same_results(out, reference, [jobs[0], jobs[2]])
 
-    @pytest.mark.slow
     def test_a_job_whose_worker_is_killed_is_retried_and_stores_the_same_result(self, data, control, reference):
         out = control / "runs" / "killed-worker"
         jobs = specs(data)
@@ -265,7 +264,6 @@ class TestOneMachine:
         assert MAX_RETRIES >= 1
         assert_same_results(out, reference, jobs)
 
-    @pytest.mark.slow
     def test_a_rerun_after_the_driver_was_killed_runs_only_the_unfinished_jobs(self, data, control, reference):
         """The driver is a separate `xadbench run --executor ray --address ...` joined to this
         Ray instance, killed (SIGKILL) as soon as a job is stored; the rerun goes on from there."""
@@ -296,8 +294,8 @@ class TestOneMachine:
 
 
 @pytest.mark.usefixtures("two_nodes")
+@pytest.mark.slow  # each class starts Ray (about 10 s on 2 cores)
 class TestTwoNodes:
-    @pytest.mark.slow
     def test_jobs_on_a_worker_node_come_back_to_the_driver_which_alone_writes(self, data, control, reference):
         out = control / "runs" / "two-nodes"
         progress = Record()
