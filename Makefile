@@ -50,9 +50,9 @@ test: $(STAMP) browser latex
 	$(VENV)/bin/pytest -q
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q tests/test_contract.py -k "batch_is_per_image or same_seed_same_output"
 
-# Every test not marked slow (`@pytest.mark.slow`: the end-to-end runs and the deep methods'
-# contract checks): under 90 s on an idle 2-core machine, for the edit-and-test loop. `make test`
-# runs them all.
+# Every test not marked slow (`@pytest.mark.slow`: the end-to-end runs, Ray, the HTML page's
+# runs and the deep methods' training checks), for the edit-and-test loop; `make test` runs them
+# all.
 test-fast: $(STAMP) browser latex
 	$(VENV)/bin/pytest -q -m "not slow"
 
