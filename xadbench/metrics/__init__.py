@@ -1,2 +1,3 @@
 """Metrics beyond evaluator.py's point AUCs: counts over distinct values (counts), AUPRO (aupro),
-the stratified image bootstrap (bootstrap) and DeLong's test (delong)."""
+pixel F1-max (f1max), the stratified image bootstrap (bootstrap), DeLong's test (delong) and the
+registry that declares every metric once (registry)."""
