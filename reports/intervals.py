@@ -237,7 +237,8 @@ STORE_COLUMNS = (*STORE_KEY, *GROUP_KEYS, "metric", "by_defect", "row", "row_ind
 def job_set(run: Run) -> str:
     """What the intervals of a run depend on, as one hash: every job with predictions (its id,
     table group, class and column label, and its predictions file's size and modification
-    time, so a rerun job counts as changed) and INTERVALS_VERSION."""
+    time, so a rerun job counts as changed), the registry's headline metrics (a newly declared metric
+    gets its intervals) and INTERVALS_VERSION."""
     jobs = run.results.drop_duplicates(["job_id", "blur"])
     entries = []
     for job_id, cls, column, *group in jobs[["job_id", "class", "column", *GROUP_KEYS]].itertuples(index=False):
@@ -245,7 +246,8 @@ def job_set(run: Run) -> str:
         if path.is_file():
             stat = path.stat()
             entries.append([job_id, cls, column, *map(str, group), stat.st_size, stat.st_mtime_ns])
-    return hashlib.sha1(json.dumps([INTERVALS_VERSION, sorted(entries)]).encode()).hexdigest()[:16]
+    metrics = list_metrics(headline=True)
+    return hashlib.sha1(json.dumps([INTERVALS_VERSION, metrics, sorted(entries)]).encode()).hexdigest()[:16]
 
 
 def _store_key(run: Run, n_resamples: int, seed: int, confidence: float) -> dict[str, object]:

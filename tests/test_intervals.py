@@ -323,3 +323,16 @@ def test_resampled_roc_curves_match_sklearn_on_the_repeated_images():
         fp = np.cumsum((w @ merged_neg)[::-1]) / (w @ merged_neg).sum()
         exact = set(zip(np.round(fpr_sk, 12), np.round(tpr_sk, 12)))
         assert set(zip(np.round(fp, 12), np.round(tp, 12))) <= exact
+
+
+def test_a_newly_declared_metric_makes_the_stored_intervals_stale(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from xadbench.metrics import registry
+    from xadbench.reports.run import Run
+
+    run = make_run(tmp_path / "run", {"fcdd": 2.0}, seeds=(0,))
+    before = iv.job_set(Run.load(run))
+    copy = replace(registry.get_metric("image_auc"), name="image_auc_again")
+    monkeypatch.setitem(registry._METRICS, copy.name, copy)
+    assert iv.job_set(Run.load(run)) != before  # recomputed, so the new metric gets its intervals
