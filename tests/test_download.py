@@ -12,6 +12,7 @@ import json
 import re
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -87,6 +88,12 @@ class Server:
         self.drop_after: int | None = None
         self.ignore_range = False
         self.requests: list[tuple[str, str | None]] = []
+        self.redirects: dict[str, str] = {}  # url path: Location of a 302
+        self.headers: dict[str, str] = {}  # sent instead of the computed ones
+        self.trickle_s: float | None = None  # send the body a byte at a time, this far apart
+        self.started = threading.Event()  # set when a response body begins
+        self.hold = threading.Event()  # a set event lets bodies go; cleared, they wait for it
+        self.hold.set()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -96,6 +103,12 @@ class Server:
             def do_GET(self):
                 wanted = self.headers.get("Range")
                 server.requests.append((self.path, wanted))
+                if self.path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 data = server.files.get(self.path)
                 if data is None:
                     self.send_error(404)
@@ -114,8 +127,17 @@ class Server:
                 else:
                     self.send_response(200)
                 body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
+                for key, value in ({"Content-Length": str(len(body))} | server.headers).items():
+                    self.send_header(key, value)
                 self.end_headers()
+                server.started.set()
+                server.hold.wait()
+                if server.trickle_s is not None:
+                    for i in range(len(body)):
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(server.trickle_s)
+                    return
                 if server.drop_after is not None:
                     self.wfile.write(body[: server.drop_after])
                     server.drop_after = None
@@ -277,6 +299,7 @@ def test_archive_without_published_checksum_warns_once_with_its_sha256(tmp_path,
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and "\n" not in messages[0]
     assert "no checksum" in messages[0] and sha256(archive) in messages[0]
+    assert "not verified" in messages[0] and "HTTPS" not in messages[0]  # HTTPS checks no content
     assert (tmp_path / "bottle" / "train" / "good").is_dir()
 
 
@@ -346,6 +369,100 @@ def test_only_https_is_fetched_except_on_loopback(tmp_path, capsys):
     with pytest.raises(DataError, match="only https URLs are fetched"):
         download.install(tmp_path / "root", [remote], "notice")
     assert capsys.readouterr().err == "" and not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize("target", ["http://example.com/bottle.tar.xz", "ftp://127.0.0.1/bottle.tar.xz",
+                                    "file:///etc/passwd"])
+def test_a_redirect_hop_that_is_not_https_is_refused(tmp_path, monkeypatch, target):
+    """Every hop is checked, not just the first URL: the server's 302 to plain http on another
+    host (or ftp, or a local file) is refused in one line before anything is fetched from it."""
+    archive = tar_xz(class_files("bottle"))
+    with Server({"/bottle.tar.xz": archive}) as server:
+        server.redirects["/moved.tar.xz"] = target
+        entry = Archive("bottle.tar.xz", f"{server.url}/moved.tar.xz", sha256(archive), ("bottle",))
+        with pytest.raises(DataError) as info:
+            download.install(tmp_path / "root", [entry], "notice")
+    message = str(info.value)
+    assert "\n" not in message and f"refusing to download {target} (a redirect from {server.url}/moved.tar.xz)" in message
+    assert server.requests == [("/moved.tar.xz", None)] and not (tmp_path / "root").exists()
+
+
+def test_a_redirect_to_an_accepted_url_is_followed(tmp_path):
+    archive = tar_xz(class_files("bottle"))
+    with Server({"/bottle.tar.xz": archive}) as server:
+        server.redirects["/moved.tar.xz"] = f"{server.url}/bottle.tar.xz"
+        entry = Archive("bottle.tar.xz", f"{server.url}/moved.tar.xz", sha256(archive), ("bottle",))
+        download.install(tmp_path, [entry], "notice")
+    assert (tmp_path / "bottle" / "license.txt").is_file()
+
+
+@pytest.mark.parametrize("limit", ["low-speed", "overall"])
+def test_a_trickling_server_is_cut_off_and_what_arrived_is_kept(tmp_path, limit):
+    """A byte every 20 ms: the minimum speed (or the overall limit) stops the download in
+    well under a second, the bytes that came stay in the partial file, and the rerun asks for
+    the rest with a Range request."""
+    archive = tar_xz(class_files("bottle"))
+    timeouts = (download.Timeouts(read_s=5, min_bytes_per_s=1000, window_s=0.3) if limit == "low-speed"
+                else download.Timeouts(read_s=5, overall_s=0.3))
+    with Server({"/bottle.tar.xz": archive}) as server:
+        server.trickle_s = 0.02
+        entry = Archive("bottle.tar.xz", f"{server.url}/bottle.tar.xz", sha256(archive), ("bottle",))
+        started = time.monotonic()
+        with pytest.raises(DataError) as info:
+            download.install(tmp_path, [entry], "notice", timeouts)
+        assert time.monotonic() - started < 3
+        kept = (tmp_path / ".downloads" / "bottle.tar.xz.part").read_bytes()
+        assert 5 <= len(kept) < len(archive) and archive.startswith(kept)
+        words = "slower than 1000 bytes/s" if limit == "low-speed" else "took longer than 0.3 s"
+        assert "\n" not in str(info.value) and words in str(info.value)
+        assert f"stopped after {len(kept)} bytes; rerun the same command to resume it" in str(info.value)
+        server.trickle_s = None
+        download.install(tmp_path, [entry], "notice", timeouts)
+        assert server.requests[-1] == ("/bottle.tar.xz", f"bytes={len(kept)}-")
+    assert (tmp_path / "bottle" / "license.txt").is_file() and not (tmp_path / ".downloads").exists()
+
+
+def test_a_content_length_that_is_not_a_number_is_one_line(tmp_path):
+    archive = tar_xz(class_files("bottle"))
+    with Server({"/bottle.tar.xz": archive}) as server:
+        server.headers["Content-Length"] = "abc"
+        entry = Archive("bottle.tar.xz", f"{server.url}/bottle.tar.xz", sha256(archive), ("bottle",))
+        with pytest.raises(DataError) as info:
+            download.install(tmp_path / "root", [entry], "notice")
+    assert str(info.value) == f"{server.url}/bottle.tar.xz answered with a Content-Length that is not a byte count ('abc')"
+    assert not (tmp_path / "root").exists()
+
+
+def test_concurrent_downloads_into_one_root_wait_for_each_other(tmp_path, capsys):
+    """The second install into the same root waits while the first holds the lock (saying
+    which process holds it), then finds the class installed and fetches nothing; neither fails
+    on the other's work folder."""
+    archive = tar_xz(class_files("bottle"))
+    with Server({"/bottle.tar.xz": archive}) as server:
+        entry = Archive("bottle.tar.xz", f"{server.url}/bottle.tar.xz", sha256(archive), ("bottle",))
+        server.hold.clear()
+        errors = []
+
+        def install():
+            try:
+                download.install(tmp_path, [entry], "notice")
+            except Exception as exc:  # reported below, in the test's thread
+                errors.append(exc)
+
+        first = threading.Thread(target=install)
+        first.start()
+        assert server.started.wait(5)
+        second = threading.Thread(target=install)
+        second.start()
+        deadline = time.monotonic() + 5
+        while "waiting for it to finish" not in capsys.readouterr().err and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert second.is_alive()
+        server.hold.set()
+        first.join(10)
+        second.join(10)
+    assert errors == [] and server.requests == [("/bottle.tar.xz", None)]
+    assert (tmp_path / "bottle" / "license.txt").is_file() and not (tmp_path / ".downloads").exists()
 
 
 def test_every_class_at_once_uses_the_complete_verified_archive():

@@ -11,11 +11,16 @@ not at all; the hidden `.downloads` folder is all an interruption leaves behind 
 download to resume, or a staging folder the next run clears), and it is removed once everything
 is installed.
 
-Only https URLs are fetched; plain http is accepted for the loopback interface alone, which is
-how the tests serve their archives.
+Only https URLs are fetched, and every hop of a redirect is checked the same way; plain http is
+accepted for the loopback interface alone, which is how the tests serve their archives. A stalled
+or crawling server is cut off by `Timeouts` (overall, and a minimum speed over a window), and the
+bytes are written in small blocks as they arrive, so what came is kept for the resume. One
+download runs per root at a time: a second `install` into the same root waits for the first
+(saying which process holds it) and then skips what the first installed.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.client
 import lzma
@@ -23,6 +28,7 @@ import os
 import shutil
 import stat
 import tarfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -39,8 +45,9 @@ from rich.console import Console
 from xadbench.errors import DataError
 
 DOWNLOADS = ".downloads"
-CHUNK = 1 << 20
-TIMEOUT_S = 60
+CHUNK = 1 << 20  # for hashing a file on disk
+BLOCK = 1 << 16  # for writing what the network delivered: small, so a cut-off keeps it
+HOLDER = "holder"  # in .downloads: the pid and start time of the process that holds the lock
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 console = Console(stderr=True)
@@ -82,11 +89,43 @@ class Archive:
     folders: tuple[str, ...]
 
 
-def _check_url(url: str) -> None:
+@dataclass(frozen=True)
+class Timeouts:
+    """When a download is given up (the partial file stays for the resume).
+
+    read_s: the longest wait for any byte (also the connect timeout); overall_s: the longest a
+    single archive may take; min_bytes_per_s over window_s: the slowest average speed accepted,
+    measured over each window (a server trickling a byte now and then is cut off).
+    """
+
+    read_s: float = 60.0
+    overall_s: float = 6 * 3600.0
+    min_bytes_per_s: float = 1024.0
+    window_s: float = 60.0
+
+
+def _check_url(url: str, redirected_from: str | None = None) -> None:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK):
         return
-    raise DataError(f"refusing to download {url}: only https URLs are fetched")
+    hop = f" (a redirect from {redirected_from})" if redirected_from else ""
+    raise DataError(f"refusing to download {url}{hop}: only https URLs are fetched")
+
+
+class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to a URL `_check_url` accepts: an https download must not be
+    sent on to plain http (or ftp, file...) by the server or anyone in between."""
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        target = headers.get("Location") or headers.get("URI")
+        if target:
+            _check_url(urllib.parse.urljoin(req.full_url, target), redirected_from=req.full_url)
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+_opener = urllib.request.build_opener(_HttpsOnlyRedirects)
 
 
 def _reason(exc: BaseException) -> str:
@@ -94,10 +133,11 @@ def _reason(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _download(archive: Archive, part: Path, progress: Any) -> None:
+def _download(archive: Archive, part: Path, progress: Any, timeouts: Timeouts) -> None:
     """Fetch `archive` into `part`, continuing a partial file with an HTTP Range request.
 
-    A dropped connection raises a one-line DataError and keeps `part`, so the same call resumes.
+    A dropped connection, a redirect to a URL that is not https, or a server slower than
+    `timeouts` allow raises a one-line DataError and keeps `part`, so the same call resumes.
     """
     done = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "xadbench"}
@@ -106,7 +146,7 @@ def _download(archive: Archive, part: Path, progress: Any) -> None:
     task = progress.add_task(archive.name, total=None, completed=done)
     total = None
     try:
-        with urllib.request.urlopen(urllib.request.Request(archive.url, headers=headers), timeout=TIMEOUT_S) as response:
+        with _opener.open(urllib.request.Request(archive.url, headers=headers), timeout=timeouts.read_s) as response:
             resumed = done > 0 and response.status == 206
             if resumed and not response.headers.get("Content-Range", "").startswith(f"bytes {done}-"):
                 raise DataError(
@@ -116,13 +156,12 @@ def _download(archive: Archive, part: Path, progress: Any) -> None:
             if not resumed:
                 done = 0  # the server sends the whole file: start over
             length = response.headers.get("Content-Length")
+            if length is not None and not length.strip().isdigit():
+                raise DataError(f"{archive.url} answered with a Content-Length that is not a byte count ({length!r})")
             total = done + int(length) if length is not None else None
             progress.update(task, total=total, completed=done)
             with part.open("ab" if resumed else "wb") as out:
-                while chunk := response.read(CHUNK):
-                    out.write(chunk)
-                    done += len(chunk)
-                    progress.update(task, completed=done)
+                done = _copy(response, out, done, archive.url, timeouts, lambda n: progress.update(task, completed=n))
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and done:
             return  # nothing left to send: the partial file is complete; the checksum decides
@@ -140,6 +179,34 @@ def _download(archive: Archive, part: Path, progress: Any) -> None:
         )
 
 
+def _copy(response, out, done: int, url: str, timeouts: Timeouts, report) -> int:
+    """Copy the response body to `out` block by block (each block flushed, so a cut-off keeps
+    it) until the end, raising a DataError when `timeouts` run out; returns the bytes in `out`."""
+    start = window_start = time.monotonic()
+    window_bytes = 0
+    while block := response.read1(BLOCK):
+        out.write(block)
+        out.flush()
+        done += len(block)
+        window_bytes += len(block)
+        report(done)
+        now = time.monotonic()
+        if now - start > timeouts.overall_s:
+            raise DataError(
+                f"download of {url} took longer than {timeouts.overall_s:g} s and was stopped after "
+                f"{done} bytes; rerun the same command to resume it"
+            )
+        if now - window_start >= timeouts.window_s:
+            if window_bytes < timeouts.min_bytes_per_s * (now - window_start):
+                raise DataError(
+                    f"download of {url} was slower than {timeouts.min_bytes_per_s:g} bytes/s for "
+                    f"{now - window_start:.0f} s and was stopped after {done} bytes; rerun the same "
+                    "command to resume it"
+                )
+            window_start, window_bytes = now, 0
+    return done
+
+
 def _sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -153,8 +220,8 @@ def _verify(archive: Archive, part: Path) -> None:
     actual = _sha256_of(part)
     if archive.sha256 is None:
         warnings.warn(
-            f"{archive.name}: its publisher gives no checksum, so it is checked only by HTTPS and "
-            f"its contents; the file fetched has sha256 {actual}",
+            f"{archive.name}: its publisher gives no checksum, so its integrity is not verified "
+            f"(compare the sha256 of the file received with another copy: {actual})",
             stacklevel=2,
         )
     elif actual != archive.sha256:
@@ -220,11 +287,33 @@ def _extract(archive: Archive, part: Path, target: Path) -> None:
     raise problem
 
 
-def install(root: Path, archives: Sequence[Archive], notice: str) -> None:
+def _holder(workdir: Path) -> str:
+    try:
+        return (workdir / HOLDER).read_text().strip() or "another process"
+    except OSError:
+        return "another process"
+
+
+def _lock(root: Path) -> int:
+    """Take the exclusive lock on `root` (flock on the folder itself, so nothing extra is
+    left in it), waiting for a download into the same root that holds it; returns the file
+    descriptor to release."""
+    descriptor = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        console.print(f"another download into {root} is running ({_holder(root / DOWNLOADS)}); waiting for it to finish",
+                      markup=False, highlight=False, soft_wrap=True)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+    return descriptor
+
+
+def install(root: Path, archives: Sequence[Archive], notice: str, timeouts: Timeouts = Timeouts()) -> None:
     """Download, verify and extract each archive, then rename its folders into `root`.
 
     `notice` (e.g. the licence) is printed once before the first download. Folders already in
-    `root` are left as they are.
+    `root` are left as they are, and an archive whose folders are all there (installed by a
+    concurrent download this one waited for) is not fetched.
     """
     if not archives:
         return
@@ -233,7 +322,27 @@ def install(root: Path, archives: Sequence[Archive], notice: str) -> None:
     workdir = root / DOWNLOADS
     made_root = not root.exists()
     try:
-        workdir.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create {root} to download into ({type(exc).__name__}: {_reason(exc)})") from None
+    descriptor = _lock(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)  # a failed download we waited for removed the root it made
+        missing = [a for a in archives if not all((root / folder).is_dir() for folder in a.folders)]
+        if missing:
+            _install_locked(root, workdir, missing, notice, timeouts)
+    finally:
+        if workdir.is_dir() and not any(workdir.iterdir()):
+            workdir.rmdir()
+        if made_root and not any(root.iterdir()):
+            root.rmdir()  # a failed first download must not leave a root that looks like data
+        os.close(descriptor)  # releases the lock
+
+
+def _install_locked(root: Path, workdir: Path, archives: Sequence[Archive], notice: str, timeouts: Timeouts) -> None:
+    try:
+        workdir.mkdir(exist_ok=True)
+        (workdir / HOLDER).write_text(f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}\n")
     except OSError as exc:
         raise DataError(f"cannot create {workdir} to download into ({type(exc).__name__}: {_reason(exc)})") from None
     console.print(notice, markup=False, highlight=False, soft_wrap=True)
@@ -241,7 +350,7 @@ def install(root: Path, archives: Sequence[Archive], notice: str) -> None:
         with progress_display() as progress:
             for archive in archives:
                 part = workdir / f"{archive.name}.part"
-                _download(archive, part, progress)
+                _download(archive, part, progress, timeouts)
                 _verify(archive, part)
                 staging = workdir / f"{archive.name}.extract"
                 shutil.rmtree(staging, ignore_errors=True)  # what a killed extraction left
@@ -253,7 +362,4 @@ def install(root: Path, archives: Sequence[Archive], notice: str) -> None:
                 shutil.rmtree(staging)
                 part.unlink()
     finally:
-        if not any(workdir.iterdir()):
-            workdir.rmdir()
-        if made_root and not any(root.iterdir()):
-            root.rmdir()  # a failed first download must not leave a root that looks like data
+        (workdir / HOLDER).unlink(missing_ok=True)
