@@ -476,3 +476,39 @@ def test_two_runs_into_one_folder_share_the_jobs(tmp_path, processes):
     table = run_folder.read_results(out)
     assert len(table) == 6 * len(list_metrics(headline=True)) and not table.duplicated(["job_id", "blur", "metric"]).any()
     assert comparable(table).equals(comparable(run_grid_one_thread(grid_specs(), tmp_path / "alone")))
+
+
+# ---------------------------------------------------------------- a store that is not xadbench's
+def foreign_store(path):
+    """Another tool's SQLite file under the store's name: a `results` table of its own."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE results (id INTEGER PRIMARY KEY, score REAL)")
+        conn.execute("INSERT INTO results (score) VALUES (0.5)")
+    return path.read_bytes()
+
+
+def test_a_foreign_store_is_refused_before_anything_is_written(tmp_path):
+    """`run`, `report`, `check` and read_results each refuse it in one line, the file stays
+    byte for byte as it was (no ALTER TABLE, no WAL mode), and nothing else appears."""
+    before = foreign_store(tmp_path / "results.sqlite")
+    expected = (f"{tmp_path / 'results.sqlite'}: not an xadbench results store (it holds the table(s) results "
+                "and schema version 0); move it aside or choose another --out folder")
+    for result in (invoke(*run_args(), "--out", str(tmp_path)), invoke("report", str(tmp_path)),
+                   invoke("check", str(tmp_path))):
+        lines = result.output.splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and lines[0].endswith(expected), result.output
+    with pytest.raises(XadError) as info:
+        run_folder.read_results(tmp_path)
+    assert str(info.value) == expected
+    assert (tmp_path / "results.sqlite").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.sqlite"]
+    assert raw_rows(tmp_path / "results.sqlite") == [(1, 0.5)]
+
+
+def test_an_older_store_without_a_column_reads_it_as_missing(tmp_path):
+    """A column added after the store was written reads as missing, not as its own name
+    (SQLite takes a double-quoted unknown name for a string literal)."""
+    ResultStore(tmp_path, COLUMNS).open().add_job("a", [row("a")], checkpoint=False)
+    table = ResultStore(tmp_path, [*COLUMNS, "device"]).read()
+    assert list(table.columns) == [*COLUMNS, "device"] and table["device"].isna().all()
+    assert table["value"].tolist() == [0.5]

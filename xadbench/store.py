@@ -130,17 +130,35 @@ class ResultStore:
                 conn.close()
 
     # -- schema --
+    def _check_ours(self, conn: sqlite3.Connection) -> bool:
+        """True when the file holds xadbench's store (its `user_version` and its `results` and
+        `jobs` tables), False when it holds no table yet; any other database (another tool's
+        tables) is refused in one line, before anything is written to it or read from it."""
+        try:
+            tables = sorted(name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"))
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        if not tables:
+            return False
+        if version == SCHEMA_VERSION and {"results", "jobs"} <= set(tables):
+            return True
+        raise XadError(f"{self.path}: not an xadbench results store (it holds the table(s) {', '.join(tables)}"
+                       f"{'' if version == SCHEMA_VERSION else f' and schema version {version}'}); move it aside "
+                       "or choose another --out folder")
+
     def _create_schema(self, conn: sqlite3.Connection) -> bool:
-        """Create the tables or add the columns an older store lacks (inside a transaction);
-        True when the results table is new."""
-        have = [row[1] for row in conn.execute("PRAGMA table_info(results)")]
-        if not have:
+        """Create the tables or add the columns an older xadbench store lacks (inside a
+        transaction; a foreign store is refused by `_check_ours` first); True when the results
+        table is new."""
+        if not self._check_ours(conn):
             names = ", ".join(f'"{c}"' for c in self.columns)
             conn.execute(f"CREATE TABLE results ({names}, UNIQUE ({', '.join(KEY)}))")
             conn.execute("CREATE TABLE jobs (job_id TEXT PRIMARY KEY, host TEXT, pid INTEGER, start TEXT, "
                          "claimed REAL, finished REAL, checkpoint INTEGER)")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             return True
+        have = self._have(conn)
         for column in self.columns:
             if column not in have:
                 conn.execute(f'ALTER TABLE results ADD COLUMN "{column}"')
@@ -158,6 +176,7 @@ class ResultStore:
         conn = self._connect()
         try:
             try:
+                self._check_ours(conn)  # before WAL mode, which already writes to the file
                 conn.execute("PRAGMA journal_mode=WAL")
             except sqlite3.Error as exc:
                 raise self._error(exc) from None
@@ -313,11 +332,11 @@ class ResultStore:
         if self.exists():
             conn = self._connect()
             try:
-                if conn.execute("SELECT 1 FROM sqlite_master WHERE name='results'").fetchone():
+                if self._check_ours(conn):
                     return conn
-            except sqlite3.Error as exc:
+            except XadError:
                 conn.close()
-                raise self._error(exc) from None
+                raise
             conn.close()
         if not self.csv_path.is_file():
             return None
@@ -341,8 +360,15 @@ class ResultStore:
             conn.close()
         return {str(job_id): None if flag is None else bool(flag) for job_id, flag in found}
 
+    @staticmethod
+    def _have(conn: sqlite3.Connection) -> list[str]:
+        return [row[1] for row in conn.execute("PRAGMA table_info(results)")]
+
     def _rows(self, conn: sqlite3.Connection) -> pd.DataFrame:
-        names = ", ".join(f'"{c}"' for c in self.columns)
+        # a column an older store lacks is selected as NULL: SQLite reads a double-quoted name
+        # that is not a column as a string literal, which would fill it with its own name
+        have = self._have(conn)
+        names = ", ".join(f'"{c}"' if c in have else f'NULL AS "{c}"' for c in self.columns)
         records = conn.execute(f"SELECT {names} FROM results ORDER BY rowid").fetchall()
         return pd.DataFrame.from_records(records, columns=self.columns)
 
@@ -396,7 +422,8 @@ class ResultStore:
             return []
         conn = self._connect()
         try:
-            if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone():
+            if not self._check_ours(conn) or not conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone():
                 return []
             where = " AND ".join(f'"{c}"=?' for c in key)
             quoted = ", ".join(f'"{c}"' for c in columns)
