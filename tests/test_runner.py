@@ -283,12 +283,13 @@ def test_run_grid_writes_a_checkpoint_per_job_of_a_method_that_has_one(tmp_path,
 
 def test_predictions_from_an_older_version_are_a_one_line_error(tmp_path):
     result = runner.run_job(spec(blur=("none",)))
-    old = {k: v for k, v in result.predictions.items() if k != "profile"}
-    run_folder.save_predictions(tmp_path / "old.npz", old)
-    with pytest.raises(XadError, match=r"old.npz: predictions without profile .*new --out"):
-        run_folder.load_predictions(tmp_path / "old.npz")
-    run_folder.save_predictions(tmp_path / "new.npz", result.predictions)
-    assert set(run_folder.load_predictions(tmp_path / "new.npz")) >= set(run_folder.PREDICTION_KEYS)
+    name = f"{result.predictions['job_id']}.npz"  # a predictions file is filed under its job id
+    old = {k: v for k, v in result.predictions.items() if k not in ("profile", "job_id", "spec_digest")}
+    run_folder.save_predictions(tmp_path / "old" / name, old)
+    with pytest.raises(XadError, match=rf"old/{name}: predictions without profile .*new --out"):
+        run_folder.load_predictions(tmp_path / "old" / name)
+    run_folder.save_predictions(tmp_path / "new" / name, result.predictions)
+    assert set(run_folder.load_predictions(tmp_path / "new" / name)) >= set(run_folder.PREDICTION_KEYS)
 
 
 def test_a_results_file_of_an_older_version_keeps_its_rows_in_the_store(tmp_path):

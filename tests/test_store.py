@@ -512,3 +512,41 @@ def test_an_older_store_without_a_column_reads_it_as_missing(tmp_path):
     table = ResultStore(tmp_path, [*COLUMNS, "device"]).read()
     assert list(table.columns) == [*COLUMNS, "device"] and table["device"].isna().all()
     assert table["value"].tolist() == [0.5]
+
+
+# ---------------------------------------------------------------- predictions filed under their job
+def test_swapped_predictions_are_named_by_check_report_and_evaluate(tmp_path):
+    """Two jobs' predictions files swapped: each names the job it belongs to, so `check` lists
+    both, and `report` and `evaluate` refuse in one line instead of showing one method's maps
+    under the other's name."""
+    jobs = [spec(), spec(method="centre")]
+    run_grid(jobs, tmp_path)
+    first, second = (tmp_path / "predictions" / f"{s.job_id}.npz" for s in jobs)
+    with np.load(first) as arrays:  # the records the file carries, read independently
+        assert str(arrays["job_id"]) == jobs[0].job_id
+        assert str(arrays["spec_digest"]) == __import__("hashlib").sha256(str(arrays["spec"]).encode()).hexdigest()
+    data = first.read_bytes()
+    first.write_bytes(second.read_bytes())
+    second.write_bytes(data)
+    result = invoke("check", str(tmp_path))
+    lines = result.output.splitlines()
+    assert result.exit_code == 1 and len(lines) == 2, result.output
+    assert lines[0] == (f"{first}: holds the predictions of job {jobs[1].job_id} (centre on {CLASSES[0]}), not of job "
+                        f"{jobs[0].job_id} it is filed under; `xadbench run` reruns job {jobs[0].job_id}")
+    expected = (f"{first}: holds the predictions of job {jobs[1].job_id} (centre on {CLASSES[0]}), not of job "
+                f"{jobs[0].job_id} it is filed under; delete it and rerun the job")
+    for result in (invoke("report", str(tmp_path)), invoke("evaluate", str(tmp_path))):
+        lines = result.output.splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and lines[0].endswith(expected), result.output
+
+
+def test_predictions_whose_spec_was_edited_are_named(tmp_path):
+    run_grid([spec()], tmp_path)
+    path = tmp_path / "predictions" / f"{spec().job_id}.npz"
+    with np.load(path) as arrays:
+        saved = {k: arrays[k] for k in arrays.files}
+    saved["spec"] = np.array(str(saved["spec"]).replace('"seed": 0', '"seed": 1'))
+    np.savez_compressed(path, **saved)
+    problems = run_folder.check_run(tmp_path)
+    assert [p.message for p in problems] == [f"{path}: its spec does not match its digest (the file was edited); "
+                                            f"`xadbench run` reruns job {spec().job_id}"]

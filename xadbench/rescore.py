@@ -95,6 +95,7 @@ def rescore_run(run_dir: Path, *, device: str = "auto", with_sanity: bool | None
             with np.load(predictions, allow_pickle=False) as saved:
                 if "spec" not in saved.files:
                     raise _without_spec(predictions)
+                run_folder.check_filed(predictions, saved)
     done = 0
     for _, job in jobs.iterrows():
         job_id = str(job["job_id"])

@@ -5,6 +5,8 @@ alone.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 import warnings
@@ -108,9 +110,43 @@ PREDICTION_KEYS = ("score", "anomaly_map", "label", "key", "category", "image", 
 LEGACY_POSTPROCESSOR_KEYS = ("method_smooth", "blur_size", "blur_sigma")
 
 
+def spec_digest(spec_text: str) -> str:
+    """The sha256 of a predictions file's `spec` text, saved beside it as `spec_digest`."""
+    return hashlib.sha256(spec_text.encode()).hexdigest()
+
+
+def identity_arrays(job_id: str, spec_text: str) -> dict[str, np.ndarray]:
+    """What ties a predictions file to its job: the job id, the spec and the spec's digest."""
+    return {"job_id": np.array(job_id), "spec": np.array(spec_text), "spec_digest": np.array(spec_digest(spec_text))}
+
+
+def filing_problem(path: Path, arrays: Any) -> str | None:
+    """What is wrong with where a predictions file `predictions/<job_id>.npz` is filed: it holds
+    another job's predictions (a file copied or renamed into the wrong place would otherwise be
+    reported as this job's), or its spec no longer matches its digest; None when neither.
+    `arrays`: the opened file or its dict. A file of an older xadbench without these records
+    names its job in its spec alone."""
+    names = set(arrays.files if hasattr(arrays, "files") else arrays)
+    spec = json.loads(str(arrays["spec"])) if "spec" in names else {}
+    if "spec_digest" in names and spec_digest(str(arrays["spec"])) != str(arrays["spec_digest"]):
+        return "its spec does not match its digest (the file was edited)"
+    recorded = str(arrays["job_id"]) if "job_id" in names else spec.get("job_id")
+    if recorded and recorded != Path(path).stem:
+        return (f"holds the predictions of job {recorded} ({spec.get('method')} on {spec.get('class_name')}), "
+                f"not of job {Path(path).stem} it is filed under")
+    return None
+
+
+def check_filed(path: Path, arrays: Any) -> None:
+    """`filing_problem` as one line naming the file."""
+    problem = filing_problem(path, arrays)
+    if problem:
+        raise XadError(f"{path}: {problem}; delete it and rerun the job")
+
+
 def load_predictions(path: Path, required: Sequence[str] = PREDICTION_KEYS) -> dict[str, np.ndarray]:
-    """A saved predictions file; one line naming the file when it cannot be read or a `required`
-    array is missing. A file of an older xadbench that recorded the blur's parameters as separate
+    """A saved predictions file; one line naming the file when it cannot be read, it is filed
+    under another job (`check_filed`) or a `required` array is missing. A file of an older xadbench that recorded the blur's parameters as separate
     arrays gets its post-processor record from them."""
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -118,6 +154,7 @@ def load_predictions(path: Path, required: Sequence[str] = PREDICTION_KEYS) -> d
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:  # EOFError: an empty file
         raise XadError(f"{path}: unreadable predictions ({type(exc).__name__}: {exc}); "
                        f"delete it and rerun the job") from None
+    check_filed(Path(path), predictions)
     if "postprocessor" not in predictions and all(k in predictions for k in LEGACY_POSTPROCESSOR_KEYS):
         legacy = heatmaps.PostProcessor(size=int(predictions["blur_size"]), sigma=float(predictions["blur_sigma"]),
                                         maps_smoothed=bool(predictions["method_smooth"]))
@@ -131,8 +168,8 @@ def load_predictions(path: Path, required: Sequence[str] = PREDICTION_KEYS) -> d
 
 def verify_predictions(path: Path) -> None:
     """Read a predictions file in full (every array decompressed and its checksum compared)
-    and check it holds PREDICTION_KEYS (or an older file's post-processor arrays); XadError
-    saying what is wrong otherwise."""
+    and check it holds PREDICTION_KEYS (or an older file's post-processor arrays) and is filed
+    under its own job (`filing_problem`); XadError saying what is wrong otherwise."""
     if not path.is_file():
         raise XadError("missing")
     try:
@@ -143,6 +180,10 @@ def verify_predictions(path: Path) -> None:
         raise XadError(f"unreadable ({type(exc).__name__}: {exc})") from None
     if bad is not None:
         raise XadError(f"unreadable (array {bad!r} fails its checksum)")
+    with np.load(path, allow_pickle=False) as arrays:
+        problem = filing_problem(path, arrays)
+    if problem:
+        raise XadError(problem)
     if names.issuperset(LEGACY_POSTPROCESSOR_KEYS):
         names.add("postprocessor")
     missing = [key for key in PREDICTION_KEYS if key not in names]

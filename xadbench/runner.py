@@ -33,7 +33,7 @@ from xadbench.method import Method, resolve_device
 from xadbench.metrics import registry
 from xadbench.profiles import Profile, check_preset, get_profile
 from xadbench.registry import datasets, methods, plugin_call
-from xadbench.run_folder import PREDICTION_KEYS, results_store, save_checkpoint, save_predictions
+from xadbench.run_folder import PREDICTION_KEYS, identity_arrays, results_store, save_checkpoint, save_predictions
 from xadbench.seeding import seed_everything
 from xadbench.steps import DataTransform, ExtraMetric, Prepared
 from xadbench.types import Prediction, Sample, TrainData, stack_images
@@ -272,7 +272,7 @@ def load_job_data(spec: JobSpec) -> JobData:
     prepared = Prepared(train, list(test))
     if spec.transform is not None:
         prepared = spec.transform.apply(train, list(test), dataset, image_size, spec.seed)
-    clash = set(prepared.annotations) & {*PREDICTION_KEYS, "mask", "spec"}
+    clash = set(prepared.annotations) & {*PREDICTION_KEYS, "mask", "spec", "job_id", "spec_digest"}
     if clash:
         raise XadError(f"data transform {type(spec.transform).__name__} annotates {', '.join(sorted(clash))}, "
                        "names the predictions file uses already")
@@ -337,7 +337,7 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
         "image": (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy(),
         "postprocessor": np.array(process.record()),
         "profile": np.array(data.profile.name),
-        "spec": np.array(json.dumps(spec_record(spec), default=str)),
+        **identity_arrays(spec.job_id, json.dumps(spec_record(spec), default=str)),
         **data.annotations,
     }
     if all(s.mask is not None for s in test):
