@@ -550,3 +550,46 @@ def test_predictions_whose_spec_was_edited_are_named(tmp_path):
     problems = run_folder.check_run(tmp_path)
     assert [p.message for p in problems] == [f"{path}: its spec does not match its digest (the file was edited); "
                                             f"`xadbench run` reruns job {spec().job_id}"]
+
+
+# ---------------------------------------------------------------- results.csv against its store
+def test_a_csv_that_differs_from_its_store_is_named_and_the_next_run_rewrites_it(tmp_path):
+    run_grid([spec()], tmp_path)
+    path = tmp_path / "results.csv"
+    exported = path.read_text()
+    lines = exported.splitlines()
+    header = lines[0].split(",")
+    at = next(i for i, line in enumerate(lines) if ",image_auc," in line)
+    fields = lines[at].split(",")
+    fields[header.index("value")] = "0.99"
+    lines[at] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    result = invoke("check", str(tmp_path))
+    assert result.exit_code == 1 and result.output.splitlines() == [
+        f"{path}: line {at + 1} differs from the rows of results.sqlite, which reports show (edited by hand?); "
+        "the next `xadbench run` into the folder writes it again from the store"], result.output
+    with pytest.warns(UserWarning, match=f"line {at + 1} differs"):
+        run_grid([spec()], tmp_path)
+    assert path.read_text() == exported and run_folder.check_run(tmp_path) == []
+
+
+def test_a_csv_imported_alone_has_its_values_checked_against_the_metrics_range(tmp_path):
+    """A folder with only results.csv: a value outside its metric's declared range (AUC 7.5)
+    is refused by `check` and by `run` before anything is written; a metric that declares no
+    range (one a plugin adds) is taken as it is."""
+    job = "a" * 16
+    header = ",".join(RESULT_COLUMNS)
+
+    def csv_row(metric, value):
+        values = {"job_id": job, "blur": "none", "metric": metric, "value": value}
+        return ",".join(str(values.get(c, "")) for c in RESULT_COLUMNS)
+
+    path = tmp_path / "results.csv"
+    path.write_text(f"{header}\n{csv_row('image_auc', 0.5)}\n{csv_row('my_score', 7.5)}\n")
+    assert run_folder.read_results(tmp_path)["value"].tolist() == [0.5, 7.5]
+    path.write_text(f"{header}\n{csv_row('image_auc', 7.5)}\n")
+    expected = f"{path}, line 2: image_auc = 7.5 is outside its range [0, 1]; {store.FIX_ROW}"
+    for result in (invoke("check", str(tmp_path)), invoke(*run_args(), "--out", str(tmp_path))):
+        lines = result.output.splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and lines[0].endswith(expected), result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]

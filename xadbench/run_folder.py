@@ -24,6 +24,7 @@ import torch
 from xadbench import heatmaps
 from xadbench.errors import XadError
 from xadbench.files import append_json, atomic_write, remove_stale_temporaries
+from xadbench.metrics.registry import get_metric, list_metrics
 from xadbench.registry import methods
 from xadbench.store import ResultStore
 
@@ -41,9 +42,14 @@ RESULT_COLUMNS = [
 TEXT_COLUMNS = ("oe", "oe_limit", "oe_exclude", "k")
 
 
+def _declared_range(metric: str) -> tuple[float, float] | None:
+    return get_metric(metric).range if metric in list_metrics() else None
+
+
 def results_store(run_dir: Path) -> ResultStore:
-    """The results store of a run folder: <run>/results.sqlite, exported to <run>/results.csv."""
-    return ResultStore(run_dir, RESULT_COLUMNS, text_columns=TEXT_COLUMNS)
+    """The results store of a run folder: <run>/results.sqlite, exported to <run>/results.csv;
+    a results.csv imported alone has each value checked against its metric's declared range."""
+    return ResultStore(run_dir, RESULT_COLUMNS, text_columns=TEXT_COLUMNS, value_range=_declared_range)
 
 
 def write_config(out: Path, config: dict[str, Any]) -> None:
@@ -202,22 +208,28 @@ def verify_checkpoint(path: Path) -> None:
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a run folder; `job_id` names the job the next run reruns for it."""
+    """One thing wrong with a run folder; `job_id` names the job the next run reruns for it;
+    `stale_export`: results.csv differs from the store (the next run exports it again)."""
 
     message: str
     job_id: str | None = None
+    stale_export: bool = False
 
 
 def check_run(run_dir: Path) -> list[Problem]:
     """What is wrong with a run folder, one line each: the results store (SQLite's integrity
     check, values that are not numbers, a results.csv of an older xadbench that cannot be
-    imported) and, per finished job, a predictions file or checkpoint that is missing or cannot
-    be read in full. Reads only."""
+    imported, a results.csv that differs from the store), and per finished job, a predictions
+    file or checkpoint that is missing, cannot be read in full or is filed under another job.
+    Reads only."""
     run_dir = Path(run_dir)
     store = results_store(run_dir)
     problems = [Problem(line) for line in store.problems()]
     if problems:
         return problems
+    stale = store.export_problem()
+    if stale:
+        problems.append(Problem(stale, stale_export=True))
     for job_id, has_checkpoint in store.finished().items():
         files = [("predictions", f"{job_id}.npz", verify_predictions)]
         checkpoint = run_dir / "checkpoints" / f"{job_id}.pt"
@@ -241,7 +253,7 @@ def prepare_run(out: Path) -> ResultStore:
     remove_stale_temporaries(Path(out))
     problems = check_run(out)
     for problem in problems:
-        if problem.job_id is None:
+        if problem.job_id is None and not problem.stale_export:
             raise XadError(problem.message)
         warnings.warn(problem.message, stacklevel=2)
     store.drop_jobs({p.job_id for p in problems if p.job_id})

@@ -23,7 +23,7 @@ import math
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -70,11 +70,13 @@ class ResultStore:
     `columns` is the one column list of the results table (it must hold KEY and `value`);
     `text_columns` are read back as text whatever they hold (e.g. a field that is a number or
     'all'). A folder with only `<name>.csv` (written before there was a store) is imported on
-    `open()` after every row is checked; `read()` reads such a folder without writing to it.
+    `open()` after every row is checked (`value_range(metric)`: the range a metric's values must
+    lie in, None where none is declared); `read()` reads such a folder without writing to it.
     """
 
     def __init__(self, run_dir: Path, columns: Sequence[str], name: str = "results",
-                 text_columns: Sequence[str] = ()):
+                 text_columns: Sequence[str] = (),
+                 value_range: Callable[[str], tuple[float, float] | None] = lambda metric: None):
         self.run_dir = Path(run_dir)
         self.columns = list(columns)
         missing = [c for c in (*KEY, "value") if c not in self.columns]
@@ -83,6 +85,7 @@ class ResultStore:
         self.path = self.run_dir / f"{name}.sqlite"
         self.csv_path = self.run_dir / f"{name}.csv"
         self.text_columns = list(text_columns)
+        self.value_range = value_range
 
     # -- connections --
     def exists(self) -> bool:
@@ -192,7 +195,7 @@ class ResultStore:
         """The rows of a results CSV, each checked: one line naming the file, the line and the
         problem for a torn last line, a row with too few or too many fields or a job_id that is
         not one (a row cut and glued to the next), an unknown column, a value that is not a
-        number, or a second row for one job × blur × metric."""
+        number or outside its metric's range, or a second row for one job × blur × metric."""
         path = self.csv_path
         try:
             text = path.read_bytes().decode("utf-8")
@@ -224,6 +227,10 @@ class ResultStore:
                     row["value"] = float(row["value"]) if row["value"] != "" else float("nan")
                 except ValueError:
                     raise XadError(f"{where}: value {row['value']!r} is not a number") from None
+                bounds = self.value_range(row["metric"])
+                if bounds is not None and not math.isnan(row["value"]) and not bounds[0] <= row["value"] <= bounds[1]:
+                    raise XadError(f"{where}: {row['metric']} = {row['value']:g} is outside its range "
+                                   f"[{bounds[0]:g}, {bounds[1]:g}]; {FIX_ROW}")
                 key = tuple(row[k] for k in KEY)
                 if not JOB_ID.fullmatch(row["job_id"]):
                     raise XadError(f"{where}: job_id {row['job_id']!r} is not 16 hex digits (a torn or glued row); "
@@ -393,6 +400,29 @@ class ResultStore:
         empty_is_missing = {c: [""] for c in self.columns if c not in text_columns}
         return pd.read_csv(io.StringIO(text), dtype=dict.fromkeys(text_columns, str), keep_default_na=False,
                            na_values=empty_is_missing)
+
+    def export_problem(self) -> str | None:
+        """Where <name>.csv differs from the store's rows (edited by hand, or written by another
+        tool), one line naming its first differing line; None when it matches or either is absent.
+        A run writing into the folder exports after each job, so run this when none does."""
+        if not self.exists() or not self.csv_path.is_file():
+            return None
+        conn = self._reader()
+        try:
+            expected = self._csv_text(conn).splitlines()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        finally:
+            conn.close()
+        try:
+            found = self.csv_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError as exc:
+            return f"{self.csv_path}: cannot read ({exc.strerror})"
+        if found == expected:
+            return None
+        line = next((i for i, (a, b) in enumerate(zip(found, expected)) if a != b), min(len(found), len(expected)))
+        return (f"{self.csv_path}: line {line + 1} differs from the rows of {self.path.name}, which reports "
+                "show (edited by hand?); the next `xadbench run` into the folder writes it again from the store")
 
     def export_csv(self) -> None:
         """Write <name>.csv from the store, atomically, holding the store's write lock so that
