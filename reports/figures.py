@@ -31,7 +31,6 @@ Figures are drawn on matplotlib `Figure` objects directly (no pyplot), so no GUI
 from __future__ import annotations
 
 import difflib
-import re
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from matplotlib.figure import Figure
 
 from xadbench.defaults import CMAP, RESAMPLES
 from xadbench.errors import XadError
-from xadbench.files import atomic_write
+from xadbench.files import atomic_write, safe_name
 from xadbench.heatmaps import BLUR_POLICIES, quantile_normalise, saved_maps
 from xadbench.metrics.aupro import MAX_FPR
 from xadbench.metrics.bootstrap import CONFIDENCE
@@ -85,7 +84,7 @@ def check_options(norm: str, eta: float | None, blur: str, samples: int, cmap: s
 
 
 def _slug(*parts: object) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(str(p) for p in parts))
+    return safe_name("_".join(str(p) for p in parts))
 
 
 def _aligned(preds: dict[str, dict[str, np.ndarray]], where: str) -> dict[str, dict[str, np.ndarray]]:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from xadbench.defaults import RESAMPLES
-from xadbench.files import atomic_write
+from xadbench.files import atomic_write, safe_name
 from xadbench.heatmaps import PostProcessor, scored_maps
 from xadbench.metrics.bootstrap import CONFIDENCE, TestSet, percentile_interval, stratified_weights
 from xadbench.metrics.registry import get_metric, list_metrics
@@ -85,7 +84,7 @@ class IntervalTable:
     def slug(self) -> str:
         parts = [Path(self.key["dataset"]).name] + [self.key[k] for k in TABLE_KEYS[1:]]
         parts += ["defects"] if self.by_defect else []
-        return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts + ["ci"]))
+        return safe_name("_".join(parts + ["ci"]))
 
     def cell(self, row: str, column: str) -> Cell | None:
         return self.cells.get((row, column))

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from xadbench.errors import XadError
+from xadbench.files import safe_name
 from xadbench.registry import methods
 from xadbench.run_folder import read_results, results_store
 from xadbench.sanity import MEAN_MAP_SUFFIX, REFERENCE_METHODS, not_above_mean_map
@@ -91,7 +92,7 @@ class ResultTable:
         """File name stem: the key parts, safe on every file system."""
         parts = [Path(self.key["dataset"]).name] + [self.key[k] for k in TABLE_KEYS[1:]]
         parts += ["defects"] if self.by_defect else []
-        return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts))
+        return safe_name("_".join(parts))
 
     def mark(self, row: str, column: str) -> str:
         """BEST, TIED or "" (see `reports.intervals.IntervalTable.marks`)."""

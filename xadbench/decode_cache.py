@@ -27,6 +27,7 @@ import numpy as np
 import PIL
 
 from xadbench.data_root import cache_home
+from xadbench.files import safe_name
 
 #: Bump when what an entry holds changes, so old entries are not read.
 FORMAT = 1
@@ -47,15 +48,12 @@ def cache_folder() -> Path:
 def fingerprint(files: Sequence[Path], salt: str) -> str:
     """sha256 over `salt`, the decoder's version and every file's absolute path, size and
     modification time (ns)."""
-    digest = hashlib.sha256(f"{FORMAT}|{PIL.__version__}|{salt}".encode())
+    digest = hashlib.sha256(f"{FORMAT}|{PIL.__version__}|{salt}".encode("utf-8", "surrogateescape"))
     for path in files:
         stat = os.stat(path)
-        digest.update(f"\n{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        # os.fsencode: a file name need not be UTF-8 (its bytes are hashed as the file system has them)
+        digest.update(b"\n" + os.fsencode(Path(path).resolve()) + f"|{stat.st_size}|{stat.st_mtime_ns}".encode())
     return digest.hexdigest()
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 def _read_entry(folder: Path) -> dict[str, np.ndarray]:
@@ -90,8 +88,9 @@ def cached_arrays(kind: str, root: Path, class_name: str, image_size: int, files
     if not enabled():
         return build()
     where = f"{kind}|{Path(root).resolve()}|{class_name}|{image_size}"
-    stem = f"{_slug(class_name)}-{image_size}px-{hashlib.sha256(where.encode()).hexdigest()[:12]}"
-    base = cache_folder() / _slug(kind)
+    place = hashlib.sha256(where.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    stem = f"{safe_name(class_name)}-{image_size}px-{place}"
+    base = cache_folder() / safe_name(kind)
     folder = base / f"{stem}-{fingerprint(files, where)[:16]}"
     if (folder / INDEX).is_file():
         try:

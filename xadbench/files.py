@@ -8,6 +8,7 @@ killed writer left; `append_json` adds an entry to a JSON list file atomically. 
 from __future__ import annotations
 
 import json
+import hashlib
 import os
 import re
 import socket
@@ -124,3 +125,20 @@ def append_json(path: Path, entry: dict[str, Any]) -> None:
         previous = loaded if isinstance(loaded, list) else [loaded]
     with atomic_write(path) as handle:
         json.dump([*previous, entry], handle, indent=2, default=str)
+
+
+#: The longest name `safe_name` gives: room for a temporary file's prefix and suffix
+#: (atomic_write: .<name>.<pid>.<random>.tmp) within a file system's 255 bytes.
+NAME_LIMIT = 100
+
+
+def safe_name(text: str) -> str:
+    """A file name for `text` (a class, data set or method name: data, not a path): `text`
+    itself when it is safe on every file system (letters, digits, _ . -) and at most NAME_LIMIT
+    characters; otherwise its safe characters (runs of others as "-"), cut to fit, plus 10 hex
+    digits of its sha256, so unsafe names that clean to the same text (x<1, x>1) still differ."""
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "-", text)
+    if clean == text and len(text) <= NAME_LIMIT and text not in (".", ".."):
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return f"{clean[:NAME_LIMIT - 11]}-{digest}"
