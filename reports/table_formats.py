@@ -31,6 +31,7 @@ from xadbench.reports.tables import (
     ResultTable,
 )
 from xadbench.sanity import MEAN_MAP_MARGIN
+from xadbench.terminal import literal
 
 FLAG_COLUMN = "not above own mean map"
 DIGITS = 3
@@ -319,5 +320,5 @@ def summary_table(tables: list[ResultTable]) -> RichTable:
                 cells.append(format_value(table.paper.at[row, column], missing=""))
             else:
                 cells.append("")
-        summary.add_row(row, *(shown(k, table) for k in keys), *cells)
+        summary.add_row(literal(row), *(literal(shown(k, table)) for k in keys), *cells)
     return summary

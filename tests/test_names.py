@@ -47,3 +47,44 @@ def test_the_decode_cache_takes_long_names_and_file_names_that_are_not_utf8(tmp_
     assert np.array_equal(arrays["x"], np.arange(3))
     (entry,) = (tmp_path / "cache" / "decoded" / "kind").iterdir()
     assert entry.name.startswith(safe_name("d" * 240) + "-8px-") and len(entry.name) < 150
+
+
+# ---------------------------------------------------------------- names on the terminal
+ESCAPES = "a\x1b]0;PWNED\x07\x1b[31mred[bold]"  # an OSC title, a bell, a colour, rich markup
+
+
+def test_control_characters_in_names_reach_the_terminal_escaped(tmp_path):
+    """A class folder named with terminal escape sequences: the dry run's job grid, the
+    progress lines and an error line show them as \\xNN text, never as the raw bytes."""
+    from typer.testing import CliRunner
+
+    from xadbench.cli import app
+    from xadbench.cli.console import RichProgress
+    from xadbench.runner import JobSpec
+    from xadbench.terminal import printable
+
+    make_mvtec_class(tmp_path / "root", ESCAPES)
+    shown = "a\\x1b]0;PWNED\\x07\\x1b[31mred[bold]"
+    assert printable(ESCAPES) == shown
+    base = ["run", "--methods", "pixelstats", "--dataset", "mvtec", "--root", str(tmp_path / "root"),
+            "--out", str(tmp_path / "run")]
+    for args in (base + ["--dry-run"], base + ["--classes", ESCAPES + "x"]):
+        result = CliRunner().invoke(app, args)
+        assert "\x1b" not in result.output and "\x07" not in result.output and shown in result.output, result.output
+    spec = JobSpec(dataset="mvtec", class_name=ESCAPES, method="pixelstats")
+    assert RichProgress().describe(spec) == "mvtec/a\\x1b]0;PWNED\\x07\\x1b[31mred\\[bold] pixelstats seed 0"
+
+
+def make_mvtec_class(root, name):
+    """One class in the MVTec-AD layout: 16 x 16 noise, 2 train, 1 good and 1 defective test
+    image with its mask."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for file in ("train/good/0.png", "train/good/1.png", "test/good/0.png", "test/crack/0.png"):
+        (root / name / file).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / name / file)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:10, 3:9] = 255
+    (root / name / "ground_truth" / "crack").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask).save(root / name / "ground_truth" / "crack" / "0_mask.png")

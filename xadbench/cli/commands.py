@@ -29,6 +29,7 @@ from xadbench.options import (
     parse_seeds,
     split_list,
 )
+from xadbench.terminal import printable
 
 #: -h as well as --help, on every command. Help texts are plain text (rich_markup_mode=None):
 #: brackets such as 'xadbench[ray]' or '[low, high]' are shown, not read as markup.
@@ -257,7 +258,7 @@ def print_job_grid(specs: list, out: Path) -> None:
     done = finished_jobs(out)
     for spec in specs:
         state = "done" if spec.job_id in done else "to run"
-        typer.echo(f"{state:<7} {spec.class_name:<16} {spec.method:<12} seed {spec.seed:<3} {spec.job_id}")
+        typer.echo(f"{state:<7} {printable(spec.class_name):<16} {spec.method:<12} seed {spec.seed:<3} {spec.job_id}")
     finished = sum(spec.job_id in done for spec in specs)
     typer.echo(f"{len(specs)} jobs into {out}: {finished} done, {len(specs) - finished} to run (dry run: nothing trained)")
 
@@ -277,7 +278,7 @@ def evaluate(
     from xadbench.rescore import rescore_run
 
     count = rescore_run(run_dir, device=device, with_sanity=sanity,
-                        on_job=lambda job, method, name: typer.echo(f"scoring {method} on {name} ({job})", err=True))
+                        on_job=lambda job, method, name: typer.echo(f"scoring {method} on {printable(name)} ({job})", err=True))
     typer.echo(f"scored {count} job{'s' if count != 1 else ''}: {run_dir / 'results.csv'}")
     if report:
         write_run_report(run_dir)
@@ -296,7 +297,7 @@ def check(
         raise XadError(f"run folder {run_dir} does not exist; pass the folder `xadbench run` wrote (its --out)")
     problems = run_folder.check_run(run_dir)
     for problem in problems:
-        typer.echo(problem.message)
+        typer.echo(one_line(problem.message))
     if problems:
         raise typer.Exit(1)
     store = run_folder.results_store(run_dir)

@@ -12,9 +12,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from xadbench.cli.errors import one_line
 from xadbench.files import Owner
 from xadbench.runner import JobSpec, Progress
-from xadbench.terminal import stdout_console
+from xadbench.terminal import literal, stdout_console
 
 console = Console(stderr=True)
 
@@ -37,10 +38,11 @@ class RichProgress(Progress):
         self.bar.__exit__(*exc)
 
     def describe(self, spec: JobSpec) -> str:
-        """data set/class method, its OE size and data transform where it has them, seed."""
+        """data set/class method, its OE size and data transform where it has them, seed; as
+        rich markup showing the names literally (no markup, control characters escaped)."""
         oe = f" OE {'all' if spec.oe_limit is None else spec.oe_limit}" if spec.oe else ""
         transform = f" ({spec.transform.label})" if spec.transform is not None else ""
-        return f"{Path(spec.dataset).name}/{spec.class_name} {spec.method}{oe}{transform} seed {spec.seed}"
+        return literal(f"{Path(spec.dataset).name}/{spec.class_name} {spec.method}{oe}{transform} seed {spec.seed}")
 
     def show_counts(self) -> None:
         latest = f" · {self.describe(next(reversed(self.running.values())))}" if self.running else ""
@@ -64,7 +66,7 @@ class RichProgress(Progress):
         else:
             values = ", ".join(f"{r['metric']}[{r['blur']}]={r['value']:.3f}" for r in rows)
             fit = rows[0]["fit_s"] if rows else float("nan")
-            console.print(f"done  {self.describe(spec)} ({fit:.0f}s fit): {values}")
+            console.print(f"done  {self.describe(spec)} ({fit:.0f}s fit): {literal(values)}")
 
     def job_waiting(self, spec: JobSpec, owner: Owner) -> None:
         console.print(f"wait  {self.describe(spec)}: {owner} runs it")
@@ -74,7 +76,7 @@ class RichProgress(Progress):
         self.running.pop(spec.job_id, None)
         self.failed += 1
         self.show_counts()
-        console.print(f"FAIL  {self.describe(spec)} (job {spec.job_id}): {message}")
+        console.print(f"FAIL  {self.describe(spec)} (job {spec.job_id}): {literal(one_line(message))}")
 
 
 def download_bars() -> RichBar:

@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from xadbench.cli.options import choice_hint
 from xadbench.errors import XadError
+from xadbench.terminal import printable
 
 #: Set this environment variable to get the traceback of an unexpected error instead of one line.
 TRACEBACK_VARIABLE = "XADBENCH_TRACEBACK"
@@ -36,8 +37,9 @@ interrupt_note = {"text": "nothing was written"}
 
 
 def one_line(text: object) -> str:
-    """`text` with every run of white space (newlines included) as one space."""
-    return " ".join(str(text).split())
+    """`text` with every run of white space (newlines included) as one space and the other
+    control characters escaped (`printable`)."""
+    return printable(" ".join(str(text).split()))
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -94,7 +96,7 @@ class OneLineErrors(TyperGroup):
                 typer.echo("error: aborted", err=True)
                 sys.exit(1)
             except Failure as exc:
-                typer.echo(f"error: {exc}", err=True)
+                typer.echo(f"error: {printable(exc)}", err=True)
                 sys.exit(exc.exit_code)
             except typer.TyperException as exc:
                 typer.echo(f"error: {choice_hint(one_line(exc.format_message()))}", err=True)
