@@ -103,7 +103,7 @@ class Folder(Dataset):
     def _scan(self) -> _Tree:
         if self._tree is None:
             if self.root is None:
-                raise DataError(f"the folder data set needs root=<folder holding {LAYOUT}>")
+                raise DataError(f"the folder data set needs --root <folder holding {LAYOUT}>")
             if not self.root.is_dir():
                 raise DataError(f"data set root {self.root} does not exist or is not a folder; expected {LAYOUT}")
             train_dir = self.root / "train"

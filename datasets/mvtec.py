@@ -61,11 +61,11 @@ class MVTecLayout(MaskedDataset):
         """The root folder, checked to exist."""
         get = f"get {self.display_name} from {self.url}"
         if self.root is None:
-            raise DataError(f"{type(self).__name__} needs root=<folder holding the class folders> "
+            raise DataError(f"{type(self).__name__} needs --root <folder holding the class folders> "
                             f"({self.layout}); {get}")
         if not self.root.is_dir():
             offer = " or pass --download" if self.can_download else ""
-            raise DataError(f"data set root {self.root} does not exist or is not a folder; pass root=<folder "
+            raise DataError(f"data set root {self.root} does not exist or is not a folder; pass --root <folder "
                             f"holding the class folders> ({self.layout}); {get}{offer}")
         return self.root
 

@@ -48,9 +48,9 @@ class VisA(MaskedDataset):
 
     def _data_root(self) -> Path:
         if self.root is None:
-            raise DataError(f"VisA needs root=<folder holding {SPLIT_CSV}> ({LAYOUT}); get VisA from {PAGE}")
+            raise DataError(f"VisA needs --root <folder holding {SPLIT_CSV}> ({LAYOUT}); get VisA from {PAGE}")
         if not self.root.is_dir():
-            raise DataError(f"data set root {self.root} does not exist or is not a folder; pass root=<folder "
+            raise DataError(f"data set root {self.root} does not exist or is not a folder; pass --root <folder "
                             f"holding {SPLIT_CSV}> ({LAYOUT}), or pass --download")
         return self.root
 
