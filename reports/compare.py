@@ -5,7 +5,6 @@ and LaTeX beside the run's tables (`write_matrices`)."""
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pandas as pd
 from rich.table import Table as RichTable
 
 from xadbench.errors import XadError
-from xadbench.files import atomic_write
+from xadbench.files import atomic_write, safe_name
 from xadbench.metrics.delong import delong_test
 from xadbench.metrics.registry import list_metrics
 from xadbench.reports.intervals import run_intervals
@@ -54,7 +53,8 @@ class Matrix:
 
 def compare_matrices(run: Run | Path, metric: str, n_resamples: int, seed: int) -> list[Matrix]:
     """One matrix per (protocol, preset, blur, row): cell (A, B) = A − B [low, high], from the
-    run's intervals (stored, or computed and stored when missing or stale)."""
+    run's intervals (stored, or computed and stored when missing or stale); XadError when no row
+    has two methods."""
     check_metric(metric)
     run = Run.load(run)
     tables = [t for t in run_intervals(run, n_resamples, seed) if t.key["metric"] == metric and not t.by_defect]
@@ -82,8 +82,12 @@ def compare_matrices(run: Run | Path, metric: str, n_resamples: int, seed: int) 
                     cells.at[a, b] = f"{diff:+.{DIGITS}f} [{low:+.{DIGITS}f}, {high:+.{DIGITS}f}]{star}"
                     differences.append({"a": a, "b": b, "difference": diff, "low": low, "high": high,
                                         "excludes_0": bool(star)})
-            stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"compare_{table.slug.removesuffix('_ci')}_{row}")
+            stem = safe_name(f"compare_{table.slug.removesuffix('_ci')}_{row}")
             matrices.append(Matrix(title, stem, cells, pd.DataFrame(differences)))
+    if not matrices:
+        methods = sorted({c for t in tables for c in t.columns})
+        raise XadError(f"{run.path}: nothing to compare: {metric} has one method per class and setting "
+                       f"({', '.join(methods)}); compare needs two or more, e.g. a run without --no-references")
     return matrices
 
 

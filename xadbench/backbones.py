@@ -18,6 +18,7 @@ import os
 import threading
 import warnings
 from collections.abc import Mapping
+from typing import Any
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -173,23 +174,45 @@ def _reachable(host: str, port: int = 443, timeout: float = DOWNLOAD_PROBE_TIMEO
     return bool(result and result[0])
 
 
-def _load_torchvision(features: nn.Sequential) -> str:
+def _torchvision_weights() -> tuple[Any, Path]:
+    """torchvision's ImageNet VGG11-BN weights entry and where its cache keeps the file."""
     from torchvision.models import VGG11_BN_Weights
 
     weights = VGG11_BN_Weights[TORCHVISION_WEIGHTS]
-    filename = os.path.basename(urlparse(weights.url).path)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    host = urlparse(weights.url).hostname or "download.pytorch.org"
-    if not cached.is_file() and not _reachable(host):
-        raise XadError(f"ImageNet weights for VGG11-BN are not in torchvision's cache ({cached}) and "
-                       f"{host} cannot be reached to download them; {NO_WEIGHTS_HINT}")
+    return weights, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+
+
+def _torchvision_state(weights: Any) -> dict[str, torch.Tensor]:
+    """The weights' state dict (downloaded into torchvision's cache where missing), as one
+    XadError for every way that fails."""
     try:
-        state = weights.get_state_dict(progress=False)
+        return weights.get_state_dict(progress=False)
     except Exception as exc:  # network or file errors of every kind
         message = " ".join(str(exc).split())[:200]
         raise XadError(f"cannot get torchvision's VGG11-BN weights ({type(exc).__name__}: {message}); "
                        f"{NO_WEIGHTS_HINT}") from None
-    load_features_state(features, state, f"torchvision weights {filename}")
+
+
+def check_imagenet_weights(fetch: bool) -> None:
+    """Raise the one-line XadError `vgg11_bn_features(pretrained=True)` would raise for want of
+    torchvision's ImageNet weights: they are not in its cache and the host cannot be reached.
+    fetch=True also downloads them into the cache now, so a run resolves them before its first
+    job (a dry run only checks)."""
+    weights, cached = _torchvision_weights()
+    if cached.is_file():
+        return
+    host = urlparse(weights.url).hostname or "download.pytorch.org"
+    if not _reachable(host):
+        raise XadError(f"ImageNet weights for VGG11-BN are not in torchvision's cache ({cached}) and "
+                       f"{host} cannot be reached to download them; {NO_WEIGHTS_HINT}")
+    if fetch:
+        _torchvision_state(weights)
+
+
+def _load_torchvision(features: nn.Sequential) -> str:
+    check_imagenet_weights(fetch=False)
+    weights, cached = _torchvision_weights()
+    load_features_state(features, _torchvision_state(weights), f"torchvision weights {cached.name}")
     return f"torchvision:{TORCHVISION_WEIGHTS}"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import os
 import socket
 import time
 from collections.abc import Iterable, Iterator
@@ -197,8 +198,11 @@ def check_reachable(address: str | None) -> None:
 def import_ray() -> Any:
     if importlib.util.find_spec("ray") is None:
         raise XadError(f"--executor ray needs Ray, which is not installed: {RAY_EXTRA}")
-    import ray
-
+    try:
+        import ray
+    except Exception as exc:  # installed but broken: a missing dependency, a mismatched build...
+        raise XadError(f"--executor ray: Ray is installed but cannot be imported ({type(exc).__name__}: "
+                       f"{' '.join(str(exc).split())}); reinstall it: {RAY_EXTRA}") from None
     return ray
 
 
@@ -218,6 +222,10 @@ def make_executor(name: str, address: str | None, cpus_per_job: float | None, gp
                 raise XadError(f"{option} is an option of --executor ray")
         if cpus_per_job is not None and cpus_per_job != int(cpus_per_job):
             raise XadError(f"--cpus-per-job {cpus_per_job:g}: a local run uses a whole number of threads")
+        cores = os.cpu_count() or 1
+        if cpus_per_job is not None and cpus_per_job > cores:
+            raise XadError(f"--cpus-per-job {cpus_per_job:g}: this machine has {cores} CPUs; a local run uses "
+                           f"at most that many threads")
         return LocalExecutor(None if cpus_per_job is None else int(cpus_per_job))
     if device.startswith("cuda:"):
         raise XadError(f"--device {device}: with --executor ray use --device cuda (Ray gives each job its GPU)")

@@ -46,8 +46,8 @@ def plan_grid(classes: Sequence[str], method_names: Sequence[str], *, seeds: Seq
     classes, method_names
         The classes of the data set and the registered methods to run on each.
     seeds
-        Every job's seeds; None: the seed policy, `default_seeds` for the methods and (0,) for
-        the reference maps (they are deterministic).
+        Every job's seeds; None: the seed policy, `default_seeds`. The reference maps added by
+        `references` are deterministic, so they run once, with the first seed (0 by default).
     params
         Hyperparameters (`JobSpec.params`) per method name; the reference maps take none.
     references
@@ -65,7 +65,7 @@ def plan_grid(classes: Sequence[str], method_names: Sequence[str], *, seeds: Seq
     method_seeds = default_seeds(method_names, common.get("preset", "cpu")) if seeds is None else (
         dict.fromkeys(method_names, tuple(seeds)))
     added = [r for r in REFERENCE_METHODS if r not in method_names] if references else []
-    reference_seeds = (0,) if seeds is None else tuple(seeds)
+    reference_seeds = (0,) if seeds is None else tuple(seeds)[:1]
     specs = [JobSpec(class_name=c, method=m, seed=s, **common) for c in classes for m in added for s in reference_seeds]
     specs += [JobSpec(class_name=c, method=m, seed=s, params=params.get(m, ()), **common)
               for c in classes for m in method_names for s in method_seeds[m]]

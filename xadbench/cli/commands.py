@@ -109,15 +109,23 @@ RUN_EXAMPLES = """Examples:
 """
 
 
+#: The methods a bare `xadbench run` proposes (and `--dry-run` without --methods lists).
+DEFAULT_METHODS = "fcdd,grad,ae"
+
+
 @app.command(epilog=RUN_EXAMPLES)
 def run(
     config: Annotated[Path | None, typer.Option(
         is_eager=True, callback=_load_config, show_default=False,
         help="TOML file of run options (keys: the option names, e.g. methods, classes, preset); options on the "
-             "command line override it; the file is saved in the run folder as run-config.toml.")] = None,
+             "command line override it; the file is saved in the run folder as run-config.toml (the latest) and "
+             "in config.json with every invocation's options.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the job grid and which jobs the run folder already holds; train nothing.")] = False,
-    methods: Annotated[str, typer.Option(help="Comma-separated method names (see `xadbench methods list`).")] = "fcdd,grad,ae",
+    methods: Annotated[str | None, typer.Option(
+        help=f"Comma-separated method names (see `xadbench methods list`), e.g. {DEFAULT_METHODS}; without it "
+             "`run` says what that grid would run instead of starting it (--dry-run lists it).",
+        show_default=False)] = None,
     dataset: Annotated[list[str], typer.Option(
         metavar="NAME", help="Registered data set name, or a folder-per-class path; several comma-separated or repeated "
              "(one table per data set and a cross-data-set summary).")] = ["synthetic"],
@@ -175,7 +183,7 @@ def run(
 
     archives.progress_display = download_bars  # the data set downloads below show rich's bars
     job_executor = make_executor(executor, address, cpus_per_job, gpus_per_job, device)
-    method_names = list(dict.fromkeys(split_list(methods)))
+    method_names = list(dict.fromkeys(split_list(DEFAULT_METHODS if methods is None else methods)))
     if not method_names:
         raise XadError("--methods is empty; e.g. --methods fcdd,grad,ae")
     for name in method_names:
@@ -206,12 +214,27 @@ def run(
         specs += plan_grid(class_list, method_names, seeds=seed_values, params=params,
                            references=references and data.has_masks, dataset=choice.name, root=choice.root,
                            dataset_options=choice.options, **common)
+    if methods is None and not dry_run:  # a bare `xadbench run`: say what it would start rather than start it
+        count = sum(map(len, class_lists))
+        raise XadError(f"no --methods given: `xadbench run --methods {DEFAULT_METHODS}` would run {len(specs)} jobs "
+                       f"({', '.join(dict.fromkeys(s.method for s in specs))} on {count} "
+                       f"class{'es' if count != 1 else ''} of {', '.join(choice.name for choice, _ in opened)}); "
+                       "list them with --dry-run, or try `make demo-quick` for a one-minute start")
+    # The checks of a real run before its first job, in a dry run too; only a dry run with
+    # --download cannot check the classes it has not fetched.
+    for (_, data), class_list in zip(opened, class_lists):
+        if not dry_run:
+            data.fetch(class_list)  # before any job starts, so a failed download stops the run here
+        if not (dry_run and download):
+            check_classes(data, class_list, get_profile(data.profile).image_size[preset])
+    if pretrained and weights is None and any(get_profile(data.profile).network == "vgg" for _, data in opened) and any(
+            "pretrained" in method_registry.get(m).param_names() for m in method_names):
+        from xadbench.backbones import check_imagenet_weights
+
+        check_imagenet_weights(fetch=not dry_run)  # resolved now, not when the first job needs them
     if dry_run:
         print_job_grid(specs, out)
         return
-    for (_, data), class_list in zip(opened, class_lists):
-        data.fetch(class_list)  # before any job starts, so a failed download stops the run here
-        check_classes(data, class_list, get_profile(data.profile).image_size[preset])
     if config is not None:
         with atomic_write(out / "run-config.toml") as handle:
             handle.write(config.read_text())
@@ -225,7 +248,8 @@ def run(
                                         "root": roots[0] if len(roots) == 1 else roots})
     with job_executor:  # joins or starts Ray before anything is written
         run_folder.write_config(out, {"command": "run", "argv": sys.argv[1:], "jobs": [s.job_id for s in specs],
-                                  "provenance": provenance})
+                                      "provenance": provenance,
+                                      **({"config": {"file": str(config), "text": config.read_text()}} if config else {})})
         with RichProgress() as progress:
             results = run_grid(specs, out, progress, job_executor)
     typer.echo(f"results: {out / 'results.csv'}")

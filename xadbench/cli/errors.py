@@ -68,6 +68,16 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 _shown_warnings: set[str] = set()
 
 
+def _stop_writing_to_closed_pipe() -> None:
+    """The reader of standard output is gone (`xadbench methods list | head -2`): end quietly,
+    as other command-line tools do; what is still buffered goes to /dev/null instead of raising
+    BrokenPipeError again at exit."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # standard output is not a file descriptor (e.g. a test's buffer)
+        pass
+
+
 class OneLineErrors(TyperGroup):
     def invoke(self, ctx: typer.Context) -> Any:
         """Runs the command; every exception it raises leaves here as a `Failure`, except the
@@ -76,6 +86,9 @@ class OneLineErrors(TyperGroup):
             return super().invoke(ctx)
         except (typer.TyperException, typer.Exit, typer.Abort, Failure):
             raise
+        except BrokenPipeError:  # before click's own handling, which exits with status 1
+            _stop_writing_to_closed_pipe()
+            raise typer.Exit(0) from None
         except XadError as exc:
             raise Failure(one_line(exc)) from exc
         except KeyboardInterrupt:
@@ -92,6 +105,10 @@ class OneLineErrors(TyperGroup):
             warnings.showwarning = show_warning
             try:
                 result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+                sys.stdout.flush()  # so that a closed pipe shows here, not at the interpreter's exit
+            except BrokenPipeError:
+                _stop_writing_to_closed_pipe()
+                sys.exit(0)
             except typer.Abort:
                 typer.echo("error: aborted", err=True)
                 sys.exit(1)
