@@ -149,12 +149,18 @@ def provenance_section(run_dir: Path, results: pd.DataFrame) -> str:
     for number, entry in enumerate(entries, 1):
         prov = entry.get("provenance")
         title = f"Invocation {number} of {len(entries)}" if len(entries) > 1 else "Invocation"
+        if prov and not isinstance(prov, dict):  # edited by hand or written by another tool
+            parts.append(f"<h3>{title}</h3><p class='note'>The provenance in config.json is malformed (not a JSON "
+                         f"object): <code>{_e(json.dumps(prov)[:200])}</code></p>")
+            continue
         if not prov:
-            argv = " ".join(map(str, entry.get("argv", [])))
+            argv = entry.get("argv", [])
+            argv = " ".join(map(str, argv)) if isinstance(argv, list) else str(argv)
             parts.append(f"<h3>{title}</h3><p class='note'>No provenance recorded (config.json written by an older "
                          f"xadbench); arguments: <code>{_e(argv) or '—'}</code></p>")
             continue
-        hw, weights = prov.get("hardware", {}), prov.get("weights", {})
+        hw, weights = (value if isinstance(value, dict) else {} for value in (prov.get("hardware"), prov.get("weights")))
+        gpus = hw.get("gpus") if isinstance(hw.get("gpus"), list) else []
         parts.append(f"<h3>{title}</h3>" + _kv([
             ("command", prov.get("command")), ("started", prov.get("started_at")),
             ("xadbench", prov.get("xadbench")), ("git commit", prov.get("git_commit") or "not a git checkout"),
@@ -162,7 +168,7 @@ def provenance_section(run_dir: Path, results: pd.DataFrame) -> str:
             ("device", prov.get("device")),
             ("threads", f"torch {prov.get('torch_threads')}, OMP_NUM_THREADS={prov.get('omp_num_threads') or 'unset'}"),
             ("hardware", f"{hw.get('cpu')}, {hw.get('cpu_cores')} cores, {hw.get('memory_gib')} GiB"
-                         + (f"; GPU {', '.join(hw['gpus'])}" if hw.get("gpus") else "; no GPU")),
+                         + (f"; GPU {', '.join(map(str, gpus))}" if gpus else "; no GPU")),
             ("host / OS", f"{hw.get('host')} / {hw.get('os')}"),
             ("weights", weights.get("path") or weights.get("source")),
             ("weights sha256", weights.get("sha256")),

@@ -115,3 +115,21 @@ def test_every_config_file_of_a_folder_is_kept(root, tmp_path):
     entries = json.loads((tmp_path / "run" / "config.json").read_text())
     assert [e["config"]["text"] for e in entries] == [(tmp_path / n).read_text() for n in ("a.toml", "b.toml")]
     assert (tmp_path / "run" / "run-config.toml").read_text() == (tmp_path / "b.toml").read_text()
+
+
+def test_malformed_provenance_in_config_json_is_shown_not_a_bug_line(tmp_path):
+    """config.json edited by hand: provenance a string, hardware a string, weights a list, argv
+    a string; report --html says so on the page instead of ending in an AttributeError."""
+    import pandas as pd
+
+    from xadbench.reports.html import provenance_section
+    from xadbench.run_folder import RESULT_COLUMNS
+
+    (tmp_path / "config.json").write_text(json.dumps([
+        {"command": "run", "argv": "oops", "provenance": "abc"},
+        {"command": "run", "argv": ["run"], "provenance": {"command": "xadbench run", "hardware": "broken",
+                                                          "weights": ["x"]}},
+    ]))
+    page = provenance_section(tmp_path, pd.DataFrame(columns=RESULT_COLUMNS))
+    assert "The provenance in config.json is malformed (not a JSON object): <code>&quot;abc&quot;</code>" in page
+    assert "<dd>xadbench run</dd>" in page and "no GPU" in page
