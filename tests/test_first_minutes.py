@@ -68,7 +68,7 @@ def test_classes_are_folders_directly_under_the_root(root, tmp_path):
 def test_a_bare_run_says_what_it_would_run_and_starts_nothing(root, tmp_path):
     line = one_line_error(run_args(root, tmp_path / "run"), "no --methods given")
     assert line == ("error: no --methods given: `xadbench run --methods fcdd,grad,ae` would run 7 jobs (centre, "
-                    "pixelstats, fcdd, grad, ae on 1 classes of mvtec); list them with --dry-run, or try "
+                    "pixelstats, fcdd, grad, ae on 1 class of mvtec); list them with --dry-run, or try "
                     "`make demo-quick` for a one-minute start")
     assert not (tmp_path / "run").exists()
 

@@ -422,7 +422,9 @@ def test_runs_killed_at_random_points_resume_to_identical_results(tmp_path, proc
         assert child.exitcode in (0, -signal.SIGKILL), log.read_text()[-2000:]
         if child.exitcode == -signal.SIGKILL:
             kills.append(f"{point}:{n}")
-            assert not [p for p in run_folder.check_run(out) if p.job_id is None]  # the store is always sound
+            # the store is always sound; a kill between a job's commit and the export leaves results.csv
+            # behind the store, which check names and the rerun writes again (stale_export)
+            assert not [p for p in run_folder.check_run(out) if p.job_id is None and not p.stale_export]
             partial = run_folder.read_results(out)
             assert not partial.duplicated(["job_id", "blur", "metric"]).any()
             assert set(partial.groupby("job_id").size()) <= {len(list_metrics(headline=True))}  # all or none
