@@ -106,7 +106,7 @@ def test_root_missing(tmp_path):
     with pytest.raises(DataError, match="does not exist") as info:
         MVTecAD(tmp_path / "nowhere").load("bottle", 16)
     assert "\n" not in str(info.value) and "nowhere" in str(info.value)
-    with pytest.raises(DataError, match="needs root"):
+    with pytest.raises(DataError, match="needs --root <folder"):
         MVTecAD().classes()
 
 
