@@ -258,7 +258,8 @@ REFERENCE_GREYS = ("#8c8c8c", "#bdbdbd", "#636363")
 def draw_overview(rows: pd.DataFrame, references: list[str], title: str) -> Figure:
     """seaborn point plots of results rows (class, column, seed, metric, value), one panel per
     headline metric of the metric registry present: x the classes, hue the columns (method labels, the
-    `references` first and in grey), the mean over seeds with ± one std over seeds as error bars."""
+    `references` first and in grey), the mean over seeds with ± one std over seeds as error bars.
+    One column is not dodged (seaborn divides the dodge by the number of hue levels minus one)."""
     import seaborn as sns
 
     metrics = [m for m in list_metrics(headline=True) if rows.loc[rows["metric"] == m, "value"].notna().any()]
@@ -272,7 +273,8 @@ def draw_overview(rows: pd.DataFrame, references: list[str], title: str) -> Figu
     for i, (ax, metric) in enumerate(zip(axes, metrics)):
         data = rows[(rows["metric"] == metric) & rows["value"].notna()]
         sns.pointplot(data=data, x="class", y="value", hue="column", order=classes, hue_order=columns,
-                      palette=palette, errorbar="sd", dodge=0.5, linestyle="none", markersize=5,
+                      palette=palette, errorbar="sd", dodge=0.5 if len(columns) > 1 else False,
+                      linestyle="none", markersize=5,
                       err_kws={"linewidth": 1.2}, legend=i == len(metrics) - 1, ax=ax)
         if get_metric(metric).chance is not None:
             ax.axhline(get_metric(metric).chance, color="grey", linestyle="--", linewidth=0.8)

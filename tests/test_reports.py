@@ -497,3 +497,18 @@ def test_siunitx_cells_and_column_formats():
     assert fmt.siunitx_number(0.81, after="$^\\dagger$") == "0.810{$^\\dagger$}"
     assert fmt.siunitx_number(0.5, underline=True) == "{\\underline{\\num{0.500}}}"
     assert fmt.siunitx_number(np.nan, 0.1) == "{--}"
+
+
+@pytest.mark.parametrize("methods", [("ae",), ("fcdd", "ae")])
+def test_overview_of_one_and_two_methods(run_dir, methods):
+    """A run of one method has one hue level: seaborn's dodge divided by zero there."""
+    results = tab.load_results(run_dir)
+    results = results[results["method"].isin(methods)]
+    (drawn,) = figs.overview_figures(results, "gaussian")
+    legend = [t.get_text() for t in drawn.figure.axes[-1].get_legend().get_texts()]
+    assert legend == [tab.DISPLAY_NAMES[m] for m in methods]
+    for ax, metric in zip(drawn.figure.axes, ("image_auc", "pixel_auc")):
+        lines = [line for line in ax.lines if len(line.get_xdata()) == len(CLASSES)]
+        for method, line in zip(methods, lines[::len(CLASSES) + 1]):
+            np.testing.assert_allclose(line.get_ydata(), [np.mean([value(c, method, s, metric) for s in SEEDS])
+                                                          for c in CLASSES])
