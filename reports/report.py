@@ -65,10 +65,7 @@ def write_report(run: Run | Path, *, tables: bool = True, figures: bool = True, 
     as RUN_DIR/tables/compare_*.csv and .tex.
     """
     check_compare(compare)
-    if ci not in CI_CHOICES:
-        raise XadError(f"--ci {ci!r} is unknown; use {', '.join(CI_CHOICES)}")
-    if ci != "off":
-        check_style(ci)
+    check_style(ci)
     if metric is not None:
         check_metric(metric)
     check_options(figure_options.norm, figure_options.eta, figure_options.blur, figure_options.samples,
@@ -80,7 +77,7 @@ def write_report(run: Run | Path, *, tables: bool = True, figures: bool = True, 
     if figures:
         report.figure_paths = save_drawn(run.path, drawn)
     if tables:
-        report.tables = build_tables(run.results, compare, report.intervals, "interval" if ci == "off" else ci)
+        report.tables = build_tables(run.results, compare, report.intervals, ci)
         report.table_paths = write_tables(run.path, report.tables)
         if report.intervals:
             report.table_paths.append(write_interval_rows(run.path, report.intervals))

@@ -8,8 +8,10 @@ siunitx (v3). `summary_table` is the terminal view.
 """
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +25,15 @@ from xadbench.reports.tables import (
     ACROSS_DATASETS,
     BEST,
     BLUR_WORDS,
+    GROUP_KEYS,
+    HEADLINE_METRICS,
     MEAN,
     PROTOCOL_WORDS,
     SIGMA,
     TABLE_KEYS,
     TIED,
     ResultTable,
+    options_suffix,
 )
 from xadbench.sanity import MEAN_MAP_MARGIN
 from xadbench.terminal import literal
@@ -39,15 +44,69 @@ PAPER_DIGITS = 2
 
 
 def write_tables(run_dir: Path, tables: Sequence[ResultTable]) -> list[Path]:
-    """Write tables as CSV and LaTeX to RUN_DIR/tables/ (each file atomically)."""
-    paths = []
+    """Write each table as CSV and LaTeX, the main table (`main_table`) and the explanations the
+    short captions leave out (`notes_text`) to RUN_DIR/tables/, each file atomically; file names
+    carry the report's options (`ResultTable.file_stem`)."""
+    texts = {}
     for table in tables:
-        for suffix, text in ((".csv", to_csv(table)), (".tex", to_latex(table))):
-            path = Path(run_dir) / "tables" / f"{table.slug}{suffix}"
-            with atomic_write(path) as handle:
-                handle.write(text)
-            paths.append(path)
+        texts[f"{table.file_stem}.csv"], texts[f"{table.file_stem}.tex"] = to_csv(table), to_latex(table)
+    if tables:
+        options = options_suffix(tables[0].style, tables[0].compare)
+        texts[f"main{options}.csv"], texts[f"main{options}.tex"] = main_table(tables)
+        texts[notes_name(tables[0])] = notes_text(tables)
+    paths = []
+    for name, text in texts.items():
+        path = Path(run_dir) / "tables" / name
+        with atomic_write(path) as handle:
+            handle.write(text)
+        paths.append(path)
     return paths
+
+
+def main_table(tables: Sequence[ResultTable]) -> tuple[str, str]:
+    """The paper's Table 2 layout for the headline metrics (`HEADLINE_METRICS`): per data set,
+    protocol, preset and blur policy one LaTeX table whose sections are the metrics, classes as
+    rows with a Mean row, methods as columns; and all of it as one CSV (`to_csv` per table, with
+    the table's key in front)."""
+    groups: dict[tuple[str, ...], list[ResultTable]] = {}
+    for table in tables:
+        if table.key["metric"] in HEADLINE_METRICS and not table.by_defect:
+            groups.setdefault(tuple(table.key[k] for k in GROUP_KEYS), []).append(table)
+    latex, frames = [], []
+    for group in groups.values():
+        group.sort(key=lambda t: HEADLINE_METRICS.index(t.key["metric"]))
+        sections = [table_section(t, tex_escape(metric_label(t.key["metric"]).split(" (")[0]))
+                    for t in group]
+        columns = list(dict.fromkeys(c for t in group for c in [*t.mean.columns, *t.paper.columns]))
+        references = list(dict.fromkeys(c for t in group for c in t.references))
+        first = group[0]
+        stem = re.sub(r"[^A-Za-z0-9]+", "-", "-".join(first.slug.split("_")[:-1]))
+        latex.append(latex_floats(sections, columns, references, header="Class",
+                                  caption=_caption(short_caption(first, "Headline metrics")),
+                                  label=f"tab:xadbench-main-{stem}", notes=table_notes(group),
+                                  source="the run's results and predictions"))
+        for table in group:
+            frame = pd.read_csv(io.StringIO(to_csv(table)), keep_default_na=False)
+            frames.append(pd.concat([pd.DataFrame({k: [table.key[k]] * len(frame) for k in TABLE_KEYS}), frame], axis=1))
+    csv = pd.concat(frames, ignore_index=True).to_csv(index=False) if frames else ""
+    return csv, "\n".join(latex)
+
+
+def notes_name(table: ResultTable) -> str:
+    """The notes file of a table's report options, e.g. notes.md or notes_ci-halfwidth.md."""
+    return f"notes{options_suffix(table.style, table.compare)}.md"
+
+
+def notes_text(tables: Sequence[ResultTable]) -> str:
+    """tables/notes.md: what the short captions leave out (`caption_words`), each explanation once
+    with the tables it belongs to."""
+    explained: dict[str, list[str]] = {}
+    for table in tables:
+        explained.setdefault(caption_words(table, with_metric=False), []).append(f"{table.file_stem}.tex")
+    lines = ["# What the tables show", ""]
+    for text, names in explained.items():
+        lines += [f"Tables {', '.join(names)} (and main.tex where it shows their metric):", "", text, ""]
+    return "\n".join(lines)
 
 
 def to_csv(table: ResultTable) -> str:
@@ -111,9 +170,9 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX_SPECIALS.get(c, c) for c in str(text))
 
 
-def caption_words(table: ResultTable) -> str:
-    """What a table shows, in words: metric, data set, protocol, preset with its image size, blur
-    policy, seeds, and where the paper's columns come from."""
+def caption_words(table: ResultTable, with_metric: bool = True) -> str:
+    """What a table shows, in words: metric (unless `with_metric` is False), data set, protocol,
+    preset with its image size, blur policy, seeds, and where the paper's columns come from."""
     key = table.key
     dataset = Path(key["dataset"]).name
     size = table.image_size
@@ -130,7 +189,8 @@ def caption_words(table: ResultTable) -> str:
             counts = ", ".join(f"{c} {n}" for c, n in per_column.items())
         spread = (f"mean over each method's seeds ({counts}), the sample standard deviation over seeds in "
                   f"parentheses where there are several")
-    text = (f"{metric_label(key['metric'])} on {datasets.display_name(dataset)}, "
+    metric = f"{metric_label(key['metric'])} on " if with_metric else ""
+    text = (f"{metric}{datasets.display_name(dataset)}, "
             f"{PROTOCOL_WORDS.get(key['protocol'], key['protocol'] + ' protocol')}, "
             f"{key['preset']} preset{f' ({size} px images)' if size else ''}, {BLUR_WORDS.get(key['blur'], 'blur ' + key['blur'])}; "
             f"{spread}." + ("" if table.by_defect else " Mean and σ: over the data sets, each one's value its Mean "
@@ -158,9 +218,31 @@ def caption_words(table: ResultTable) -> str:
     return text
 
 
-def _caption(table: ResultTable) -> str:
-    """`caption_words` as LaTeX: specials escaped, ± and σ in math mode."""
-    parts = re.split(r"([±σ])", caption_words(table))
+def short_caption(table: ResultTable, what: str | None = None) -> str:
+    """A caption of at most 40 words (`what` the table shows, by default its metric): data set,
+    protocol, preset, seeds and what the marks mean; the long explanation (`caption_words`) is
+    written once, in tables/notes.md and the HTML page."""
+    key = table.key
+    dataset = Path(key["dataset"]).name
+    what = what or metric_label(key["metric"]).split(" (")[0]
+    size = f" ({table.image_size} px)" if table.image_size else ""
+    seeds = len(table.seeds)
+    text = (f"{what} on {datasets.display_name(dataset).split(' (')[0]}, {key['protocol']} protocol, "
+            f"{key['preset']} preset{size}, {seeds} seed{'s' if seeds > 1 else ''}.")
+    if table.low is not None:
+        shown = "under each value" if table.style == "interval" else "± half its width"
+        text += f" {table.confidence:.0%} bootstrap interval {shown}"
+        text += " (std over seeds)." if seeds > 1 else "."
+        if table.mean.shape[1] - len(table.references) > 1:
+            text += " Bold: significantly best; underlined: tied."
+    if table.paper_tables:
+        text += " (paper): published values."
+    return text + f" Details: {notes_name(table)}."
+
+
+def _caption(text: str) -> str:
+    """Caption text as LaTeX: specials escaped, ± and σ in math mode."""
+    parts = re.split(r"([±σ])", text)
     return "".join({"±": "$\\pm$", "σ": "$\\sigma$"}.get(p, tex_escape(p)) for p in parts)
 
 
@@ -172,8 +254,8 @@ LATEX_PACKAGES = r"\usepackage{booktabs} \usepackage{siunitx}"
 SIUNITX_OPTIONS = "detect-weight, mode=text"
 #: A cell without a value: braced, so an `S` column reads it as text, not a number.
 LATEX_MISSING = "{--}"
-LATEX_FLAG = "$^\\dagger$"
-BOLD = "bfseries: ;"  # Styler props: \bfseries before the cell
+# Of no width (it sits in the column gap), so the `S` column keeps the number's width.
+LATEX_FLAG = "\\rlap{$^\\dagger$}"
 
 
 def siunitx_number(value: float, uncertainty: float = np.nan, *, after: str = "", underline: bool = False,
@@ -201,87 +283,200 @@ def siunitx_column(values: pd.Series, uncertainty: bool = False, digits: int = D
     return f"S[table-format={layout}{separate}, {SIUNITX_OPTIONS}]"
 
 
-def latex_float(cells: pd.DataFrame, styles: pd.DataFrame, *, header: str, column_formats: list[str],
-                references: int, caption: str, label: str, notes: list[str], source: str) -> str:
-    """A table float rendered by pandas' `Styler.to_latex`: booktabs rules (hrules), siunitx `S`
-    columns (`column_formats`, one per column of `cells`), the row names and column labels
-    escaped by the Styler, `styles` (Styler props per cell, e.g. BOLD) as highlighting, the first
-    `references` columns grouped under "References" and the rest under "Methods", a rule above
-    the Mean row, and `notes` (LaTeX) under the tabular. `cells` hold siunitx cell text
-    (`siunitx_number`), `caption` is LaTeX already."""
-    frame = cells.astype(object).copy()
-    styles = styles.astype(object).reindex(index=cells.index, columns=cells.columns, fill_value="")
-    frame.insert(0, header, [str(name) for name in cells.index])
-    styles.insert(0, header, "")
-    grouped = 0 < references < cells.shape[1]
-    if grouped:
-        top = ["", *["References"] * references, *["Methods"] * (cells.shape[1] - references)]
-        frame.columns = styles.columns = pd.MultiIndex.from_arrays([top, list(frame.columns)])
-    frame.index = styles.index = pd.RangeIndex(len(frame))
-    names = frame.columns[0]
-    styler = (frame.style.hide(axis="index")
-              .format(lambda name: "$\\sigma$" if name == SIGMA else name, escape="latex", subset=[names])
-              .format_index(escape="latex", axis=1)
-              .apply(lambda _: styles, axis=None))
-    latex = styler.to_latex(column_format="l" + "".join(column_formats), hrules=True, siunitx=True,
-                            caption=caption, label=label, position="htbp", position_float="centering",
-                            multicol_align="c", environment="table")
-    lines = latex.splitlines()
-    if grouped:  # a rule under each group's label, as booktabs sets it
-        span = cells.shape[1] - references
-        lines.insert(lines.index("\\toprule") + 2, f"\\cmidrule(lr){{2-{references + 1}}}"
-                                                   f"\\cmidrule(lr){{{references + 2}-{references + 1 + span}}}")
-    mean_row = next((i for i, line in enumerate(lines) if line.startswith(f"{MEAN} & ")), None)
-    if mean_row is not None:
-        lines.insert(mean_row, "\\midrule")
-    lines[lines.index("\\end{table}"):lines.index("\\end{table}")] = notes
-    return "\n".join([f"% Written by xadbench from {source}. Needs {LATEX_PACKAGES}.", *lines, ""])
+# The page a written table must fit, measured in pdflatex's 10 pt `article` (letter paper): the
+# text is 345 pt wide in one column, a column of `twocolumn` 229.5 pt, and a float of up to
+# FLOAT_HEIGHT leaves room for its caption on a 550 pt page.
+COLUMN_WIDTH, TEXT_WIDTH, FLOAT_HEIGHT = 229.5, 345.0, 430.0
+TABCOLSEP = 4.0  # pt; the body in \footnotesize, a cell's second line (interval, std) in \scriptsize
+# Upper bounds of a character's width in pt (digits are 4.25 pt in \footnotesize and 3.99 pt in
+# \scriptsize; the widest capitals 7.8 pt): estimates that err wide, so a table never overflows.
+HEADER_CHAR, VALUE_CHAR, SECOND_LINE_CHAR = 5.6, 4.6, 4.1
+LINE_HEIGHT = 9.5  # pt per tabular line in \footnotesize (a cell's second line included)
+
+
+@dataclass
+class Section:
+    """Rows of one table in a written tabular: `cells` (row → column → (first line, second line),
+    LaTeX), `bold` (row → columns set in bold), a `title` row above them where a tabular stacks
+    several metrics, and a rule above its Mean row."""
+
+    title: str
+    rows: list[str]
+    cells: dict[str, dict[str, tuple[str, str]]]
+    bold: dict[str, set[str]]
+    formats: dict[str, str]  # column → its S column format
+
+
+def header_lines(column: str) -> list[str]:
+    """A column label broken at its spaces, so "FCDD (paper)" takes two narrow lines."""
+    return str(column).split(" ") if len(str(column)) > 8 else [str(column)]
+
+
+def column_width(column: str, sections: list[Section]) -> float:
+    """Estimated width in pt of a column (its header lines, values and second lines)."""
+    header = max(len(w) for w in header_lines(column)) * HEADER_CHAR
+    first = max((len(_visible(s.cells[r][column][0])) * VALUE_CHAR for s in sections for r in s.rows
+                 if column in s.cells[r]), default=0)
+    second = max((len(_visible(s.cells[r][column][1])) * SECOND_LINE_CHAR for s in sections for r in s.rows
+                  if column in s.cells[r]), default=0)
+    return max(header, first, second) + 2 * TABCOLSEP
+
+
+def _visible(latex: str) -> str:
+    """Roughly the characters LaTeX prints: commands and braces dropped, "\\pm" as one sign."""
+    return re.sub(r"\\[a-zA-Z]+|[{}$^]", "", latex.replace("\\pm", "±"))
+
+
+def column_chunks(columns: list[str], sections: list[Section], first_width: float, width: float) -> list[list[str]]:
+    """`columns` split into consecutive chunks whose estimated width (after the row-name column,
+    `first_width`) fits `width`; one column per chunk at least."""
+    chunks: list[list[str]] = [[]]
+    used = first_width
+    for column in columns:
+        needed = column_width(column, sections)
+        if chunks[-1] and used + needed > width:
+            chunks.append([])
+            used = first_width
+        chunks[-1].append(column)
+        used += needed
+    return chunks
+
+
+def tabular(sections: list[Section], columns: list[str], references: list[str], header: str) -> list[str]:
+    """One booktabs tabular of `columns`: the reference columns first under "References", the
+    others under "Methods" (where there are both), then per section its title row, its rows (a
+    second \\scriptsize line under a row whose cells have one) and a rule above its Mean row."""
+    refs = [c for c in columns if c in references]
+    formats = "l" + "".join(next(s.formats[c] for s in sections if c in s.formats) for c in columns)
+    lines = ["\\begin{tabular}{" + formats + "}", "\\toprule"]
+    if refs and len(refs) < len(columns):
+        lines.append(f"& \\multicolumn{{{len(refs)}}}{{c}}{{References}} "
+                     f"& \\multicolumn{{{len(columns) - len(refs)}}}{{c}}{{Methods}} \\\\")
+        lines.append(f"\\cmidrule(lr){{2-{len(refs) + 1}}}\\cmidrule(lr){{{len(refs) + 2}-{len(columns) + 1}}}")
+    labels = ["{\\shortstack{" + "\\\\".join(tex_escape(w) for w in header_lines(c)) + "}}" for c in columns]
+    lines.append(" & ".join([header, *labels]) + " \\\\")
+    for section in sections:
+        lines.append("\\midrule")
+        if section.title:
+            lines.append(f"\\multicolumn{{{len(columns) + 1}}}{{l}}{{\\itshape {section.title}}} \\\\")
+        for row in section.rows:
+            if row == MEAN:
+                lines.append("\\midrule")
+            cells = [section.cells[row].get(c, (LATEX_MISSING, "")) for c in columns]
+            first = [("\\bfseries " if c in section.bold.get(row, ()) else "") + cell[0] for c, cell in zip(columns, cells)]
+            name = "$\\sigma$" if row == SIGMA else tex_escape(row)
+            lines.append(" & ".join([name, *first]) + " \\\\")
+            if any(cell[1] for cell in cells):
+                lines.append(" & ".join(["", *(f"{{\\scriptsize {cell[1]}}}" if cell[1] else "" for cell in cells)])
+                             + " \\\\")
+    lines.append("\\bottomrule")
+    lines.append("\\end{tabular}")
+    return lines
+
+
+def latex_floats(sections: list[Section], columns: list[str], references: list[str], *, header: str,
+                 caption: str, label: str, notes: list[str], source: str) -> str:
+    """The sections as booktabs tables with decimal-aligned siunitx `S` columns that fit the page
+    (see COLUMN_WIDTH): a `table` when every column fits a column of a two-column paper, else a
+    `table*` (the full text width) whose columns are split into several tabulars, one under the
+    other, as the width needs; tabulars taller than FLOAT_HEIGHT go into floats of their own
+    ("continued"). `caption` and `notes` are LaTeX already; the caption goes on the first float."""
+    row_names = [header, *(r for s in sections for r in s.rows)]
+    first_width = max(len(_visible(tex_escape(r))) for r in row_names) * HEADER_CHAR + 2 * TABCOLSEP
+    chunks = column_chunks(columns, sections, first_width, COLUMN_WIDTH)
+    environment = "table"
+    if len(chunks) > 1:
+        environment, chunks = "table*", column_chunks(columns, sections, first_width, TEXT_WIDTH)
+    tabulars = []  # (sections, columns, estimated height): per chunk, runs of sections that fit a float
+    for chunk in chunks:
+        run: list[Section] = []
+        height = 0.0
+        for section in sections:
+            lines_of = sum(1 + any(section.cells[r].get(c, ("", ""))[1] for c in chunk) for r in section.rows)
+            section_height = (lines_of + bool(section.title) + 1) * LINE_HEIGHT
+            if run and height + section_height > FLOAT_HEIGHT:
+                tabulars.append((run, chunk, height))
+                run, height = [], 0.0
+            run.append(section)
+            height += section_height
+        tabulars.append((run, chunk, height))
+    floats: list[list[str]] = [[]]
+    height = 0.0
+    for run, chunk, tall in tabulars:
+        shown = [c for c in chunk if any(c in s.formats for s in run)]
+        if not shown:  # e.g. the paper's columns, which only one metric's section has
+            continue
+        lines, tall = tabular(run, shown, references, header), tall + 4 * LINE_HEIGHT
+        if floats[-1] and height + tall > FLOAT_HEIGHT:
+            floats.append([])
+            height = 0.0
+        floats[-1] += (["\\medskip"] if floats[-1] else []) + lines
+        height += tall
+    text = [f"% Written by xadbench from {source}. Needs {LATEX_PACKAGES}."]
+    for index, body in enumerate(floats):
+        title = caption if index == 0 else f"{caption.split('.')[0]} (continued)."
+        text += [f"\\begin{{{environment}}}[htbp]", "\\centering", "\\footnotesize",
+                 f"\\setlength{{\\tabcolsep}}{{{TABCOLSEP:g}pt}}", f"\\caption{{{title}}}"]
+        text += [f"\\label{{{label}}}"] if index == 0 else []
+        text += body
+        text += notes if index == len(floats) - 1 else []
+        text += [f"\\end{{{environment}}}", ""]
+    return "\n".join(text)
 
 
 RICH_MARKS = {BEST: "[bold]%s[/bold]", TIED: "[underline]%s[/underline]"}
 
 
-def latex_cell(table: ResultTable, row: str, column: str) -> str:
-    """One of our cells for an `S` column (`siunitx_number`): the value (with ± half the interval's
-    width as its uncertainty in the "halfwidth" style), then as text the interval ("interval"
-    style), the std over seeds in parentheses and † where `flags` says so; underlined in a tied
-    group (bold, for the significantly best, is the Styler's)."""
+def latex_cell(table: ResultTable, row: str, column: str) -> tuple[str, str]:
+    """One of our cells as two lines: for an `S` column the value (`siunitx_number`; with ± half
+    the interval's width as its uncertainty in the "halfwidth" style, underlined in a tied group,
+    † where `flags` says so), and under it as text the interval ("interval" style) and the std
+    over seeds in parentheses. Bold, for the significantly best, is the caller's."""
     bounds = table.interval(row, column)
     halfwidth = (bounds[1] - bounds[0]) / 2 if bounds and table.style == "halfwidth" else np.nan
-    after = f"\\,[{bounds[0]:.{DIGITS}f}, {bounds[1]:.{DIGITS}f}]" if bounds and table.style == "interval" else ""
+    flag = LATEX_FLAG if column in table.flags.get(row, []) else ""
+    value = siunitx_number(table.mean.at[row, column], halfwidth, after=flag, underline=table.mark(row, column) == TIED)
+    second = f"[{bounds[0]:.{DIGITS}f}, {bounds[1]:.{DIGITS}f}]" if bounds and table.style == "interval" else ""
     std = table.std.at[row, column] if row in table.std.index else np.nan
-    after += "" if pd.isna(std) else f" ({std:.{DIGITS}f})"
-    after += LATEX_FLAG if column in table.flags.get(row, []) else ""
-    return siunitx_number(table.mean.at[row, column], halfwidth, after=after, underline=table.mark(row, column) == TIED)
+    second += "" if pd.isna(std) else f" ({std:.{DIGITS}f})"
+    return value, second.strip()
+
+
+def table_section(table: ResultTable, title: str = "") -> Section:
+    """A table's rows as a `Section`: our columns as `latex_cell`, the significantly best of a row
+    bold, then the paper's columns (the paper's two decimals on class rows)."""
+    ours, published = list(table.mean.columns), list(table.paper.columns)
+    cells: dict[str, dict[str, tuple[str, str]]] = {}
+    for row in table.mean.index:
+        cells[row] = {column: latex_cell(table, row, column) for column in ours}
+        # Published class values keep the paper's two decimals; our Mean and σ over them do not.
+        digits = DIGITS if row in (MEAN, SIGMA) else PAPER_DIGITS
+        cells[row].update({column: (siunitx_number(table.paper.at[row, column], digits=digits), "")
+                           for column in published})
+    bold = {row: {c for c in ours if table.mark(row, c) == BEST} for row in table.mean.index}
+    halfwidths = table.style == "halfwidth" and table.low is not None
+    formats = {c: siunitx_column(table.mean[c], uncertainty=halfwidths and table.low[c].notna().any()) for c in ours}
+    formats |= {c: siunitx_column(table.paper[c]) for c in published}
+    return Section(title, list(table.mean.index), cells, bold, formats)
+
+
+def table_notes(tables: Sequence[ResultTable]) -> list[str]:
+    """The footnotes under a float, LaTeX: † and "--" where the tables use them."""
+    notes = []
+    if any(any(t.flags.values()) for t in tables):
+        notes.append(f"\\par\\smallskip{{\\scriptsize $^\\dagger$ not above the method's own mean map "
+                     f"(by less than {MEAN_MAP_MARGIN:g}).}}")
+    if any(t.mean[c].isna().all() for t in tables for c in t.mean.columns):
+        notes.append("\\par{\\scriptsize --: not applicable to the method.}")
+    return notes
 
 
 def to_latex(table: ResultTable) -> str:
-    """The table as a booktabs float with decimal-aligned siunitx columns (`latex_float`): our
-    columns as `latex_cell`, the significantly best of a row bold, then the paper's."""
-    ours, published = list(table.mean.columns), list(table.paper.columns)
-    cells = pd.DataFrame(index=table.mean.index, columns=ours + published, dtype=object)
-    for row in table.mean.index:
-        for column in ours:
-            cells.at[row, column] = latex_cell(table, row, column)
-        # Published class values keep the paper's two decimals; our Mean and σ over them do not.
-        digits = DIGITS if row in (MEAN, SIGMA) else PAPER_DIGITS
-        for column in published:
-            cells.at[row, column] = siunitx_number(table.paper.at[row, column], digits=digits)
-    styles = pd.DataFrame({c: [BOLD if table.mark(r, c) == BEST else "" for r in table.mean.index] for c in ours},
-                          index=table.mean.index)
-    halfwidths = table.style == "halfwidth" and table.low is not None
-    formats = [siunitx_column(table.mean[c], uncertainty=halfwidths and table.low[c].notna().any()) for c in ours]
-    formats += [siunitx_column(table.paper[c]) for c in published]
-    notes = []
-    if any(table.flags.values()):
-        notes.append(f"\\par\\smallskip{{\\footnotesize $^\\dagger$ not clearly above the method's own mean map "
-                     f"over the test set (by less than {MEAN_MAP_MARGIN:g}): the map has not explained the images.}}")
-    if any(table.mean[c].isna().all() for c in ours):
-        notes.append("\\par{\\footnotesize -- : not applicable (no trained layers, or a score that ignores the pixels).}")
-    return latex_float(cells, styles, header=row_header(table), column_formats=formats,
-                       references=len(table.references), caption=_caption(table),
-                       label=f"tab:xadbench-{re.sub(r'[^A-Za-z0-9]+', '-', table.slug)}", notes=notes,
-                       source="the run's results and predictions")
+    """The table as booktabs floats that fit the page (`latex_floats`) under its short caption."""
+    return latex_floats([table_section(table)], [*table.mean.columns, *table.paper.columns], table.references,
+                        header=row_header(table), caption=_caption(short_caption(table)),
+                        label=f"tab:xadbench-{re.sub(r'[^A-Za-z0-9]+', '-', table.slug)}", notes=table_notes([table]),
+                        source="the run's results and predictions")
 
 
 def summary_row(table: ResultTable) -> str:

@@ -30,8 +30,11 @@ COMPARE_CHOICES = ("paper",)
 TABLE_KEYS = ("dataset", "protocol", "preset", "blur", "metric")
 #: The part of TABLE_KEYS one bootstrap covers (all its metrics resample the same test images).
 GROUP_KEYS = TABLE_KEYS[:-1]
-#: How a cell shows its bootstrap interval: "value [low, high]" or "value ± half-width".
-CI_STYLES = ("interval", "halfwidth")
+#: How a cell shows its bootstrap interval: "value [low, high]", "value ± half-width", or no
+#: bootstrap at all ("off"); the written file names say the style (`ResultTable.file_stem`).
+CI_STYLES = ("interval", "halfwidth", "off")
+#: The metrics of the main table (`reports.table_formats.main_table`), as the paper's Table 2.
+HEADLINE_METRICS = ("image_auc", "pixel_auc", "per_image_pixel_auc", "aupro")
 #: Marks of a row's methods (`reports.intervals.IntervalTable.marks`).
 BEST, TIED = "best", "tied"
 MEAN, SIGMA = "Mean", "σ"
@@ -84,6 +87,7 @@ class ResultTable:
     n_resamples: int | None = None
     confidence: float | None = None
     style: str = "interval"  # CI_STYLES: how a cell shows its interval
+    compare: str | None = None  # the report's --compare (its file names say it)
     by_defect: bool = False  # rows are "<class>/<defect type>" (no Mean and σ)
     seeds_per_column: dict[str, int] = field(default_factory=dict)  # where methods ran different seeds
 
@@ -93,6 +97,11 @@ class ResultTable:
         parts = [Path(self.key["dataset"]).name] + [self.key[k] for k in TABLE_KEYS[1:]]
         parts += ["defects"] if self.by_defect else []
         return safe_name("_".join(parts))
+
+    @property
+    def file_stem(self) -> str:
+        """`slug` and the report options that change the written file (`options_suffix`)."""
+        return self.slug + options_suffix(self.style, self.compare)
 
     def mark(self, row: str, column: str) -> str:
         """BEST, TIED or "" (see `reports.intervals.IntervalTable.marks`)."""
@@ -247,13 +256,13 @@ def build_tables(results: pd.DataFrame, compare: str | None = None, intervals: S
             seeds=sorted(int(s) for s in group["seed"].unique()), seeds_per_column=_seeds_per_column(group),
             paper=_with_summary_rows(published), paper_tables=sources,
             references=references, flags=_mean_map_flags(results, group, mean), image_size=_image_size(group),
-            setup_notes=setup_notes(group) if sources else [], style=style,
+            setup_notes=setup_notes(group) if sources else [], style=style, compare=compare,
         )
         interval = bootstrap.pop((tuple(key.values()), False), None)
         if interval is not None:
             _apply_intervals(table, interval)
         tables.append(table)
-    tables += [_bootstrap_table(interval, results, style) for interval in bootstrap.values()]
+    tables += [_bootstrap_table(interval, results, style, compare) for interval in bootstrap.values()]
     groups = list(dict.fromkeys(tuple(t.key[k] for k in TABLE_KEYS[:-1]) for t in tables))
     tables = sorted(tables, key=lambda t: (groups.index(tuple(t.key[k] for k in TABLE_KEYS[:-1])), t.by_defect))
     return tables + cross_dataset_tables(tables)
@@ -285,7 +294,7 @@ def cross_dataset_tables(tables: Sequence[ResultTable]) -> list[ResultTable]:
     return out
 
 
-def _bootstrap_table(interval: IntervalTable, results: pd.DataFrame, style: str) -> ResultTable:
+def _bootstrap_table(interval: IntervalTable, results: pd.DataFrame, style: str, compare: str | None) -> ResultTable:
     """A table of a metric (or of rows) that only the bootstrap has, e.g. AUPRO or defect types."""
     rows = [r for r in interval.rows if r != MEAN]
     frame = pd.DataFrame(np.nan, index=rows, columns=interval.columns)
@@ -301,7 +310,7 @@ def _bootstrap_table(interval: IntervalTable, results: pd.DataFrame, style: str)
                         seeds=sorted(int(s) for s in group["seed"].unique()), seeds_per_column=_seeds_per_column(group),
                         paper=pd.DataFrame(index=frame.index),
                         paper_tables=[], references=list(interval.references), image_size=_image_size(group),
-                        style=style, by_defect=interval.by_defect)
+                        style=style, compare=compare, by_defect=interval.by_defect)
     _apply_intervals(table, interval)
     return table
 
@@ -340,6 +349,12 @@ def _mean_map_flags(results: pd.DataFrame, group: pd.DataFrame, mean: pd.DataFra
             for c in mean.index}
 
 
+def options_suffix(style: str, compare: str | None) -> str:
+    """What a written file's name adds for the report's options: the interval style unless it is
+    the default ("_ci-halfwidth", "_ci-off") and the --compare source ("_paper")."""
+    return ("" if style == "interval" else f"_ci-{style}") + (f"_{compare}" if compare else "")
+
+
 def check_compare(compare: str | None) -> None:
     if compare is not None and compare not in COMPARE_CHOICES:
         raise XadError(f"--compare {compare!r} is unknown; use --compare {' or '.join(COMPARE_CHOICES)} (or leave it out)")
@@ -347,7 +362,7 @@ def check_compare(compare: str | None) -> None:
 
 def check_style(style: str) -> None:
     if style not in CI_STYLES:
-        raise XadError(f"--ci {style!r} is unknown; use {', '.join(CI_STYLES)} or off")
+        raise XadError(f"--ci {style!r} is unknown; use {', '.join(CI_STYLES)}")
 
 
 def report_tables(run_dir: Path, compare: str | None = None, intervals: Sequence[IntervalTable] = (),

@@ -166,10 +166,10 @@ def test_cli_report_ci_and_compare(cli, tmp_path):
     runner = CliRunner()
     done = runner.invoke(cli, ["report", str(run), "--ci", "halfwidth", "--resamples", "100", "--compare", "paper"])
     assert done.exit_code == 0, done.output
-    tex = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_aupro.tex").read_text()
+    tex = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_aupro_ci-halfwidth_paper.tex").read_text()
     # siunitx: the half-width as the value's uncertainty; the significant best in \bfseries
     assert re.search(r"\d\.\d{3} \\pm \d\.\d{3}", tex) and "\\bfseries 0." in tex and "bottle" in tex
-    assert (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc_defects.csv").is_file()
+    assert (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc_defects_ci-halfwidth_paper.csv").is_file()
     assert not list((run / "tables").glob("*_ci.*"))  # one set of tables, not two
     rows = pd.read_csv(run / "intervals.csv")
     assert set(rows["metric"]) == set(list_metrics(headline=True))
@@ -242,9 +242,11 @@ def test_intervals_are_stored_in_the_results_store_and_recomputed_when_stale(tmp
         iv.run_intervals(run, 100, seed=3)
 
 
-def _tex_row(text: str, name: str) -> list[str]:
-    line = next(line for line in text.splitlines() if line.startswith(name + " &"))
-    return [c.strip() for c in line[:-2].split(" & ")[1:]]
+def _tex_row(text: str, name: str, line_below: bool = False) -> list[str]:
+    """The cells of row `name` of a LaTeX table, or of the (\\scriptsize) line under it."""
+    lines = text.splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith(name + " &")) + line_below
+    return [c.strip() for c in lines[index][:-2].split(" & ")[1:]]
 
 
 def test_every_table_bolds_only_a_significant_best_and_underlines_a_tie(tmp_path):
@@ -262,7 +264,9 @@ def test_every_table_bolds_only_a_significant_best_and_underlines_a_tie(tmp_path
     assert table.mean.at["bottle", "FCDD"] == cell.value  # the bootstrap's value, not results' 0.5
     tex = _tex_row(to_latex(table), "bottle")  # pixelstats, FCDD, AE; siunitx cells
     expected = f"{cell.value:.3f} [{cell.low:.3f}, {cell.high:.3f}] ({cell.seed_std:.3f})"
-    assert tex[1] == f"\\bfseries {cell.value:.3f}{{\\,[{cell.low:.3f}, {cell.high:.3f}] ({cell.seed_std:.3f})}}"
+    assert tex[1] == f"\\bfseries {cell.value:.3f}"
+    assert _tex_row(to_latex(table), "bottle", line_below=True)[1] == \
+           f"{{\\scriptsize [{cell.low:.3f}, {cell.high:.3f}] ({cell.seed_std:.3f})}}"
     assert not tex[2].startswith(("\\bfseries", "{\\underline"))
     assert not tex[0].startswith("\\bfseries")  # pixelstats, a reference, is higher but never marked
     csv = pd.read_csv(io.StringIO(to_csv(table)), index_col="class", keep_default_na=False)
