@@ -34,6 +34,7 @@ class Centre(Method):
 
     supervision = "none"
     reference = True
+    constant_map = True
     deterministic = True
 
     def __init__(self, sigma_fraction: float = 0.25):

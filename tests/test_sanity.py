@@ -13,6 +13,7 @@ from xadbench import grid, run_folder, runner, sanity
 from xadbench.method import Method
 from xadbench.metrics.registry import list_metrics
 from xadbench.methods.centre import Centre, centre_map
+from xadbench.methods.pixelstats import PixelStats
 from xadbench.testing import toy_split
 from xadbench.types import Prediction, Sample, TrainData, stack_images
 
@@ -238,6 +239,15 @@ def test_run_job_with_sanity_adds_each_check_as_one_named_metric_row():
     plain = runner.run_job(runner.JobSpec(dataset="synthetic", class_name="fabric", method="pixelstats"))
     assert spec.job_id == plain.rows[0]["job_id"]
     assert {r["metric"] for r in plain.rows} == set(list_metrics(headline=True))
+
+
+def test_a_constant_map_gets_no_own_mean_map_check():
+    """`centre` declares `constant_map`: its map is its own mean map, so the check would always
+    fail it (the tables flagged every centre cell) for a property of the reference, not a finding."""
+    assert Centre.constant_map and not PixelStats.constant_map
+    [spec] = runner.identify([runner.JobSpec(dataset="synthetic", class_name="fabric", method="centre", sanity=True)])
+    metrics = {r["metric"] for r in runner.run_job(spec).rows}
+    assert {"pixel_auc", "deletion_area"} <= metrics and not any(m.endswith("_mean_map") for m in metrics)
 
 
 def test_tables_put_references_first_and_flag_a_method_not_above_its_mean_map(tmp_path):

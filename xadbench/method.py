@@ -39,6 +39,8 @@ class Method(abc.ABC):
         blur them again.
     reference: True for a trivial reference map (e.g. `centre`) that runs beside the methods so
         their numbers can be read against it; it is not expected to detect anything.
+    constant_map: True when its map is the same for every image (e.g. `centre`): the map is its
+        own mean map by construction, so the own-mean-map check (`xadbench.sanity`) does not apply.
     deterministic: True when `fit` has no random parts, so the seed cannot change its result
         (the contract checks that another seed changes the result of every other method).
     seed_sensitive: True when its training is so sensitive to the seed (and to the order of
@@ -59,6 +61,7 @@ class Method(abc.ABC):
     supervision: ClassVar[str] = "none"
     maps_smoothed: ClassVar[bool] = False
     reference: ClassVar[bool] = False
+    constant_map: ClassVar[bool] = False
     deterministic: ClassVar[bool] = False
     seed_sensitive: ClassVar[bool] = False
     parameter_constraints: ClassVar[dict[str, Any]] = {}

@@ -195,7 +195,7 @@ def randomisation_metrics(method: "Method", images: torch.Tensor, maps: np.ndarr
     the same `process`; and, for all layers randomised, `evaluate`'s pixel AUC of those maps.
     NaN ("not applicable") for a method without the hook."""
     names = [f"{kind}_{step}" for step in CASCADE_STEPS for kind in (RANDOMISED_SPEARMAN, RANDOMISED_SSIM)]
-    if all(s.mask is not None for s in test):
+    if all(s.mask is not None for s in test) and not (method is not None and method.constant_map):
         names.append(PIXEL_AUC_RANDOMISED)
     metrics: dict[str, float] = dict.fromkeys(names, float("nan"))
     for step_name, step in CASCADE_STEPS.items():
@@ -305,9 +305,10 @@ def sanity_metrics(prediction: Prediction, test: Sequence[Sample],
     """Every check that applies. `prediction` holds the post-processed maps the other metrics
     see; `evaluate` is the runner's metric function. With a fitted `method`, its input `images`
     and the post-processing `process`, also randomisation (methods that support it) and, given
-    the nominal `reference`, deletion and insertion."""
+    the nominal `reference`, deletion and insertion. A method whose map is the same for every
+    image (`Method.constant_map`) is its own mean map: that check does not apply to it."""
     metrics: dict[str, float] = {}
-    if all(s.mask is not None for s in test):
+    if all(s.mask is not None for s in test) and not (method is not None and method.constant_map):
         metrics.update(mean_map_metrics(prediction, test, evaluate))
     if method is None or images is None or process is None:
         return metrics
