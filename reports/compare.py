@@ -54,7 +54,8 @@ class Matrix:
 def compare_matrices(run: Run | Path, metric: str, n_resamples: int, seed: int) -> list[Matrix]:
     """One matrix per (protocol, preset, blur, row): cell (A, B) = A − B [low, high], from the
     run's intervals (stored, or computed and stored when missing or stale); XadError when no row
-    has two methods."""
+    has two methods. Reference maps are labelled "(reference)": the floor the methods are read
+    against, never a competitor (the tables never mark them best)."""
     check_metric(metric)
     run = Run.load(run)
     tables = [t for t in run_intervals(run, n_resamples, seed) if t.key["metric"] == metric and not t.by_defect]
@@ -69,7 +70,8 @@ def compare_matrices(run: Run | Path, metric: str, n_resamples: int, seed: int) 
             key = table.key
             title = (f"{metric}: {row} ({Path(key['dataset']).name}, {key['protocol']}, preset {key['preset']}, "
                      f"blur {key['blur']}); row − column, paired {table.confidence:.0%} bootstrap interval, "
-                     "* excludes 0")
+                     "* excludes 0" + ("; (reference): a trivial map, the floor, not a competitor"
+                                       if set(columns) & set(table.references) else ""))
             cells = pd.DataFrame("", index=columns, columns=columns)
             differences = []
             for a in columns:
@@ -83,6 +85,8 @@ def compare_matrices(run: Run | Path, metric: str, n_resamples: int, seed: int) 
                     differences.append({"a": a, "b": b, "difference": diff, "low": low, "high": high,
                                         "excludes_0": bool(star)})
             stem = safe_name(f"compare_{table.slug.removesuffix('_ci')}_{row}")
+            cells = cells.rename(lambda c: f"{c} (reference)" if c in table.references else c, axis="index")
+            cells = cells.rename(lambda c: f"{c} (reference)" if c in table.references else c, axis="columns")
             matrices.append(Matrix(title, stem, cells, pd.DataFrame(differences)))
     if not matrices:
         methods = sorted({c for t in tables for c in t.columns})

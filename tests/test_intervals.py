@@ -340,3 +340,18 @@ def test_a_newly_declared_metric_makes_the_stored_intervals_stale(tmp_path, monk
     copy = replace(registry.get_metric("image_auc"), name="image_auc_again")
     monkeypatch.setitem(registry._METRICS, copy.name, copy)
     assert iv.job_set(Run.load(run)) != before  # recomputed, so the new metric gets its intervals
+
+
+def test_compare_labels_reference_rows_and_columns(tmp_path):
+    from rich.console import Console
+
+    from xadbench.reports.compare import compare_matrices
+
+    run = make_run(tmp_path / "run", {"fcdd": 2.0, "pixelstats": 1.0}, seeds=(0,))
+    console = Console(width=300, record=True)
+    for matrix in compare_matrices(run, "pixel_auc", 100, 0):
+        console.print(matrix.rich())
+    lines = console.export_text().splitlines()
+    assert any(line.startswith("│ pixelstats (reference) │") for line in lines)  # its row
+    assert any(" pixelstats (reference) ┃" in line and " FCDD ┃" in line for line in lines)  # the header
+    assert "FCDD (reference)" not in console.export_text()
