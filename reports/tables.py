@@ -18,6 +18,7 @@ import pandas as pd
 
 from xadbench.errors import XadError
 from xadbench.files import safe_name
+from xadbench.metrics.registry import list_metrics
 from xadbench.registry import methods
 from xadbench.run_folder import read_results, results_store
 from xadbench.sanity import MEAN_MAP_SUFFIX, REFERENCE_METHODS, not_above_mean_map
@@ -34,7 +35,7 @@ GROUP_KEYS = TABLE_KEYS[:-1]
 #: bootstrap at all ("off"); the written file names say the style (`ResultTable.file_stem`).
 CI_STYLES = ("interval", "halfwidth", "off")
 #: The metrics of the main table (`reports.table_formats.main_table`), as the paper's Table 2.
-HEADLINE_METRICS = ("image_auc", "pixel_auc", "per_image_pixel_auc", "aupro")
+HEADLINE_METRICS = list_metrics(headline=True)
 #: Marks of a row's methods (`reports.intervals.IntervalTable.marks`).
 BEST, TIED = "best", "tied"
 MEAN, SIGMA = "Mean", "σ"
