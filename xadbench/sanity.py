@@ -195,7 +195,7 @@ def randomisation_metrics(method: "Method", images: torch.Tensor, maps: np.ndarr
     the same `process`; and, for all layers randomised, `evaluate`'s pixel AUC of those maps.
     NaN ("not applicable") for a method without the hook."""
     names = [f"{kind}_{step}" for step in CASCADE_STEPS for kind in (RANDOMISED_SPEARMAN, RANDOMISED_SSIM)]
-    if all(s.mask is not None for s in test) and not (method is not None and method.constant_map):
+    if all(s.mask is not None for s in test):
         names.append(PIXEL_AUC_RANDOMISED)
     metrics: dict[str, float] = dict.fromkeys(names, float("nan"))
     for step_name, step in CASCADE_STEPS.items():
