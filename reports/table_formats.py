@@ -502,7 +502,9 @@ def summary_table(tables: list[ResultTable]) -> RichTable:
     legend = ("no bootstrap intervals: nothing marked" if tested is None else
               f"{tested.confidence:.0%} bootstrap interval of {tested.n_resamples} resamples, (std over seeds); "
               "bold: significantly best, underlined: tied group")
-    summary = RichTable(title=f"Mean over classes{': ' + context if context else ''} ({legend})")
+    classes = {r for t in tables for r in t.mean.index if r not in (MEAN, SIGMA)}
+    averaged = f"Mean over {len(classes)} classes" if len(classes) > 1 else "One class, no mean"
+    summary = RichTable(title=f"{averaged}{': ' + context if context else ''} ({legend})")
     for name in ["row", *keys, *columns]:
         summary.add_column(name, justify="right" if name in columns else "left")
     for table in tables:

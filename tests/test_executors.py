@@ -89,7 +89,7 @@ def test_the_local_executor_sets_torch_threads_for_its_jobs_only(monkeypatch):
     before = torch.get_num_threads()
     threads = 3 if before != 3 else 2
     seen = []
-    monkeypatch.setattr(runner, "run_job", lambda spec, on_epoch=None: seen.append(torch.get_num_threads()))
+    monkeypatch.setattr(runner, "run_job", lambda spec, on_epoch=None, on_phase=None: seen.append(torch.get_num_threads()))
     outcomes = list(LocalExecutor(threads).run([(0, JobSpec("synthetic", "fabric", "pixelstats"))], 1, Progress()))
     assert seen == [threads] and len(outcomes) == 1 and torch.get_num_threads() == before
 

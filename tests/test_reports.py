@@ -448,7 +448,7 @@ def test_cli_report_and_figures(cli, tmp_path):
     runner = CliRunner()
     done = runner.invoke(cli, ["report", str(run), "--compare", "paper"])
     assert done.exit_code == 0, done.output
-    assert "tables:" in done.output and "Mean over classes" in done.output
+    assert "tables:" in done.output and "Mean over 2 classes" in done.output
     assert (run / "tables" / "mvtec_unsupervised_cpu_gaussian_image_auc_paper.tex").is_file()
     done = runner.invoke(cli, ["figures", str(run), "--norm", "local", "--eta", "0.9", "--samples", "2"])
     assert done.exit_code == 0, done.output

@@ -76,7 +76,7 @@ class LocalExecutor:
             index, spec = item
             progress.job_started(index, total, spec)
             with torch_threads(self.threads):
-                outcome = runner.run_job(spec, on_epoch=progress.epoch)
+                outcome = runner.run_job(spec, on_epoch=progress.epoch, on_phase=progress.phase)
             yield spec, outcome
 
 

@@ -287,21 +287,25 @@ def spec_record(spec: JobSpec) -> dict[str, Any]:
     return record
 
 
-def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = None) -> JobResult:
+def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = None,
+            on_phase: Callable[[str], None] = lambda phase: None) -> JobResult:
     """Train and score one job; pure apart from reading data (no writes). A spec without its id
-    (not from `identify`) gets it here, from the profile the job opened."""
+    (not from `identify`) gets it here, from the profile the job opened. `on_phase` hears each
+    phase as it starts: "fit", "predict", "scoring" or "scoring and sanity checks"."""
     data = load_job_data(spec)
     if not spec.job_id:
         spec = replace(spec, job_id=compute_job_id(spec, data.profile))
     seed_everything(spec.seed)
     method = build_method(spec, data.profile.name)
     start = time.perf_counter()
+    on_phase("fit")
     with plugin_call("method", spec.method, "fit"):
         method.fit(protocols.restrict(data.train, method.supervision), on_epoch=on_epoch)
     fit_s = time.perf_counter() - start
     test = data.test
     images = stack_images(test)
     start = time.perf_counter()
+    on_phase("predict")
     with plugin_call("method", spec.method, "predict"):
         prediction = method.predict(images)
     predict_s = time.perf_counter() - start
@@ -323,6 +327,7 @@ def run_job(spec: JobSpec, on_epoch: Callable[[int, int, float], None] | None = 
     }
     process = heatmaps.PostProcessor(size=data.profile.receptive_field, sigma=data.profile.sigma[spec.preset],
                                      maps_smoothed=method.maps_smoothed)
+    on_phase("scoring and sanity checks" if spec.sanity else "scoring")
     reference = sanity.nominal_reference(stack_images(data.train.nominal)) if spec.sanity else None
     metrics, sanity_s = score_job(spec, prediction, test, process, method, images, reference, data.annotations)
     rows = [{**common, "blur": blur, "metric": metric, "value": value, "sanity_s": sanity_s}
@@ -367,6 +372,7 @@ class Progress:
 
     def job_started(self, index: int, total: int, spec: JobSpec) -> None: ...
     def epoch(self, epoch: int, epochs: int, loss: float) -> None: ...
+    def phase(self, name: str) -> None: ...
     def job_finished(self, spec: JobSpec, rows: list[dict[str, Any]], skipped: bool) -> None: ...
     def job_waiting(self, spec: JobSpec, owner: Owner) -> None: ...
     def job_failed(self, spec: JobSpec, message: str) -> None: ...

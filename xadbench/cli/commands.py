@@ -238,7 +238,7 @@ def run(
     if config is not None:
         with atomic_write(out / "run-config.toml") as handle:
             handle.write(config.read_text())
-    from xadbench.cli.console import RichProgress, print_summary
+    from xadbench.cli.console import print_summary, run_progress
 
     interrupt_note["text"] = f"every finished job is kept in {out}; rerun the same command to resume"
     from xadbench.provenance import collect
@@ -250,7 +250,7 @@ def run(
         run_folder.write_config(out, {"command": "run", "argv": sys.argv[1:], "jobs": [s.job_id for s in specs],
                                       "provenance": provenance,
                                       **({"config": {"file": str(config), "text": config.read_text()}} if config else {})})
-        with RichProgress() as progress:
+        with run_progress(len(specs)) as progress:
             results = run_grid(specs, out, progress, job_executor)
     typer.echo(f"results: {out / 'results.csv'}")
     if report:

@@ -67,10 +67,10 @@ def _prepare(dataset: str, root: str | None, classes: str, seeds: str, epochs: i
 
 def _run(specs: list, out: Path, command: str) -> None:
     from xadbench import grid, run_folder
-    from xadbench.cli.console import RichProgress
+    from xadbench.cli.console import run_progress
 
     run_folder.write_config(out, {"command": command, "jobs": [s.job_id for s in specs]})
-    with RichProgress() as progress:
+    with run_progress(len(specs)) as progress:
         grid.run_grid(specs, out, progress)
 
 

@@ -66,7 +66,7 @@ def clever_hans(
     watermark on some of its images, and measure whether the heatmaps point at the watermark.
     A rerun skips finished jobs."""
     from xadbench import grid, run_folder
-    from xadbench.cli.console import RichProgress
+    from xadbench.cli.console import run_progress
     from xadbench.reports import clever_hans as report
     from xadbench.studies import clever_hans as ch
 
@@ -90,7 +90,7 @@ def clever_hans(
     typer.echo(f"clever-hans ({form}): anomalous class {study.class_name}, {study.image_size} px, profile "
                f"{study.profile}, {len(specs)} jobs -> {out}", err=True)
     run_folder.write_config(out, {"command": "study clever-hans", "jobs": [s.job_id for s in specs]})
-    with RichProgress() as progress:
+    with run_progress(len(specs)) as progress:
         results = ch.study_results(specs, grid.run_grid(specs, out, progress))
     tables = report.write_table(results, out)
     figures = report.write_figure(results, out, columns=columns)
@@ -125,7 +125,7 @@ def oe_size(
     """The Outlier Exposure size study (paper Figure 6): heatmaps of models trained with 2, 8, ...
     OE images, next to a method that cannot use OE. A rerun skips finished jobs."""
     from xadbench import run_folder
-    from xadbench.cli.console import RichProgress
+    from xadbench.cli.console import run_progress
     from xadbench.reports import oe_size as report
     from xadbench.studies import oe_size as oe_study
 
@@ -148,7 +148,7 @@ def oe_size(
                                device=device)
     typer.echo(f"oe-size: {len(specs)} jobs -> {out}", err=True)
     run_folder.write_config(out, {"command": "study oe-size", "jobs": [s.job_id for s in specs]})
-    with RichProgress() as progress:
+    with run_progress(len(specs)) as progress:
         results = oe_study.run(specs, out, progress)
     table = report.write_table(specs, results, out)
     figures = report.write_figure(specs, out, eta=eta, norm=norm, samples=samples)
