@@ -114,7 +114,7 @@ def test_cli_report_rewrites_the_page_with_its_tables(run):
     done = CliRunner().invoke(app, ["report", str(run), "--ci", "halfwidth"])
     assert done.exit_code == 0, done.output
     assert (run / REPORT_NAME).is_file() and f"report: {(run / REPORT_NAME).resolve()}" in done.output
-    tex = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex").read_text()
+    tex = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc_ci-halfwidth.tex").read_text()
     page = (run / REPORT_NAME).read_text()
     assert "\\pm" in tex and " ± " in page and " [" not in page.split("data-metric='pixel_auc'>")[1].split("</table>")[0]
 

@@ -70,7 +70,8 @@ def run_dir(tmp_path: Path) -> Path:
 
 
 def read_table(run_dir: Path, metric: str, protocol: str = "unsupervised", dataset: str = "mvtec",
-               options: str = "") -> pd.DataFrame:
+               options: str = "_ci-off") -> pd.DataFrame:
+    """A table as `write_report(..., ci="off")` writes it (file names carry the options)."""
     return pd.read_csv(run_dir / "tables" / f"{dataset}_{protocol}_cpu_gaussian_{metric}{options}.csv", index_col="class")
 
 
@@ -116,9 +117,9 @@ def test_without_a_bootstrap_nothing_is_bold(run_dir):
     """No predictions, so no paired bootstrap: the highest value of a row is not called best
     (tests/test_intervals.py checks the marks where there is a bootstrap)."""
     write_report(run_dir, figures=False, ci="off")
-    text = (run_dir / "tables" / "mvtec_unsupervised_cpu_gaussian_image_auc.tex").read_text()
+    text = (run_dir / "tables" / "mvtec_unsupervised_cpu_gaussian_image_auc_ci-off.tex").read_text()
     assert "\\bfseries" not in text and "\\underline{" not in text
-    assert "no method is marked best" in (run_dir / "tables" / "notes.md").read_text()
+    assert "no method is marked best" in (run_dir / "tables" / "notes_ci-off.md").read_text()
     assert "FCDD mark" not in read_table(run_dir, "image_auc").columns
 
 
@@ -127,11 +128,11 @@ def test_single_seed_shows_no_plus_minus(tmp_path):
             for c in CLASSES for m in METHODS]
     run = write_results(tmp_path / "one-seed", rows)
     write_report(run, figures=False, ci="off")
-    text = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex").read_text()
+    text = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc_ci-off.tex").read_text()
     assert "\\pm" not in text.split("\\toprule")[1] and "(" not in tex_rows(text)["bottle"][0]
     assert tex_rows(text)["bottle"][0] == "0.930"
     assert "1 seed." in text
-    assert "one seed, so no spread over seeds is shown" in (run / "tables" / "notes.md").read_text()
+    assert "one seed, so no spread over seeds is shown" in (run / "tables" / "notes_ci-off.md").read_text()
     assert read_table(run, "pixel_auc")["FCDD std"].isna().all()
 
 
@@ -140,11 +141,11 @@ def test_single_method_table_bolds_nothing_and_caption_is_in_words(tmp_path):
             for c in CLASSES]
     run = write_results(tmp_path / "one-method", rows)
     write_report(run, figures=False, ci="off")
-    text = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc.tex").read_text()
+    text = (run / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc_ci-off.tex").read_text()
     assert "bfseries" not in text
     caption = text[text.index("\\caption{"):].splitlines()[0]
     assert "MVTec-AD" in caption and "cpu preset (128 px)" in caption and "Bold" not in caption
-    notes = (run / "tables" / "notes.md").read_text()
+    notes = (run / "tables" / "notes_ci-off.md").read_text()
     assert "cpu preset (128 px images)" in notes and "FCDD's not blurred" in notes
 
 
@@ -193,23 +194,23 @@ def test_compare_paper_adds_published_numbers(run_dir):
     write_results(run_dir, rows)
     write_report(run_dir, compare="paper", figures=False, ci="off")
 
-    pixel = read_table(run_dir, "pixel_auc", options="_paper")
+    pixel = read_table(run_dir, "pixel_auc", options="_ci-off_paper")
     assert pixel.at["bottle", "AE-L2 (paper)"] == 0.86
     assert pixel.at["bottle", "FCDD (paper)"] == 0.97
     assert pixel.at["metal_nut", "FCDD (paper)"] == 0.94
     pixel_table = next(t for t in tab.report_tables(run_dir, compare="paper")
                        if t.key["metric"] == "pixel_auc" and t.key["protocol"] == "unsupervised")
     assert pixel_table.paper.at["Mean", "FCDD (paper)"] == pytest.approx((0.97 + 0.94) / 2)
-    assert not any("paper" in c for c in read_table(run_dir, "image_auc", options="_paper").columns)  # no MVTec detection AUC
-    semi = read_table(run_dir, "pixel_auc", protocol="semi-supervised", options="_paper")
+    assert not any("paper" in c for c in read_table(run_dir, "image_auc", options="_ci-off_paper").columns)  # no MVTec detection AUC
+    semi = read_table(run_dir, "pixel_auc", protocol="semi-supervised", options="_ci-off_paper")
     assert semi.at["bottle", "FCDD (semi-supervised) (paper)"] == 0.96
-    cifar = read_table(run_dir, "image_auc", dataset="cifar10", options="_paper")
+    cifar = read_table(run_dir, "image_auc", dataset="cifar10", options="_ci-off_paper")
     assert cifar.at["airplane", "FCDD (paper)"] == 0.95
     assert cifar.at["airplane", "AE (paper)"] == 0.59
     assert "Grad (paper)" not in pixel.columns
 
-    tex = (run_dir / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc_paper.tex").read_text()
-    notes = (run_dir / "tables" / "notes_paper.md").read_text()
+    tex = (run_dir / "tables" / "mvtec_unsupervised_cpu_gaussian_pixel_auc_ci-off_paper.tex").read_text()
+    notes = (run_dir / "tables" / "notes_ci-off_paper.md").read_text()
     assert "Table 2" in notes and "(paper): published values" in tex
     # cpu preset and random init beside the paper's numbers: the notes say so.
     assert "differs from the paper" in notes and "Preset cpu" in notes and "Random init" not in notes
@@ -448,7 +449,7 @@ def test_cli_report_and_figures(cli, tmp_path):
     runner = CliRunner()
     done = runner.invoke(cli, ["report", str(run), "--compare", "paper"])
     assert done.exit_code == 0, done.output
-    assert "tables:" in done.output and "Mean over 2 classes" in done.output
+    assert "tables:" in done.output and "One class, no mean" in done.output
     assert (run / "tables" / "mvtec_unsupervised_cpu_gaussian_image_auc_paper.tex").is_file()
     done = runner.invoke(cli, ["figures", str(run), "--norm", "local", "--eta", "0.9", "--samples", "2"])
     assert done.exit_code == 0, done.output
@@ -487,16 +488,16 @@ def test_siunitx_cells_and_column_formats():
     assert fmt.siunitx_number(np.nan, 0.1) == "{--}"
 
 
-@pytest.mark.parametrize("methods", [("ae",), ("fcdd", "ae")])
-def test_overview_of_one_and_two_methods(run_dir, methods):
+@pytest.mark.parametrize("names", [("ae",), ("fcdd", "ae")])
+def test_overview_of_one_and_two_methods(run_dir, names):
     """A run of one method has one hue level: seaborn's dodge divided by zero there."""
     results = tab.load_results(run_dir)
-    results = results[results["method"].isin(methods)]
+    results = results[results["method"].isin(names)]
     (drawn,) = figs.overview_figures(results, "gaussian")
     legend = [t.get_text() for t in drawn.figure.axes[-1].get_legend().get_texts()]
-    assert legend == [tab.DISPLAY_NAMES[m] for m in methods]
+    assert legend == [methods.display_name(m) for m in names]
     for ax, metric in zip(drawn.figure.axes, ("image_auc", "pixel_auc")):
         lines = [line for line in ax.lines if len(line.get_xdata()) == len(CLASSES)]
-        for method, line in zip(methods, lines[::len(CLASSES) + 1]):
+        for method, line in zip(names, lines[::len(CLASSES) + 1]):
             np.testing.assert_allclose(line.get_ydata(), [np.mean([value(c, method, s, metric) for s in SEEDS])
                                                           for c in CLASSES])

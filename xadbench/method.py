@@ -133,8 +133,8 @@ class Method(abc.ABC):
 
 #: The capability flags a method declares as class attributes, with the type each must have.
 FLAGS: dict[str, type | tuple[type, ...]] = {"display_name": (str, type(None)), "supervision": str,
-                                              "maps_smoothed": bool, "reference": bool, "deterministic": bool,
-                                              "seed_sensitive": bool}
+                                              "maps_smoothed": bool, "reference": bool, "constant_map": bool,
+                                              "deterministic": bool, "seed_sensitive": bool}
 #: Other class attributes of the contract: not flags, but declared by Method too.
 DECLARED = ("parameter_constraints",)
 
