@@ -39,7 +39,7 @@ from xadbench.metrics.registry import list_metrics, metric_label
 from xadbench.provenance import now
 from xadbench.reports.figures import DPI, Drawn
 from xadbench.reports.run import Run
-from xadbench.reports.table_formats import caption_words, cell_text, format_value, row_header
+from xadbench.reports.table_formats import caption_words, cell_text, format_value, row_header, short_caption
 from xadbench.reports.tables import (
     BEST,
     MEAN,
@@ -73,9 +73,10 @@ table.res .lastref{border-right:2px solid #9aa4ae}
 table.res .paper{color:#6a4c93;font-style:italic}
 table.res td.flag{background:#fdecec}
 table.res b{color:#0b5394}
-.tblock{display:inline-block;vertical-align:top;margin:0 28px 14px 0;max-width:600px}
+.tblock{margin:0 0 14px;max-width:100%}.tscroll{overflow-x:auto;max-width:100%}
+.explain{color:#3d4650;font-size:12.5px;margin:4px 0 8px}
 .tblock h3{margin:10px 0 2px}.tcap{color:#3d4650;font-size:12.5px;margin:0 0 4px}
-figure{margin:8px 0 16px;background:#fff;border:1px solid #e1e5ea;padding:6px;display:inline-block;vertical-align:top}
+figure{margin:8px 0 16px;background:#fff;border:1px solid #e1e5ea;padding:6px;display:inline-block;vertical-align:top;max-width:calc(100% - 14px);box-sizing:border-box}
 figure img{max-width:100%;height:auto;display:block}
 figcaption{color:#5b6570;font-size:12.5px;max-width:1100px}
 .rocs figure{max-width:420px}
@@ -109,6 +110,9 @@ window.addEventListener('load',function(){
   var checks={images:imgs.length,images_decoded:decoded,tables:document.querySelectorAll('table.res').length,
     table_rows:document.querySelectorAll('table.res tbody tr').length,
     external:document.querySelectorAll('[src^="http"],link[href^="http"],script[src]').length,
+    overflow:document.documentElement.scrollWidth-document.documentElement.clientWidth,
+    repeated:(function(){var seen={},twice=[];document.querySelectorAll('.tcap,.explain,.flagnote,figcaption')
+      .forEach(function(e){var t=e.textContent;if(seen[t]&&twice.indexOf(t)<0)twice.push(t);seen[t]=1});return twice})(),
     errors:window.__xadErrors};
   document.getElementById('xad-checks').textContent=JSON.stringify(checks);
 });
@@ -244,11 +248,13 @@ def table_html(table: ResultTable) -> str:
     classes = [r for r in table.mean.index if r not in (MEAN, SIGMA)]
     body = "".join(row_html(r) for r in classes)
     foot = "".join(row_html(r) for r in (MEAN, SIGMA) if r in table.mean.index)
-    return (f"<div class='tblock'><h3>{_e(metric_label(table.key['metric']))}</h3>"
-            f"<p class='tcap'>{_e(caption_words(table))}</p>"
-            f"<table class='res' data-metric='{_e(table.key['metric'])}'>"
-            f"<thead><tr><th class='cls'>{_e(row_header(table).lower())}</th>{head}</tr></thead><tbody>{body}</tbody><tfoot>{foot}</tfoot></table>"
-            f"{FLAG_NOTE if any(table.flags.values()) else ''}</div>")
+    title = metric_label(table.key["metric"]) + (", per defect type" if table.by_defect else "")
+    what = metric_label(table.key["metric"]).split(" (")[0] + (" per defect type" if table.by_defect else "")
+    return (f"<div class='tblock'><h3>{_e(title)}</h3>"
+            f"<p class='tcap'>{_e(short_caption(table, what).rsplit(' Details:', 1)[0])}</p>"
+            f"<div class='tscroll'><table class='res' data-metric='{_e(table.key['metric'])}'>"
+            f"<thead><tr><th class='cls'>{_e(row_header(table).lower())}</th>{head}</tr></thead>"
+            f"<tbody>{body}</tbody><tfoot>{foot}</tfoot></table></div></div>")
 
 
 FLAG_NOTE = (f"<p class='flagnote'>⚑ not above the method's own mean map (the average of its maps over the test "
@@ -266,6 +272,14 @@ SANITY_HELP = (
     "map's pixels drive the score).</p>")
 
 
+def explanations(tables: list[ResultTable]) -> list[str]:
+    """What the tables' short captions leave out (`caption_words`), each text once for the tables
+    it explains, and the ⚑ note once where a table uses it."""
+    texts = dict.fromkeys(caption_words(t, with_metric=False) for t in tables)
+    flagged = any(any(t.flags.values()) for t in tables)
+    return [f"<p class='explain'>{_e(text)}</p>" for text in texts] + ([FLAG_NOTE] if flagged else [])
+
+
 def tables_section(tables: list[ResultTable]) -> str:
     parts = ['<section id="tables"><h2>Tables</h2>',
              "<p class='sub'>Click a column header to sort the classes. Cells: value [bootstrap interval] (std "
@@ -276,10 +290,10 @@ def tables_section(tables: list[ResultTable]) -> str:
     # The registry's headline metrics first; every other metric (the sanity checks) under its own heading.
     headline = [t for t in tables if t.key["metric"] in list_metrics(headline=True)]
     others = [t for t in tables if t.key["metric"] not in list_metrics(headline=True)]
-    parts += [table_html(t) for t in headline]
+    parts += explanations(headline) + [table_html(t) for t in headline]
     if others:
         parts += ["<h2 id='sanity'>Sanity checks and other metrics</h2>", SANITY_HELP]
-        parts += [table_html(t) for t in others]
+        parts += explanations(others) + [table_html(t) for t in others]
     parts.append("</section>")
     return "".join(parts)
 
