@@ -207,7 +207,7 @@ class Drawn:
 
     @property
     def formats(self) -> tuple[str, ...]:
-        return {"grid": (".png", ".pdf"), "overview": (".png", ".svg")}.get(self.kind, (".png", ".pdf", ".svg"))
+        return {"grid": (".png", ".pdf")}.get(self.kind, (".png", ".pdf", ".svg"))
 
 
 def _grid(preds: dict[str, dict[str, np.ndarray]], methods: dict[str, str], caption: str,

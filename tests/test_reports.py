@@ -316,9 +316,9 @@ def test_figures_are_drawn_from_saved_predictions(tmp_path):
     run = fake_predictions(tmp_path / "run")
     paths = write_report(run, tables=False).figure_paths
     names = sorted(p.name for p in paths)
-    grid = "grid_mvtec_metal_nut_unsupervised_cpu_seed0_local-eta0.97_blur-gaussian_jet"
+    grid = "grid_mvtec_metal_nut_unsupervised_cpu_seed0_local-eta0.97_blur-gaussian_viridis"
     assert names == [f"{grid}.pdf", f"{grid}.png",
-                     *(f"overview_mvtec_unsupervised_cpu_blur-gaussian.{s}" for s in ("png", "svg")),
+                     *(f"overview_mvtec_unsupervised_cpu_blur-gaussian.{s}" for s in ("pdf", "png", "svg")),
                      *(f"pro_mvtec_metal_nut_unsupervised_cpu_blur-gaussian.{s}" for s in ("pdf", "png", "svg")),
                      *(f"roc_image_mvtec_metal_nut_unsupervised_cpu.{s}" for s in ("pdf", "png", "svg")),
                      *(f"roc_pixel_mvtec_metal_nut_unsupervised_cpu_blur-gaussian.{s}" for s in ("pdf", "png", "svg"))]
@@ -364,7 +364,7 @@ def test_overview_plots_each_methods_mean_and_std_over_seeds(run_dir):
     results = pd.concat([results, results[results["method"] == "fcdd"].assign(
         method="centre", column="centre", job_id=lambda r: "centre-" + r["job_id"], value=0.5)])
     (drawn,) = figs.overview_figures(results, "gaussian")
-    assert drawn.stem == "overview_mvtec_unsupervised_cpu_blur-gaussian" and drawn.formats == (".png", ".svg")
+    assert drawn.stem == "overview_mvtec_unsupervised_cpu_blur-gaussian" and drawn.formats == (".png", ".pdf", ".svg")
     axes = drawn.figure.axes
     assert [ax.get_title() for ax in axes] == ["Detection AUC", "Pixel-wise AUC"]
     legend = [t.get_text() for t in axes[-1].get_legend().get_texts()]
@@ -453,7 +453,7 @@ def test_cli_report_and_figures(cli, tmp_path):
     assert (run / "tables" / "mvtec_unsupervised_cpu_gaussian_image_auc_paper.tex").is_file()
     done = runner.invoke(cli, ["figures", str(run), "--norm", "local", "--eta", "0.9", "--samples", "2"])
     assert done.exit_code == 0, done.output
-    assert (run / "figures" / "grid_mvtec_metal_nut_unsupervised_cpu_seed0_local-eta0.9_blur-gaussian_jet.png").is_file()
+    assert (run / "figures" / "grid_mvtec_metal_nut_unsupervised_cpu_seed0_local-eta0.9_blur-gaussian_viridis.png").is_file()
     done = runner.invoke(cli, ["figures", str(run), "--cmap", "viridis", "--blur", "none", "--samples", "2"])
     assert done.exit_code == 0, done.output
     assert (run / "figures" / "grid_mvtec_metal_nut_unsupervised_cpu_seed0_local-eta0.97_blur-none_viridis.png").is_file()

@@ -107,7 +107,7 @@ def figures(
     blur: Annotated[Literal["gaussian", "none"], typer.Option(
         help="gaussian: blur the baselines' maps with FCDD's kernel (the shared policy); none: raw maps.")] = "gaussian",
     samples: Annotated[int, typer.Option(help="Columns per block (nominal, anomalous).")] = 6,
-    cmap: Annotated[str, typer.Option(help="Matplotlib colour map of the heatmaps (the paper's: jet).")] = CMAP,
+    cmap: Annotated[str, typer.Option(help="Matplotlib colour map of the heatmaps (perceptually uniform viridis; the paper's: jet).")] = CMAP,
     resamples: Resamples = RESAMPLES,
     ci_seed: CiSeed = 0,
 ) -> None:
