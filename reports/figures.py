@@ -54,6 +54,7 @@ from xadbench.profiles import PROFILES
 from xadbench.reports.curves import curve_bands, curve_legends, draw_curves
 from xadbench.reports.intervals import IntervalTable, run_intervals
 from xadbench.reports.run import Run
+from xadbench.reports.table_formats import tex_escape
 from xadbench.sanity import REFERENCE_METHODS
 
 NORMS = ("auto", "local", "global")
@@ -131,7 +132,7 @@ def _rgb(cells: np.ndarray, kind: str, cmap: str = CMAP) -> np.ndarray:
 
 
 def draw_grid(images: np.ndarray, heatmaps: dict[str, np.ndarray], masks: np.ndarray | None,
-              scores: dict[str, np.ndarray], blocks: list[tuple[str, int]], title: str, cmap: str = CMAP) -> Figure:
+              scores: dict[str, np.ndarray], blocks: list[tuple[str, int]], cmap: str = CMAP) -> Figure:
     """One figure: images (N, C, H, W) uint8, heatmaps {row label: (N, H, W) in [0, 1]}, masks
     (N, H, W) or None, every heatmap row's anomaly scores {row label: (N,)} (written above its
     cells), and the column blocks as (name, count).
@@ -182,7 +183,6 @@ def draw_grid(images: np.ndarray, heatmaps: dict[str, np.ndarray], masks: np.nda
                               0.12 / width, (heat_bottom - heat_top) / height))
     fig.colorbar(ScalarMappable(Normalize(0, 1), matplotlib.colormaps[cmap]), cax=colourbar)
     colourbar.tick_params(labelsize=7)
-    fig.suptitle(title, fontsize=9, y=1 - 0.08 / height, va="top", wrap=True)
     return fig
 
 
@@ -212,7 +212,7 @@ class Drawn:
 
 def _grid(preds: dict[str, dict[str, np.ndarray]], methods: dict[str, str], caption: str,
           norm: str, eta: float | None, blur: str, samples: int, cmap: str) -> tuple[Figure, str, str, float]:
-    """The heatmap grid of one job group (one seed), its predictions aligned; with its title and
+    """The heatmap grid of one job group (one seed), its predictions aligned; with its caption and
     the reference and η it used."""
     first = next(iter(preds.values()))
     detectors = [label for label, m in methods.items() if m not in REFERENCE_METHODS] or list(preds)
@@ -244,7 +244,7 @@ def _grid(preds: dict[str, dict[str, np.ndarray]], methods: dict[str, str], capt
              f"column: means over the test set (image, each method's mean map, defect frequency). Heatmaps: "
              f"{reference} quantile normalisation, η={quantile:g}, baselines {_blur_words(blur)}")
     fig = draw_grid(images, heatmaps, masks, scores,
-                    [(name, len(index)) for name, index in blocks] + [("mean map", 1)], title, cmap)
+                    [(name, len(index)) for name, index in blocks] + [("mean map", 1)], cmap)
     return fig, title, reference, quantile
 
 
@@ -255,7 +255,7 @@ def _blur_words(blur: str) -> str:
 REFERENCE_GREYS = ("#8c8c8c", "#bdbdbd", "#636363")
 
 
-def draw_overview(rows: pd.DataFrame, references: list[str], title: str) -> Figure:
+def draw_overview(rows: pd.DataFrame, references: list[str]) -> Figure:
     """seaborn point plots of results rows (class, column, seed, metric, value), one panel per
     headline metric of the metric registry present: x the classes, hue the columns (method labels, the
     `references` first and in grey), the mean over seeds with ± one std over seeds as error bars.
@@ -284,7 +284,6 @@ def draw_overview(rows: pd.DataFrame, references: list[str], title: str) -> Figu
     legend = axes[-1].get_legend()
     if legend is not None:
         sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False, title=None, fontsize=8)
-    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -301,7 +300,7 @@ def overview_figures(results: pd.DataFrame, blur: str) -> Iterator[Drawn]:
         caption = (f"{name}: {protocol}, preset {preset}, baselines {_blur_words(blur)}; per class the mean over "
                    f"{seeds} seed{'s' if seeds != 1 else ''} ({spread}); reference maps in grey, chance dashed")
         yield Drawn(_slug("overview", name, protocol, preset, f"blur-{blur}"), "overview", (name, "", protocol, preset),
-                    caption, draw_overview(group, references, caption))
+                    caption, draw_overview(group, references))
 
 
 def render_figures(run: Run | Path, norm: str = "auto", eta: float | None = None, blur: str = "gaussian",
@@ -373,6 +372,26 @@ def results_blur(results, job_id: str) -> str:
 
 
 def save_drawn(run_dir: Path, drawn: Iterable[Drawn]) -> list[Path]:
-    """Write figures from `render_figures` into RUN_DIR/figures/, each in its formats."""
+    """Write figures from `render_figures` into RUN_DIR/figures/, each in its formats, and beside
+    each a LaTeX snippet (`figure_latex`) with its caption, which the image never carries."""
     out = Path(run_dir) / "figures"
-    return [save_figure(d.figure, out / f"{d.stem}{suffix}") for d in drawn for suffix in d.formats]
+    paths = []
+    for d in drawn:
+        paths += [save_figure(d.figure, out / f"{d.stem}{suffix}") for suffix in d.formats]
+        with atomic_write(out / f"{d.stem}.tex") as handle:
+            handle.write(figure_latex(d))
+        paths.append(out / f"{d.stem}.tex")
+    return paths
+
+
+def figure_latex(drawn: Drawn) -> str:
+    """A figure float of the saved PDF with the caption in words: `figure*` (the text width) for
+    the wide grid and overview, `figure` (a column) for the curves. Needs graphicx."""
+    environment = "figure*" if drawn.kind in ("grid", "overview") else "figure"
+    caption = tex_escape(drawn.caption)
+    for symbol, math in (("η", "$\\eta$"), ("±", "$\\pm$"), ("σ", "$\\sigma$"), ("−", "$-$")):
+        caption = caption.replace(symbol, math)
+    width = "\\textwidth" if environment == "figure*" else "\\columnwidth"
+    return (f"% Written by xadbench. Needs \\usepackage{{graphicx}}.\n\\begin{{{environment}}}[htbp]\n\\centering\n"
+            f"\\includegraphics[width={width}]{{{drawn.stem}.pdf}}\n\\caption{{{caption}}}\n"
+            f"\\label{{fig:xadbench-{re.sub(r'[^A-Za-z0-9]+', '-', drawn.stem)}}}\n\\end{{{environment}}}\n")

@@ -317,14 +317,17 @@ def test_figures_are_drawn_from_saved_predictions(tmp_path):
     paths = write_report(run, tables=False).figure_paths
     names = sorted(p.name for p in paths)
     grid = "grid_mvtec_metal_nut_unsupervised_cpu_seed0_local-eta0.97_blur-gaussian_viridis"
-    assert names == [f"{grid}.pdf", f"{grid}.png",
-                     *(f"overview_mvtec_unsupervised_cpu_blur-gaussian.{s}" for s in ("pdf", "png", "svg")),
-                     *(f"pro_mvtec_metal_nut_unsupervised_cpu_blur-gaussian.{s}" for s in ("pdf", "png", "svg")),
-                     *(f"roc_image_mvtec_metal_nut_unsupervised_cpu.{s}" for s in ("pdf", "png", "svg")),
-                     *(f"roc_pixel_mvtec_metal_nut_unsupervised_cpu_blur-gaussian.{s}" for s in ("pdf", "png", "svg"))]
-    assert all(p.parent == run / "figures" and p.stat().st_size > 1000 for p in paths)
+    assert names == [f"{grid}.pdf", f"{grid}.png", f"{grid}.tex",
+                     *(f"overview_mvtec_unsupervised_cpu_blur-gaussian.{s}" for s in ("pdf", "png", "svg", "tex")),
+                     *(f"pro_mvtec_metal_nut_unsupervised_cpu_blur-gaussian.{s}" for s in ("pdf", "png", "svg", "tex")),
+                     *(f"roc_image_mvtec_metal_nut_unsupervised_cpu.{s}" for s in ("pdf", "png", "svg", "tex")),
+                     *(f"roc_pixel_mvtec_metal_nut_unsupervised_cpu_blur-gaussian.{s}" for s in ("pdf", "png", "svg", "tex"))]
+    assert all(p.parent == run / "figures" and p.stat().st_size > 1000 for p in paths if p.suffix != ".tex")
     assert (run / "figures" / names[0]).read_bytes().startswith(b"%PDF")
-    assert (run / "figures" / names[-1]).read_text().lstrip().startswith("<?xml")
+    assert (run / "figures" / names[-2]).read_text().lstrip().startswith("<?xml")
+    snippet = (run / "figures" / names[2]).read_text()  # the caption beside the image, not in it
+    assert f"\\includegraphics[width=\\textwidth]{{{grid}.pdf}}" in snippet and "\\caption{mvtec / metal\\_nut" in snippet
+    assert "$\\eta$=0.97" in snippet and "η" not in snippet  # pdflatex takes no η outside math
 
     grid = np.asarray(Image.open(run / "figures" / names[1]).convert("RGB")).astype(int)
     height, width, _ = grid.shape
