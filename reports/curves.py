@@ -62,11 +62,17 @@ CURVE_AXES = {
 }
 
 
-def draw_curves(bands: list[Band], level: str, title: str) -> Figure:
+#: A column of a two-column paper (inches): the curves are drawn at the size they are printed,
+#: so their 7 pt labels stay 7 pt (the caption, with what `draw_curves` once put in a title, is
+#: written beside the figure).
+COLUMN_INCHES = 3.5
+
+
+def draw_curves(bands: list[Band], level: str) -> Figure:
     """All methods in one axes, each its curve and bootstrap band; the legend says each method's
-    table value (see `Band`)."""
+    table value (see `Band`). COLUMN_INCHES wide, fonts 7 pt."""
     xlabel, ylabel, xmax, chance = CURVE_AXES[level]
-    fig = Figure(figsize=(5.2, 5))
+    fig = Figure(figsize=(COLUMN_INCHES, 3.3))
     ax = fig.add_subplot()
     if chance:
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
@@ -75,9 +81,11 @@ def draw_curves(bands: list[Band], level: str, title: str) -> Figure:
         colour = colours(i % 10)
         ax.fill_between(band.band_grid, band.low, band.high, color=colour, alpha=0.18, linewidth=0)
         ax.plot(band.grid, band.curve, color=colour, linewidth=1.3, label=band.legend)
-    ax.set(xlim=(0, xmax), ylim=(0, 1.01), xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.title.set_fontsize(9)
-    ax.legend(loc="lower right", fontsize=7.5)
+    ax.set(xlim=(0, xmax), ylim=(0, 1.01))
+    ax.set_xlabel(xlabel, fontsize=7)
+    ax.set_ylabel(ylabel, fontsize=7)
+    ax.tick_params(labelsize=7)
+    ax.legend(loc="lower right", fontsize=6.5)
     fig.tight_layout()
     return fig
 

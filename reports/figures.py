@@ -356,7 +356,7 @@ def render_figures(run: Run | Path, norm: str = "auto", eta: float | None = None
                     + ("" if legends else " (none stored for this blur policy: the method names only)")
                     + ("; maps at the model's resolution" if level != "image" else ""))
             stem = _slug(kind, name, class_name, protocol, preset, *([f"blur-{blur}"] if level != "image" else []))
-            yield Drawn(stem, kind, key, f"{title.replace(chr(10), ', ')} ({note})", draw_curves(bands, level, title))
+            yield Drawn(stem, kind, key, f"{title.replace(chr(10), ', ')} ({note})", draw_curves(bands, level))
     if not found:
         raise XadError(f"{run.path / 'predictions'} holds none of the predictions of results.csv's jobs; figures are "
                        "drawn from the .npz files `xadbench run` saves there (rerun the jobs to recreate them)")
