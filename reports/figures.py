@@ -61,6 +61,8 @@ NORMS = ("auto", "local", "global")
 #: The display of a profile this version does not know (a run folder of another version).
 FALLBACK_DISPLAY = PROFILES["mvtec"].display
 CELL_INCHES = 1.1
+#: The text width of a two-column paper (inches), the width of the overview figure.
+PAGE_INCHES = 7.2
 DPI = 120
 
 
@@ -268,8 +270,13 @@ def draw_overview(rows: pd.DataFrame, references: list[str]) -> Figure:
     colours = iter(matplotlib.colormaps["tab10"].colors)
     palette = {c: REFERENCE_GREYS[i % len(REFERENCE_GREYS)] if c in references else next(colours)
                for i, c in enumerate(columns)}
-    fig = Figure(figsize=(1.2 + len(metrics) * max(2.6, 0.55 * len(classes) * max(1, len(columns) / 3)), 3.8))
-    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    # The text width of a two-column paper, panels in rows of at most three: printed at the size drawn.
+    rows_of_panels = -(-len(metrics) // 3)
+    fig = Figure(figsize=(PAGE_INCHES, 0.4 + 2.3 * rows_of_panels))
+    panels = fig.subplots(rows_of_panels, min(3, len(metrics)), sharey=True, squeeze=False).ravel()
+    for unused in panels[len(metrics):]:
+        unused.set_visible(False)
+    axes = panels[:len(metrics)]
     for i, (ax, metric) in enumerate(zip(axes, metrics)):
         data = rows[(rows["metric"] == metric) & rows["value"].notna()]
         sns.pointplot(data=data, x="class", y="value", hue="column", order=classes, hue_order=columns,
@@ -278,12 +285,13 @@ def draw_overview(rows: pd.DataFrame, references: list[str]) -> Figure:
                       err_kws={"linewidth": 1.2}, legend=i == len(metrics) - 1, ax=ax)
         if get_metric(metric).chance is not None:
             ax.axhline(get_metric(metric).chance, color="grey", linestyle="--", linewidth=0.8)
-        ax.set_title(get_metric(metric).label.split(" (")[0], fontsize=9)
+        ax.set_title(get_metric(metric).label.split(" (")[0], fontsize=7)
         ax.set(xlabel="", ylabel="", ylim=(0, 1.02))
-        ax.tick_params(labelsize=8)
+        ax.tick_params(labelsize=6.5)
+        ax.tick_params(axis="x", labelrotation=45)
     legend = axes[-1].get_legend()
     if legend is not None:
-        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False, title=None, fontsize=8)
+        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False, title=None, fontsize=6.5)
     fig.tight_layout()
     return fig
 

@@ -504,3 +504,20 @@ def test_overview_of_one_and_two_methods(run_dir, names):
         for method, line in zip(names, lines[::len(CLASSES) + 1]):
             np.testing.assert_allclose(line.get_ydata(), [np.mean([value(c, method, s, metric) for s in SEEDS])
                                                           for c in CLASSES])
+
+
+def test_curves_and_overview_are_drawn_at_print_size_with_readable_fonts(tmp_path, run_dir):
+    """Printed at the size drawn (a column: 3.5 in; the text width: 7.2 in), every text is at least
+    6 pt; no title carries the caption."""
+    from matplotlib.text import Text
+
+    run = fake_predictions(tmp_path / "run")
+    drawn = [d for d in figs.render_figures(run, n_resamples=100) if d.kind != "grid"]
+    drawn += list(figs.overview_figures(tab.load_results(run_dir), "gaussian"))
+    assert {d.kind for d in drawn} == {"roc_image", "roc_pixel", "pro", "overview"}
+    for d in drawn:
+        width = d.figure.get_size_inches()[0]
+        assert width == pytest.approx(7.2 if d.kind == "overview" else 3.5), d.stem
+        texts = [t for t in d.figure.findobj(Text) if t.get_visible() and t.get_text().strip()]
+        assert texts and min(t.get_fontsize() for t in texts) >= 6, d.stem
+        assert not d.figure._suptitle and all(not ax.get_title() for ax in d.figure.axes if d.kind != "overview")
