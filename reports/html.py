@@ -174,8 +174,10 @@ def provenance_section(run_dir: Path, results: pd.DataFrame) -> str:
             ("hardware", f"{hw.get('cpu')}, {hw.get('cpu_cores')} cores, {hw.get('memory_gib')} GiB"
                          + (f"; GPU {', '.join(map(str, gpus))}" if gpus else "; no GPU")),
             ("host / OS", f"{hw.get('host')} / {hw.get('os')}"),
-            ("weights", weights.get("path") or weights.get("source")),
-            ("weights sha256", weights.get("sha256")),
+            # What the jobs used (results' `weights`), so the block agrees with the per-method table;
+            # the invocation's --weights/--pretrained is only what was offered to backbones.
+            ("weights used", weights_used(results)),
+            ("weights sha256", weights.get("sha256") if weights.get("path") else None),
             ("data root", prov.get("data_root") or "the data set's default location"),
         ]))
     if not entries:
@@ -188,6 +190,12 @@ def provenance_section(run_dir: Path, results: pd.DataFrame) -> str:
     parts.append(data_table(results))
     parts.append("</section>")
     return "".join(parts)
+
+
+def weights_used(results: pd.DataFrame) -> str:
+    """The weights the run's jobs started from, with the methods of each: "none (ae, centre)"."""
+    jobs = results.drop_duplicates("job_id")
+    return "; ".join(f"{w} ({', '.join(dict.fromkeys(group['column']))})" for w, group in jobs.groupby("weights", sort=False))
 
 
 def data_table(results: pd.DataFrame) -> str:

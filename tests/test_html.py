@@ -80,6 +80,8 @@ def test_page_is_self_contained_and_shows_tables_figures_and_provenance(run):
     for value in (prov["weights"]["sha256"], prov["torch"], prov["command"], prov["hardware"]["cpu"]):
         assert value in page
     assert "FCDD (paper)" in page and "Read with care" in page and "Preset cpu" in page
+    # The provenance block names the weights the jobs used (results.csv: none), as the per-method table does.
+    assert "<dt>weights used</dt><dd>none (FCDD, Grad, AE)</dd>" in page
 
 
 @pytest.mark.slow
