@@ -31,6 +31,7 @@ Figures are drawn on matplotlib `Figure` objects directly (no pyplot), so no GUI
 from __future__ import annotations
 
 import difflib
+import re
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
