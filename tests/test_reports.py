@@ -6,8 +6,6 @@ predictions, so no model is trained. Standard deviations are sample std (ddof=1)
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
