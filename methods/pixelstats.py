@@ -22,6 +22,7 @@ class PixelStats(Method):
     """
 
     supervision = "none"
+    reference = True
     deterministic = True
     parameter_constraints = {"eps": Interval(float, 0, closed="neither")}
 

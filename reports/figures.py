@@ -52,11 +52,11 @@ from xadbench.metrics.aupro import MAX_FPR
 from xadbench.metrics.bootstrap import CONFIDENCE
 from xadbench.metrics.registry import get_metric, list_metrics
 from xadbench.profiles import PROFILES
+from xadbench.registry import methods as method_plugins
 from xadbench.reports.curves import curve_bands, curve_legends, draw_curves
 from xadbench.reports.intervals import IntervalTable, run_intervals
 from xadbench.reports.run import Run
 from xadbench.reports.table_formats import tex_escape
-from xadbench.sanity import REFERENCE_METHODS
 
 NORMS = ("auto", "local", "global")
 #: The display of a profile this version does not know (a run folder of another version).
@@ -218,7 +218,7 @@ def _grid(preds: dict[str, dict[str, np.ndarray]], methods: dict[str, str], capt
     """The heatmap grid of one job group (one seed), its predictions aligned; with its caption and
     the reference and η it used."""
     first = next(iter(preds.values()))
-    detectors = [label for label, m in methods.items() if m not in REFERENCE_METHODS] or list(preds)
+    detectors = [label for label, m in methods.items() if not method_plugins.is_reference(m)] or list(preds)
     order = next((label for label, m in methods.items() if m == "fcdd"), detectors[0])
     reference, quantile = display_defaults(str(first["profile"]))
     reference = reference if norm == "auto" else norm
@@ -303,7 +303,7 @@ def overview_figures(results: pd.DataFrame, blur: str) -> Iterator[Drawn]:
     rows = results[results["metric"].isin(list_metrics(headline=True)) & (results["blur"] == blur)]
     for (dataset, protocol, preset), group in rows.groupby(["dataset", "protocol", "preset"], sort=False):
         name = Path(dataset).name
-        references = list(dict.fromkeys(group.loc[group["method"].isin(REFERENCE_METHODS), "column"]))
+        references = list(dict.fromkeys(group.loc[group["method"].map(method_plugins.is_reference), "column"]))
         seeds = group["seed"].nunique()
         spread = "± one std over seeds" if seeds > 1 else "one seed"
         caption = (f"{name}: {protocol}, preset {preset}, baselines {_blur_words(blur)}; per class the mean over "

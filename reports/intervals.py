@@ -22,7 +22,7 @@ images of the class.
 
 Marks: a best value of a row is "best" when its paired difference to every other method's
 interval excludes 0; otherwise the methods whose difference to the best includes 0 form the
-"tied" group. Reference maps (`sanity.REFERENCE_METHODS`) come first and are never marked.
+"tied" group. Reference maps (methods that declare `Method.reference`) come first and are never marked.
 
 Stored in the run's results store (`run_intervals`): table `intervals` of results.sqlite, one row
 per cell (value, ci_low, ci_high, seed_std, n_seeds, mark and the resampled values, so paired
@@ -48,10 +48,10 @@ from xadbench.files import atomic_write, safe_name
 from xadbench.heatmaps import PostProcessor, scored_maps
 from xadbench.metrics.bootstrap import CONFIDENCE, TestSet, percentile_interval, stratified_weights
 from xadbench.metrics.registry import get_metric, list_metrics
+from xadbench.registry import methods as method_plugins
 from xadbench.reports.run import Run
 from xadbench.reports.tables import BEST, GROUP_KEYS, MEAN, TABLE_KEYS, TIED
 from xadbench.run_folder import results_store
-from xadbench.sanity import REFERENCE_METHODS
 
 NOMINAL = "good"
 
@@ -144,7 +144,7 @@ def interval_tables(run: Run | Path, n_resamples: int = RESAMPLES, seed: int = 0
         key = dict(zip(GROUP_KEYS, group_key))
         jobs = group.drop_duplicates("job_id")
         columns = list(dict.fromkeys(jobs["column"]))
-        references = [c for c in columns if jobs.loc[jobs["column"] == c, "method"].iloc[0] in REFERENCE_METHODS]
+        references = [c for c in columns if method_plugins.is_reference(jobs.loc[jobs["column"] == c, "method"].iloc[0])]
         columns = references + [c for c in columns if c not in references]
         per_metric = {m: {} for m in metrics}   # metric -> {(row, column): Cell}
         defect_rows: dict[str, list[str]] = {m: [] for m in metrics}

@@ -21,7 +21,7 @@ from xadbench.files import safe_name
 from xadbench.metrics.registry import list_metrics
 from xadbench.registry import methods
 from xadbench.run_folder import read_results, results_store
-from xadbench.sanity import MEAN_MAP_SUFFIX, REFERENCE_METHODS, not_above_mean_map
+from xadbench.sanity import MEAN_MAP_SUFFIX, not_above_mean_map
 
 #: A `reports.intervals.IntervalTable`, named but not imported: intervals builds on this module.
 IntervalTable = Any
@@ -244,7 +244,7 @@ def build_tables(results: pd.DataFrame, compare: str | None = None, intervals: S
             continue
         classes = list(dict.fromkeys(group["class"]))
         columns = list(dict.fromkeys(group["column"]))
-        references = [c for c in columns if group.loc[group["column"] == c, "method"].iloc[0] in REFERENCE_METHODS]
+        references = [c for c in columns if methods.is_reference(group.loc[group["column"] == c, "method"].iloc[0])]
         columns = references + [c for c in columns if c not in references]
         cells = group.groupby(["class", "column"])["value"]
         mean = cells.mean().unstack("column").reindex(index=classes, columns=columns)

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import registered_method_or_skip
 from xadbench.registry import methods
-from xadbench.testing import CHECKS, NOT_FOR_REFERENCE_MAPS, Contract
+from xadbench.testing import CHECKS, NOT_FOR_CONSTANT_MAPS, Contract
 
 #: Fewer epochs than the cpu preset where a method trains, to keep the suite fast; the anomalib
 #: models on a random VGG11-BN (no ImageNet weights offline; the toy split needs none).
@@ -30,8 +30,8 @@ def contract(name: str) -> Contract:
                                   for n in methods.names()])
 def test_registered_method_passes_contract(name, check):
     checked = contract(name)
-    if check in NOT_FOR_REFERENCE_MAPS and checked.plugin.reference:
-        pytest.skip(f"{name} is a reference map: trivial by design, it learns and detects nothing")
+    if check in NOT_FOR_CONSTANT_MAPS and checked.plugin.constant_map:
+        pytest.skip(f"{name} is a constant map: by design it learns and detects nothing")
     CHECKS[check](checked)
 
 

@@ -14,8 +14,8 @@ def test_an_unknown_flag_is_an_error_naming_the_plugin_and_the_flags():
             receptive_field_maps = False
     message = str(caught.value)
     assert "DFM" in message and "'receptive_field_maps'" in message
-    assert message.endswith("the flags are: deterministic, display_name, maps_smoothed, reference, seed_sensitive, "
-                            "supervision")
+    assert message.endswith("the flags are: constant_map, deterministic, display_name, maps_smoothed, reference, "
+                            "seed_sensitive, supervision")
 
 
 @pytest.mark.parametrize("body, shown", [({"supervision": "pixels"}, "supervision = 'pixels'"),
@@ -42,10 +42,10 @@ def test_declared_flags_methods_constants_and_fitted_defaults_are_accepted():
         def predict(self, images):
             raise NotImplementedError
 
-    assert set(FLAGS) == {"display_name", "supervision", "maps_smoothed", "reference", "deterministic",
-                          "seed_sensitive"}
+    assert set(FLAGS) == {"display_name", "supervision", "maps_smoothed", "reference", "constant_map",
+                          "deterministic", "seed_sensitive"}
     variant = Variant(Fine, display_name="Fine-3", window=3)
-    assert [getattr(variant, f) for f in FLAGS] == ["Fine-3", "labels", True, False, False, False]
+    assert [getattr(variant, f) for f in FLAGS] == ["Fine-3", "labels", True, False, False, False, False]
     assert Variant(Fine).display_name == "Fine"
     with pytest.raises(AttributeError):
         variant.not_a_flag  # noqa: B018

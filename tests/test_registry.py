@@ -156,3 +156,10 @@ def test_a_plugin_parsing_argv_at_import_sees_no_xadbench_options(plugin_path, m
     Registry("xadbench.methods", "method").get("argv")
     assert sys.modules["fake_argv"].SEEN == ["xadbench"]
     assert sys.argv == ["xadbench", "run", "--methods", "argv", "--seeds", "1"]
+
+
+def test_reference_maps_declare_themselves():
+    # reports read the flag, so a reference map shows first and is never marked best; an unknown
+    # method (a run folder from another machine) is not one
+    assert [name for name in methods.names() if methods.is_reference(name)] == ["centre", "pixelstats"]
+    assert not methods.is_reference("no-such-method")

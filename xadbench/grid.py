@@ -20,9 +20,11 @@ from xadbench.executors import JobFailure, LocalExecutor
 from xadbench.registry import methods as method_registry
 from xadbench.run_folder import prepare_run
 from xadbench.runner import JobSpec, Progress, identify, save_job_result, without_unused_outlier_exposure
-from xadbench.sanity import REFERENCE_METHODS
 from xadbench.store import CLAIMED, FINISHED, ResultStore
 
+#: The reference maps (`Method.reference`) a grid adds beside the methods where the data set has
+#: pixel ground truth: the floor every number is read against.
+ADDED_REFERENCES = ("centre", "pixelstats")
 #: Seeds of a seed-sensitive method (`Method.seed_sensitive`) under the cpu preset without --seeds.
 SENSITIVE_SEEDS = (0, 1, 2)
 
@@ -51,7 +53,7 @@ def plan_grid(classes: Sequence[str], method_names: Sequence[str], *, seeds: Seq
     params
         Hyperparameters (`JobSpec.params`) per method name; the reference maps take none.
     references
-        Add the reference maps (`sanity.REFERENCE_METHODS`) not among `method_names`; a caller
+        Add the reference maps (`ADDED_REFERENCES`) not among `method_names`; a caller
         asks for them where the data set has pixel ground truth.
     **common
         The other `JobSpec` fields, the same for every job (dataset, preset, protocol, ...).
@@ -64,7 +66,7 @@ def plan_grid(classes: Sequence[str], method_names: Sequence[str], *, seeds: Seq
     params = params or {}
     method_seeds = default_seeds(method_names, common.get("preset", "cpu")) if seeds is None else (
         dict.fromkeys(method_names, tuple(seeds)))
-    added = [r for r in REFERENCE_METHODS if r not in method_names] if references else []
+    added = [r for r in ADDED_REFERENCES if r not in method_names] if references else []
     reference_seeds = (0,) if seeds is None else tuple(seeds)[:1]
     specs = [JobSpec(class_name=c, method=m, seed=s, **common) for c in classes for m in added for s in reference_seeds]
     specs += [JobSpec(class_name=c, method=m, seed=s, params=params.get(m, ()), **common)

@@ -37,10 +37,13 @@ class Method(abc.ABC):
     maps_smoothed: True when its maps are already smoothed by construction (FCDD's Gaussian
         upsampling), so the shared post-processor (`xadbench.heatmaps.PostProcessor`) does not
         blur them again.
-    reference: True for a trivial reference map (e.g. `centre`) that runs beside the methods so
-        their numbers can be read against it; it is not expected to detect anything.
+    reference: True for a reference map (`centre`, `pixelstats`): a simple map that runs beside
+        the methods so their numbers are read against it; reports show it first, as the floor,
+        and never mark it best.
     constant_map: True when its map is the same for every image (e.g. `centre`): the map is its
-        own mean map by construction, so the own-mean-map check (`xadbench.sanity`) does not apply.
+        own mean map by construction, so the own-mean-map check (`xadbench.sanity`) does not apply,
+        nor do the contract checks that ask a method to detect something or to learn from its
+        training data (`xadbench.testing.NOT_FOR_CONSTANT_MAPS`).
     deterministic: True when `fit` has no random parts, so the seed cannot change its result
         (the contract checks that another seed changes the result of every other method).
     seed_sensitive: True when its training is so sensitive to the seed (and to the order of

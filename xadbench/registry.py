@@ -93,6 +93,15 @@ class Registry:
         except XadError:
             return name
 
+    def is_reference(self, name: str) -> bool:
+        """Whether the method plugin `name` declares itself a reference map (`Method.reference`);
+        False for a name that is not registered or does not load here (a run folder from another
+        machine)."""
+        try:
+            return bool(self.declared(name, "reference"))
+        except XadError:
+            return False
+
     def get(self, name: str) -> Any:
         """The plugin object (a class or a Variant) registered as `name`."""
         if name in self._loaded:
@@ -120,8 +129,8 @@ class Registry:
         return self.get(name)(**params)
 
 
-def declared_attribute(ep: EntryPoint, attribute: str) -> str | None:
-    """The string an entry point's target declares for a class attribute, read from its module's
+def declared_attribute(ep: EntryPoint, attribute: str) -> str | bool | None:
+    """The string or bool an entry point's target declares for a class attribute, read from its module's
     source without running it: `attribute = "..."` in the class body, else in a base class
     defined in the same module, and for `NAME = Variant(Class, ...)` its keyword of that name,
     else in Class. None when the
@@ -139,7 +148,10 @@ def declared_attribute(ep: EntryPoint, attribute: str) -> str | None:
              if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
              for target in node.targets if isinstance(target, ast.Name)}
 
-    def lookup(name: str, seen: frozenset[str]) -> str | None:
+    def literal(value: ast.expr | None) -> str | bool | None:
+        return value.value if isinstance(value, ast.Constant) and isinstance(value.value, (str, bool)) else None
+
+    def lookup(name: str, seen: frozenset[str]) -> str | bool | None:
         if name in seen:
             return None
         if name in classes:
@@ -147,8 +159,7 @@ def declared_attribute(ep: EntryPoint, attribute: str) -> str | None:
                 targets = statement.targets if isinstance(statement, ast.Assign) else (
                     [statement.target] if isinstance(statement, ast.AnnAssign) else [])
                 if any(isinstance(t, ast.Name) and t.id == attribute for t in targets):
-                    value = statement.value
-                    return value.value if isinstance(value, ast.Constant) and isinstance(value.value, str) else None
+                    return literal(statement.value)
             bases = [base.id for base in classes[name].bases if isinstance(base, ast.Name)]
             return next((found for base in bases if (found := lookup(base, seen | {name})) is not None), None)
         call = calls.get(name)
@@ -156,7 +167,7 @@ def declared_attribute(ep: EntryPoint, attribute: str) -> str | None:
                 and call.args and isinstance(call.args[0], ast.Name)):
             own = next((k.value for k in call.keywords if k.arg == attribute), None)
             if own is not None:
-                return own.value if isinstance(own, ast.Constant) and isinstance(own.value, str) else None
+                return literal(own)
             return lookup(call.args[0].id, seen | {name})
         return None
 

@@ -45,8 +45,6 @@ from xadbench.types import Prediction, Sample
 if TYPE_CHECKING:
     from xadbench.method import Method
 
-#: Methods the runner adds to every run with pixel ground truth, shown first in tables.
-REFERENCE_METHODS = ("centre", "pixelstats")
 #: A pixel AUC is "clearly above" the mean map's when it exceeds it by at least this much.
 MEAN_MAP_MARGIN = 0.05
 MEAN_MAP_SUFFIX = "_mean_map"

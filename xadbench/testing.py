@@ -345,8 +345,8 @@ CHECKS: dict[str, Callable[[Contract], None]] = {
 }
 
 
-#: Checks a reference map (`Method.reference`: trivial by design) is not held to.
-NOT_FOR_REFERENCE_MAPS = ("better_than_chance", "fit_depends_on_training_data")
+#: Checks a constant map (`Method.constant_map`: the same map for every image) is not held to.
+NOT_FOR_CONSTANT_MAPS = ("better_than_chance", "fit_depends_on_training_data")
 
 
 def parametrize_with_checks(plugins: list[Any], params: dict[str, Any] | None = None) -> Any:
@@ -378,8 +378,8 @@ def parametrize_with_checks(plugins: list[Any], params: dict[str, Any] | None = 
     for plugin in plugins:
         contract = Contract(plugin, params or {})
         for name, check in CHECKS.items():
-            skip = getattr(plugin, "reference", False) and name in NOT_FOR_REFERENCE_MAPS
-            marks = [pytest.mark.skip(reason="a reference map is trivial by design")] if skip else []
+            skip = getattr(plugin, "constant_map", False) and name in NOT_FOR_CONSTANT_MAPS
+            marks = [pytest.mark.skip(reason="a constant map detects nothing and learns nothing by design")] if skip else []
             cases.append(pytest.param(contract, check, id=f"{getattr(plugin, '__name__', plugin)}-{name}", marks=marks))
     return pytest.mark.parametrize(("contract", "check"), cases)
 

@@ -367,7 +367,7 @@ def methods_show(
     typer.echo(f"about:        {about or '(no docstring)'}")
     typer.echo(f"supervision:  {plugin.supervision} (what it can learn from beyond nominal images)")
     if plugin.reference:
-        typer.echo("reference:    yes (a trivial map runs beside the methods; it detects nothing)")
+        typer.echo("reference:    yes (runs beside the methods as the floor their numbers are read against; never marked best)")
     typer.echo(f"maps:         {'smoothed by construction (not blurred again)' if plugin.maps_smoothed else 'blurred by the shared policy (--blur gaussian)'}")
     typer.echo(f"metrics:      {', '.join(list_metrics(headline=True))} (the metric registry's headline "
                "metrics; those of pixel and region unit where the data set has masks)")
