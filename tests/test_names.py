@@ -72,7 +72,7 @@ def test_control_characters_in_names_reach_the_terminal_escaped(tmp_path):
         result = CliRunner().invoke(app, args)
         assert "\x1b" not in result.output and "\x07" not in result.output and shown in result.output, result.output
     spec = JobSpec(dataset="mvtec", class_name=ESCAPES, method="pixelstats")
-    assert RichProgress().describe(spec) == "mvtec/a\\x1b]0;PWNED\\x07\\x1b[31mred\\[bold] pixelstats seed 0"
+    assert RichProgress(total=1).describe(spec) == "mvtec/a\\x1b]0;PWNED\\x07\\x1b[31mred\\[bold] pixelstats seed 0"
 
 
 def make_mvtec_class(root, name):

@@ -49,7 +49,7 @@ def test_a_plugin_that_raises_in_predict_is_named_with_the_call(tmp_path, monkey
 
 
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, monkeypatch):
-    def interrupted(spec, on_epoch=None):
+    def interrupted(spec, on_epoch=None, on_phase=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner_module, "run_job", interrupted)
@@ -65,7 +65,7 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, monkeypatch):
     (TypeError("a\nbug"), "unexpected TypeError: a bug (a bug in xadbench or a plugin; set XADBENCH_TRACEBACK=1"),
 ])
 def test_os_errors_and_bugs_are_one_line(tmp_path, monkeypatch, error, text):
-    def failing(spec, on_epoch=None):
+    def failing(spec, on_epoch=None, on_phase=None):
         raise error
 
     monkeypatch.setattr(runner_module, "run_job", failing)
@@ -73,7 +73,7 @@ def test_os_errors_and_bugs_are_one_line(tmp_path, monkeypatch, error, text):
 
 
 def test_the_traceback_variable_lets_a_bug_through(tmp_path, monkeypatch):
-    monkeypatch.setattr(runner_module, "run_job", lambda spec, on_epoch=None: [][1])
+    monkeypatch.setattr(runner_module, "run_job", lambda spec, on_epoch=None, on_phase=None: [][1])
     monkeypatch.setenv("XADBENCH_TRACEBACK", "1")
     result = run_pixelstats(tmp_path / "run")
     assert isinstance(result.exception, IndexError)
@@ -83,11 +83,11 @@ def test_the_traceback_variable_lets_a_bug_through(tmp_path, monkeypatch):
 def test_warnings_are_one_line_each_and_once(tmp_path, monkeypatch):
     real_run_job = runner_module.run_job
 
-    def warning_run_job(spec, on_epoch=None):
+    def warning_run_job(spec, on_epoch=None, on_phase=None):
         for _ in range(3):
             warnings.warn("mask values\n  were thresholded", stacklevel=1)
         warnings.warn("another thing", RuntimeWarning, stacklevel=1)
-        return real_run_job(spec, on_epoch)
+        return real_run_job(spec, on_epoch, on_phase)
 
     monkeypatch.setattr(runner_module, "run_job", warning_run_job)
     result = run_pixelstats(tmp_path / "run")

@@ -4,6 +4,7 @@ release's results.csv imported or refused with one line; damaged stores, predict
 leftovers found. Expectations are written out by hand or read back with plain sqlite3/csv."""
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -471,8 +472,9 @@ def test_two_runs_into_one_folder_share_the_jobs(tmp_path, processes):
     assert [c.exitcode for c in children] == [0, 0], texts
     jobs = sorted(f"mvtec/{s.class_name} pixelstats seed {s.seed}" for s in grid_specs())
 
-    def reported(text, *kinds):  # "done  mvtec/bottle pixelstats seed 0 (0s fit): ..."
-        return sorted(line[6:].split(":")[0].split(" (")[0] for line in text.splitlines() if line[:6] in kinds)
+    def reported(text, *kinds):  # "done  1/6 mvtec/bottle pixelstats seed 0: fit 0s, ..."
+        return sorted(re.sub(r"^\d+/\d+ ", "", line[6:]).split(":")[0]
+                      for line in text.splitlines() if line[:6] in kinds)
     assert sorted(reported(texts[0], "done  ") + reported(texts[1], "done  ")) == jobs  # each trained once
     assert all(reported(text, "done  ", "skip  ") == jobs for text in texts)  # each run saw the grid complete
     table = run_folder.read_results(out)
