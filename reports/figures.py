@@ -61,8 +61,7 @@ from xadbench.reports.table_formats import tex_escape
 NORMS = ("auto", "local", "global")
 #: The display of a profile this version does not know (a run folder of another version).
 FALLBACK_DISPLAY = PROFILES["mvtec"].display
-CELL_INCHES = 1.1
-#: The text width of a two-column paper (inches), the width of the overview figure.
+#: The text width of a two-column paper (inches), the width of the overview and grid figures.
 PAGE_INCHES = 7.2
 DPI = 120
 
@@ -163,29 +162,31 @@ def draw_grid(images: np.ndarray, heatmaps: dict[str, np.ndarray], masks: np.nda
         for x, cell in zip(xs, cells):
             picture[y:y + h, x:x + w] = cell
 
-    inch = CELL_INCHES / w  # inches per picture pixel
-    left, right, top, bottom = 1.2, 0.8, 0.9, 0.1
-    width, height = left + right + picture.shape[1] * inch, top + bottom + picture.shape[0] * inch
+    # At the text width whatever the number of columns, so that printed at \textwidth every
+    # label keeps its size (6-7 pt); the cells shrink instead.
+    left, right, top, bottom = 0.8, 0.55, 0.25, 0.05
+    inch = (PAGE_INCHES - left - right) / picture.shape[1]  # inches per picture pixel
+    width, height = PAGE_INCHES, top + bottom + picture.shape[0] * inch
     fig = Figure(figsize=(width, height))
     ax = fig.add_axes((left / width, bottom / height, picture.shape[1] * inch / width, picture.shape[0] * inch / height))
     ax.imshow(picture, interpolation="antialiased")
     ax.set_axis_off()
     for y, (label, _) in zip(ys, rows):
-        ax.text(-2 * pad, y + h / 2, label, ha="right", va="center", fontsize=9)
+        ax.text(-2 * pad, y + h / 2, label, ha="right", va="center", fontsize=7)
         for x, score in zip(xs, scores.get(label, ())):
             if np.isfinite(score):
-                ax.text(x + w / 2, y - 0.15 * pad, f"{score:.3g}", ha="center", va="bottom", fontsize=6.5)
+                ax.text(x + w / 2, y - 0.15 * pad, f"{score:.3g}", ha="center", va="bottom", fontsize=6)
     start = 0
     for name, count in blocks:
         centre = (xs[start] + xs[start + count - 1] + w) / 2
-        ax.text(centre, -0.3 * h, name, ha="center", va="bottom", fontsize=10)
+        ax.text(centre, -0.3 * h, name, ha="center", va="bottom", fontsize=7)
         start += count
     heat_top = top + ys[1] * inch
     heat_bottom = top + (ys[len(heatmaps)] + h) * inch
-    colourbar = fig.add_axes(((width - right + 0.15) / width, 1 - heat_bottom / height,
+    colourbar = fig.add_axes(((width - right + 0.1) / width, 1 - heat_bottom / height,
                               0.12 / width, (heat_bottom - heat_top) / height))
     fig.colorbar(ScalarMappable(Normalize(0, 1), matplotlib.colormaps[cmap]), cax=colourbar)
-    colourbar.tick_params(labelsize=7)
+    colourbar.tick_params(labelsize=6)
     return fig
 
 

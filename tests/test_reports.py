@@ -510,12 +510,12 @@ def test_curves_and_overview_are_drawn_at_print_size_with_readable_fonts(tmp_pat
     from matplotlib.text import Text
 
     run = fake_predictions(tmp_path / "run")
-    drawn = [d for d in figs.render_figures(run, n_resamples=100) if d.kind != "grid"]
+    drawn = list(figs.render_figures(run, n_resamples=100))
     drawn += list(figs.overview_figures(tab.load_results(run_dir), "gaussian"))
-    assert {d.kind for d in drawn} == {"roc_image", "roc_pixel", "pro", "overview"}
+    assert {d.kind for d in drawn} == {"grid", "roc_image", "roc_pixel", "pro", "overview"}
     for d in drawn:
         width = d.figure.get_size_inches()[0]
-        assert width == pytest.approx(7.2 if d.kind == "overview" else 3.5), d.stem
+        assert width == pytest.approx(7.2 if d.kind in ("overview", "grid") else 3.5), d.stem
         texts = [t for t in d.figure.findobj(Text) if t.get_visible() and t.get_text().strip()]
         assert texts and min(t.get_fontsize() for t in texts) >= 6, d.stem
         assert not d.figure._suptitle and all(not ax.get_title() for ax in d.figure.axes if d.kind != "overview")
