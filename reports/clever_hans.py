@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from xadbench import heatmaps, run_folder
+from xadbench.defaults import CMAP
 from xadbench.errors import XadError
 from xadbench.files import atomic_write
 from xadbench.registry import methods
@@ -51,7 +52,6 @@ METRIC_LABELS = {
 FIGURE_KEYS = ("score", "anomaly_map", "postprocessor", "label", "key", "image", "watermarked", "box")
 ETA = 0.99
 FIGURE_COLUMNS = 8
-CMAP = "jet"
 CELL_INCHES = 1.1
 DPI = 150
 

@@ -23,6 +23,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from xadbench import heatmaps, run_folder
+from xadbench.defaults import CMAP
 from xadbench.errors import XadError
 from xadbench.files import atomic_write
 from xadbench.registry import methods
@@ -33,7 +34,6 @@ from xadbench.studies.oe_size import limit_label
 ETA = 0.85
 NORM = "local"
 SAMPLES = 3
-CMAP = "jet"
 CELL_INCHES = 1.0
 DPI = 150
 

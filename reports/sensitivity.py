@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from xadbench import heatmaps, run_folder
+from xadbench.defaults import CMAP
 from xadbench.errors import XadError
 from xadbench.files import atomic_write
 from xadbench.profiles import get_profile
@@ -83,7 +84,7 @@ def _grid_figure(columns: list[str], images: np.ndarray, cells: list[np.ndarray]
     top = outer[0].subgridspec(1, 5)
     _curve(fig.add_subplot(top[0, 1:4]), *curve)
     grid = outer[1].subgridspec(rows, n_cols, hspace=0.08, wspace=0.04)
-    cmap = matplotlib.colormaps["jet"]
+    cmap = matplotlib.colormaps[CMAP]
     for r in range(rows):
         for c in range(n_cols):
             ax = fig.add_subplot(grid[r, c])
