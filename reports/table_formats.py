@@ -204,7 +204,7 @@ def caption_words(table: ResultTable, with_metric: bool = True) -> str:
         text += (f" Each value comes with {shown} of its {table.confidence:.0%} percentile interval over "
                  f"{table.n_resamples} stratified bootstrap resamples of the test images ({rows}"
                  f"{'; a resample averages the seeds' if seeds > 1 else ''}), computed from the saved maps at the "
-                 "model's resolution (results.csv's pixel metrics are at the masks' resolution).")
+                 "model's resolution, as results.csv's values are.")
         if competing > 1:
             text += (" Bold: the best method, whose paired bootstrap difference to every other method excludes 0; "
                      "underlined: the best and the methods not significantly below it (no significant best).")
