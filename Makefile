@@ -49,7 +49,7 @@ browser:
 latex:
 	kpsewhich siunitx.sty >/dev/null 2>&1 || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q \
 		--no-install-recommends texlive-latex-base texlive-latex-recommended texlive-science)
-	command -v pdftoppm >/dev/null || ($(SUDO) apt-get install -y -q --no-install-recommends poppler-utils)
+	command -v pdftoppm >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends poppler-utils)
 
 # The suite with the default thread count, then again with one thread the checks whose floats
 # depend on how the work is split across threads (batch invariance, same seed same output); the
