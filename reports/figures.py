@@ -302,9 +302,10 @@ def overview_figures(results: pd.DataFrame, blur: str) -> Iterator[Drawn]:
     """One `draw_overview` per (data set, protocol, preset) of the results, with the rows of the
     blur policy `blur`."""
     rows = results[results["metric"].isin(list_metrics(headline=True)) & (results["blur"] == blur)]
+    reference_methods = [m for m in rows["method"].unique() if method_plugins.is_reference(m)]  # once per method, not per row
     for (dataset, protocol, preset), group in rows.groupby(["dataset", "protocol", "preset"], sort=False):
         name = Path(dataset).name
-        references = list(dict.fromkeys(group.loc[group["method"].map(method_plugins.is_reference), "column"]))
+        references = list(dict.fromkeys(group.loc[group["method"].isin(reference_methods), "column"]))
         seeds = group["seed"].nunique()
         spread = "± one std over seeds" if seeds > 1 else "one seed"
         caption = (f"{name}: {protocol}, preset {preset}, baselines {_blur_words(blur)}; per class the mean over "

@@ -139,12 +139,13 @@ def interval_tables(run: Run | Path, n_resamples: int = RESAMPLES, seed: int = 0
         warnings.warn(f"{len(missing)} job(s) of the run have no predictions in {run.path / 'predictions'} and are "
                       f"left out of the intervals (e.g. {missing[0]})", stacklevel=2)
     results = results[saved]
+    is_reference = {m: method_plugins.is_reference(m) for m in results["method"].unique()}  # once per method
     tables = []
     for group_key, group in results.groupby(list(GROUP_KEYS), sort=False):
         key = dict(zip(GROUP_KEYS, group_key))
         jobs = group.drop_duplicates("job_id")
         columns = list(dict.fromkeys(jobs["column"]))
-        references = [c for c in columns if method_plugins.is_reference(jobs.loc[jobs["column"] == c, "method"].iloc[0])]
+        references = [c for c in columns if is_reference[jobs.loc[jobs["column"] == c, "method"].iloc[0]]]
         columns = references + [c for c in columns if c not in references]
         per_metric = {m: {} for m in metrics}   # metric -> {(row, column): Cell}
         defect_rows: dict[str, list[str]] = {m: [] for m in metrics}

@@ -237,6 +237,7 @@ def build_tables(results: pd.DataFrame, compare: str | None = None, intervals: S
     check_style(style)
     paper = read_paper_results() if compare == "paper" else None
     bootstrap = {(tuple(t.key[k] for k in TABLE_KEYS), t.by_defect): t for t in intervals}
+    is_reference = {m: methods.is_reference(m) for m in results["method"].unique()}  # once per method, not per table
     tables = []
     for _, group in results.groupby(list(TABLE_KEYS), sort=False):
         group = group.dropna(subset=["value"])
@@ -244,7 +245,7 @@ def build_tables(results: pd.DataFrame, compare: str | None = None, intervals: S
             continue
         classes = list(dict.fromkeys(group["class"]))
         columns = list(dict.fromkeys(group["column"]))
-        references = [c for c in columns if methods.is_reference(group.loc[group["column"] == c, "method"].iloc[0])]
+        references = [c for c in columns if is_reference[group.loc[group["column"] == c, "method"].iloc[0]]]
         columns = references + [c for c in columns if c not in references]
         cells = group.groupby(["class", "column"])["value"]
         mean = cells.mean().unstack("column").reindex(index=classes, columns=columns)
