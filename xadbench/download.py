@@ -43,11 +43,12 @@ from typing import Any
 from rich.console import Console
 
 from xadbench.errors import DataError
+from xadbench.files import this_process
 
 DOWNLOADS = ".downloads"
 CHUNK = 1 << 20  # for hashing a file on disk
 BLOCK = 1 << 16  # for writing what the network delivered: small, so a cut-off keeps it
-HOLDER = "holder"  # in .downloads: the pid and start time of the process that holds the lock
+HOLDER = "holder"  # in .downloads: the process (files.Owner) that holds the lock and since when
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 console = Console(stderr=True)
@@ -342,7 +343,7 @@ def install(root: Path, archives: Sequence[Archive], notice: str, timeouts: Time
 def _install_locked(root: Path, workdir: Path, archives: Sequence[Archive], notice: str, timeouts: Timeouts) -> None:
     try:
         workdir.mkdir(exist_ok=True)
-        (workdir / HOLDER).write_text(f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}\n")
+        (workdir / HOLDER).write_text(f"{this_process()}, since {time.strftime('%H:%M:%S')}\n")
     except OSError as exc:
         raise DataError(f"cannot create {workdir} to download into ({type(exc).__name__}: {_reason(exc)})") from None
     console.print(notice, markup=False, highlight=False, soft_wrap=True)
